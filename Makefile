@@ -1,0 +1,45 @@
+# overlaybd in Python.  `make demo` and `make test` work on a fresh Debian 12 machine as root.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv install test unit lint bench demo clean
+
+help:
+	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
+	@echo "make deps     - install system packages the tests need (apt, UML kernel, registry)"
+	@echo "make test     - deps + install, then run every test (unit, registry, real kernel)"
+	@echo "make unit     - only the tests that need neither the kernel nor the registry"
+	@echo "make bench    - benchmarks, printed as ratios against baselines from the same run"
+	@echo "make demo     - serve the embedded golden image through overlaybd-tcmu in a real kernel"
+	@echo "make lint     - ruff"
+
+deps:
+	bash scripts/install-deps.sh
+
+$(PY):
+	bash scripts/make-venv.sh $(PYTHON) $(VENV)
+
+venv: $(PY)
+
+install: $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+
+test: deps install
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
+
+unit: install
+	$(PY) -m pytest -q -ra -m "not vm and not registry" $(PYTEST_ARGS) tests
+
+lint: install
+	$(PY) -m ruff check overlaybd tests bench stress
+
+bench: deps install
+	$(PY) -m bench $(BENCH_ARGS)
+
+demo: deps install
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,7 @@
+"""overlaybd in Python: container images as lazily fetched virtual block devices.
+
+The I/O stack is a chain of file-like objects with ``pread`` (see ``overlaybd.io``):
+merged view -> layer (tar -> zfile -> lsmt) -> source (local file, cache, registry).
+"""
+
+__version__ = "0.1.0"

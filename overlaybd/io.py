@@ -1,0 +1,88 @@
+"""The file protocol every module of the I/O stack implements, and the local-file source.
+
+A *file* is any object with:
+
+* ``size`` -- int, bytes readable (the virtual size for images);
+* ``pread(n, off) -> bytes`` -- up to ``n`` bytes at ``off``; short only at end of file;
+* ``close()``.
+
+Optional capabilities, looked up with ``getattr``:
+
+* ``preadinto(buf, off) -> int`` -- fill a writable buffer (memoryview) in place;
+* ``evict(off, n)`` -- drop a cached byte range so the next read refetches it
+  (cached sources implement it; ZFile uses it to retry a block whose CRC fails);
+* ``pwrite(data, off)``, ``discard(off, n)``, ``fsync()`` -- writable files;
+* ``path`` -- a name for error messages and audit lines.
+"""
+
+import os
+
+from .errors import OverlaybdError
+
+
+class LocalFile:
+    """A local file opened read-only (or read-write), read with ``os.pread``."""
+
+    def __init__(self, path, writable=False):
+        self.path = os.fspath(path)
+        flags = os.O_RDWR if writable else os.O_RDONLY
+        try:
+            self.fd = os.open(self.path, flags | os.O_CLOEXEC)
+        except OSError as e:
+            raise OverlaybdError(f"failed to open local file {self.path}: {e.strerror}",
+                                 errno=e.errno) from e
+        self.size = os.fstat(self.fd).st_size
+
+    def pread(self, n, off):
+        return os.pread(self.fd, n, off)
+
+    def preadinto(self, buf, off):
+        return os.preadv(self.fd, [buf], off)
+
+    def pwrite(self, data, off):
+        n = os.pwrite(self.fd, data, off)
+        if off + n > self.size:
+            self.size = off + n
+        return n
+
+    def fsync(self):
+        os.fsync(self.fd)
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"LocalFile({self.path!r})"
+
+
+class BytesFile:
+    """An in-memory file; handy for tests and small headers."""
+
+    def __init__(self, data, path="<memory>"):
+        self.data = bytes(data)
+        self.size = len(self.data)
+        self.path = path
+
+    def pread(self, n, off):
+        return self.data[off:off + n]
+
+    def close(self):
+        pass
+
+
+def read_exact(f, n, off, what="data"):
+    """Read exactly ``n`` bytes at ``off`` from ``f`` or raise a FormatError naming ``what``."""
+    from .errors import FormatError
+    data = f.pread(n, off)
+    if len(data) != n:
+        raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}, got {len(data)}",
+                          path=getattr(f, "path", None))
+    return data
