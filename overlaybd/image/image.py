@@ -1,0 +1,207 @@
+"""Opening an image: config.v1.json -> the merged (and possibly writable) virtual disk.
+
+Layer resolution (spec §4): each lower is opened locally if one of its candidate paths exists,
+else remotely (repoBlobUrl + '/' + digest) through ``overlaybd.cache``; then tar -> zfile
+decoding (``overlaybd.detect``); then all lowers are merged (``overlaybd.lsmt``); an upper is
+stacked on top.  The resultFile gets exactly ``success`` or ``failed:<reason>``.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from loguru import logger
+
+from .. import detect, lsmt
+from ..errors import OverlaybdError
+from ..io import LocalFile
+from .config import load_image_config
+from .settings import load_service_config
+
+OPEN_PARALLEL = 32
+
+
+class ImageOpenError(OverlaybdError):
+    """Opening an image failed; ``reason`` is what the resultFile says after ``failed:``."""
+
+    def __init__(self, reason, cause=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.__cause__ = cause
+
+
+class Image:
+    """The virtual disk of an image: a file object with the writable calls when it has an upper."""
+
+    def __init__(self, config, view, upper, layers, svc):
+        self.config = config
+        self.svc = svc
+        self.view = view
+        self.upper = upper
+        self.layers = layers
+        self.read_only = upper is None
+        self.size = view.size
+        self.path = config.path
+        self.pread = view.pread
+        self.preadinto = getattr(view, "preadinto", None) or self._preadinto
+
+    def _preadinto(self, buf, off):
+        data = self.view.pread(len(buf), off)
+        buf[:len(data)] = data
+        return len(data)
+
+    def _check_writable(self):
+        if self.read_only:
+            from ..errors import ReadOnlyError
+            raise ReadOnlyError("image is read-only (no upper layer)", path=self.path)
+
+    def pwrite(self, data, off):
+        self._check_writable()
+        return self.view.pwrite(data, off)
+
+    def discard(self, off, n):
+        self._check_writable()
+        return self.view.discard(off, n)
+
+    def fsync(self):
+        if self.upper is not None:
+            self.view.fsync()
+
+    def close(self):
+        for obj in [self.view, *self.layers]:
+            try:
+                obj.close()
+            except Exception as e:  # noqa: BLE001 -- closing must not stop at the first error
+                logger.warning("closing {}: {}", getattr(obj, "path", obj), e)
+        self.layers = []
+
+
+def open_lower(cfg, i, lower, svc):
+    """Open lower ``i`` and decode it (tar -> zfile); returns the decoded file object."""
+    src = None
+    for cand in lower.local_candidates():
+        if os.path.exists(cand):
+            try:
+                src = LocalFile(cand)
+            except OverlaybdError as e:
+                raise ImageOpenError(f"failed to open local file {cand}", e) from e
+            break
+    if src is None:
+        if not lower.digest:
+            raise ImageOpenError(f"failed to open local file {lower.file or lower.dir}")
+        if not cfg.repo_blob_url:
+            raise ImageOpenError("empty repoBlobUrl")
+        url = cfg.blob_url(lower)
+        try:
+            from ..cache import open_remote_layer
+            src = open_remote_layer(url, lower.raw, svc)
+        except OverlaybdError as e:
+            reason = getattr(e, "reason", None) or f"failed to open remote file {url}: {e}"
+            raise ImageOpenError(reason, e) from e
+    try:
+        return detect.open_blob(src)
+    except OverlaybdError as e:
+        src.close()
+        raise ImageOpenError(f"failed to open layer {i}: {e}", e) from e
+
+
+def _open_lowers(cfg, svc):
+    if not cfg.lowers:
+        return []
+    with ThreadPoolExecutor(min(OPEN_PARALLEL, len(cfg.lowers))) as ex:
+        futs = [ex.submit(open_lower, cfg, i, lo, svc) for i, lo in enumerate(cfg.lowers)]
+        files, first_err = [], None
+        for f in futs:
+            try:
+                files.append(f.result())
+            except OverlaybdError as e:
+                first_err = first_err or e
+    if first_err is not None:
+        for f in files:
+            f.close()
+        raise first_err
+    return files
+
+
+def open_image(config_path, svc=None, write_result=True):
+    """Open the image of ``config_path``.  ``svc`` is a ServiceConfig, a path to
+    overlaybd.json, or None for the default.  Writes the resultFile unless told not to."""
+    if svc is None or isinstance(svc, (str, os.PathLike)):
+        svc = load_service_config(svc)
+    cfg = None
+    try:
+        cfg = load_image_config(config_path, svc.download)
+        img = _assemble(cfg, svc)
+    except OverlaybdError as e:
+        reason = getattr(e, "reason", None) or str(e)
+        logger.error("open image {}: {}", config_path, reason)
+        if write_result:
+            result_file = cfg.result_file if cfg else _result_file_of(config_path)
+            write_result_file(result_file, f"failed:{reason}")
+        if isinstance(e, ImageOpenError):
+            raise
+        raise ImageOpenError(reason, e) from e
+    if write_result:
+        write_result_file(cfg.result_file, "success")
+    logger.info("opened image {}: {} layers, {} bytes, {}", config_path, len(cfg.lowers),
+                img.size, "read-only" if img.read_only else "writable")
+    return img
+
+
+def _assemble(cfg, svc):
+    layers = _open_lowers(cfg, svc)
+    try:
+        lower_view = None
+        if layers:
+            try:
+                lower_view = lsmt.open_merged(layers)
+            except OverlaybdError as e:
+                raise ImageOpenError(f"failed to open layer: {e}", e) from e
+        upper = None
+        if cfg.upper is not None:
+            try:
+                upper = lsmt.open_rw(cfg.upper.data, cfg.upper.index)
+            except OverlaybdError as e:
+                raise ImageOpenError(f"failed to open upper layer: {e}", e) from e
+            view = lsmt.stack(upper, lower_view)
+        else:
+            view = lower_view
+    except BaseException:
+        for f in layers:
+            f.close()
+        raise
+    return Image(cfg, view, upper, layers, svc)
+
+
+def _result_file_of(config_path):
+    """Best effort: the resultFile named by a config that failed to parse."""
+    import json
+    try:
+        with open(config_path) as f:
+            rf = json.load(f).get("resultFile", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if isinstance(rf, str) and rf and not os.path.isabs(rf):
+        rf = os.path.join(os.path.dirname(os.path.abspath(config_path)), rf)
+    return rf if isinstance(rf, str) else ""
+
+
+def write_result_file(path, text):
+    """Truncate and write ``text`` (no newline), as upstream does once per open attempt."""
+    if not path:
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        logger.error("cannot write resultFile {}: {}", path, e.strerror)
+
+
+class ImageOpener:
+    """A picklable opener for worker processes: ``ImageOpener(config, svc_path)()``."""
+
+    def __init__(self, config_path, svc_path=None):
+        self.config_path = config_path
+        self.svc_path = svc_path
+
+    def __call__(self):
+        return open_image(self.config_path, self.svc_path, write_result=False)
