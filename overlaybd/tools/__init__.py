@@ -1,0 +1,1 @@
+"""Command-line tools with upstream's names, arguments and options."""

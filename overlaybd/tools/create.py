@@ -1,0 +1,38 @@
+"""overlaybd-create: make a writable (upper) layer."""
+
+from .. import lsmt
+from ..abi import lsmt as abi
+from .common import parser, run
+
+PROG = "overlaybd-create"
+
+
+def build_parser():
+    p = parser(PROG, "Create a writable overlaybd layer: a data file and an index file.\n"
+               "Default: append-only (log-structured) layer; -s: sparse single-file layer.",
+               epilog="example: overlaybd-create writable_data writable_index 64 -s")
+    p.add_argument("-u", "--parent-uuid", dest="parent_uuid", default="",
+                   help="parent layer UUID (8-4-4-4-12 hex)")
+    p.add_argument("-s", "--sparse", action="store_true", help="create a sparse writable layer")
+    p.add_argument("data_file")
+    p.add_argument("index_file")
+    p.add_argument("vsize", type=int, help="virtual size in GiB")
+    return p
+
+
+def _main(a):
+    if a.vsize <= 0:
+        raise SystemExit(f"{PROG}: vsize must be a positive number of GiB")
+    parent = a.parent_uuid or None
+    if parent is not None and not abi.uuid_valid(parent):
+        raise SystemExit(f"{PROG}: invalid UUID format: {parent}")
+    layer = lsmt.create_rw(a.data_file, a.index_file, a.vsize << 30, sparse=a.sparse,
+                           parent_uuid=parent)
+    layer.close()
+    print(f"overlaybd-create has created files SUCCESSFULLY ({'sparse' if a.sparse else 'append-only'},"
+          f" {a.vsize} GiB)")
+
+
+def main(argv=None):
+    a = build_parser().parse_args(argv)
+    return run(PROG, _main, a)
