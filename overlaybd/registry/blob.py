@@ -1,0 +1,200 @@
+"""A registry blob as a read-only file object (spec §6.1).
+
+``RegistryBlob(url, ctx)`` learns the size with ``Range: bytes=0-0`` and serves ``pread`` with
+ranged GETs.  Every request is retried with backoff until the context's deadline (30 s by
+default); 401/403 and 404 fail at once (after one re-resolution, so rotated credentials or
+expired redirect URLs recover).  The bytes returned are never wrong: a 206 must carry the
+Content-Range asked for, a 200 to a ranged GET is skipped forward to the offset, a short body
+is retried, and a 416 is never trusted for its Content-Length.
+"""
+
+import errno
+import os
+import re
+import threading
+import time
+
+import urllib3
+
+from ..errors import RemoteError
+from .auth import HttpFailure, Resolver, drain_small, failure_for_status, transport_failure
+from .client import HttpClient, HttpSettings
+from .creds import CredentialProvider
+
+REASONS = {errno.EPERM: "Authentication failed", errno.EACCES: "Authentication failed",
+           errno.ENOTCONN: "Connection failed", errno.ETIMEDOUT: "Get meta timedout",
+           errno.ENOENT: "No such file or directory", errno.EBUSY: "Too many requests",
+           errno.EIO: "Unexpected response"}
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+def reason_for(err):
+    return REASONS.get(err) or os.strerror(err)
+
+
+class RegistryContext:
+    """The HTTP client, credentials and resolution caches shared by the blobs of one config."""
+
+    def __init__(self, client: HttpClient, creds: CredentialProvider, p2p_prefix=""):
+        self.client, self.creds = client, creds
+        self.resolver = Resolver(client, creds)
+        self.timeout = client.timeout
+        self.p2p_prefix = p2p_prefix.rstrip("/") if p2p_prefix else ""
+
+    @classmethod
+    def from_service(cls, svc, p2p_prefix=""):
+        return cls(HttpClient.from_service(svc),
+                   CredentialProvider.from_config(getattr(svc, "credential", None)), p2p_prefix)
+
+    def with_p2p(self, prefix):
+        """A context sharing this one's caches whose data GETs go through a P2P proxy prefix."""
+        other = RegistryContext.__new__(RegistryContext)
+        other.__dict__.update(self.__dict__)
+        other.p2p_prefix = prefix.rstrip("/")
+        return other
+
+
+_lock = threading.Lock()
+_contexts = {}
+
+
+def context_for(svc):
+    """One RegistryContext per distinct registry-related configuration in this process."""
+    cred = getattr(svc, "credential", None)
+    key = (HttpSettings.from_service(svc), getattr(svc, "user_agent", "") or "",
+           getattr(svc, "registry_timeout", 30) or 30,
+           tuple(getattr(cred, k, "") or "" for k in ("mode", "path", "timeout", "client_cert_path",
+                                                       "client_key_path", "server_ca_path")))
+    with _lock:
+        ctx = _contexts.get(key)
+        if ctx is None:
+            ctx = _contexts[key] = RegistryContext.from_service(svc)
+        return ctx
+
+
+class RegistryBlob:
+    """File object over ``url``.  ``size`` may be given (else asked with ``bytes=0-0``)."""
+
+    def __init__(self, url, ctx: RegistryContext, size=None, on_read=None):
+        self.url = self.path = url
+        self.ctx = ctx
+        self.on_read = on_read            # callback(offset, nbytes, seconds) per data request
+        self.size = size if size is not None else self._open_size()
+
+    # -- public file protocol -------------------------------------------------------------
+    def pread(self, n, off):
+        n = min(n, self.size - off)
+        if n <= 0:
+            return b""
+        buf = bytearray(n)
+        self.fetch_into(memoryview(buf), off)
+        return bytes(buf)
+
+    def preadinto(self, buf, off):
+        n = min(len(buf), max(0, self.size - off))
+        if n > 0:
+            self.fetch_into(memoryview(buf)[:n], off)
+        return n
+
+    def close(self):
+        pass
+
+    # -- internals ----------------------------------------------------------------------
+    def fetch_into(self, mv, off):
+        """Fill ``mv`` with exactly ``len(mv)`` blob bytes from ``off`` (retried until deadline)."""
+        t0 = time.monotonic()
+        self._retry(lambda: self._get_range(mv, off), "read", off)
+        if self.on_read:
+            self.on_read(off, len(mv), time.monotonic() - t0)
+
+    def _open_size(self):
+        return self._retry(self._size_once, "open", 0)
+
+    def _retry(self, op, what, off):
+        deadline = time.monotonic() + self.ctx.timeout
+        delay, auth_retried, last = 0.02, False, None
+        while True:
+            try:
+                return op()
+            except HttpFailure as e:
+                last = e
+                if e.errno in (errno.EPERM, errno.ENOENT) and not auth_retried:
+                    auth_retried = True          # drop cached target/token, re-read creds, once
+                    self.ctx.resolver.invalidate(self.url, drop_tokens=e.errno == errno.EPERM)
+                    continue
+                if not e.retryable:
+                    break
+                self.ctx.resolver.invalidate(self.url)
+            if time.monotonic() + delay >= deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        err = last.errno if last is not None else errno.ETIMEDOUT
+        if what == "open":
+            reason = f"failed to open remote file {self.url}: {reason_for(err)}"
+        else:
+            reason = f"failed to read remote file {self.url} at offset {off}: {reason_for(err)}"
+        raise RemoteError(f"{last}", path=self.url, reason=reason, errno=err,
+                          status=getattr(last, "status", None)) from last
+
+    def _request(self, headers):
+        target = self.ctx.resolver.resolve(self.url, self.ctx.timeout)
+        h = dict(headers)
+        if target.authorization:
+            h["Authorization"] = target.authorization
+        url = f"{self.ctx.p2p_prefix}/{target.url}" if self.ctx.p2p_prefix else target.url
+        try:
+            return self.ctx.client.request("GET", url, headers=h, redirects=8)
+        except urllib3.exceptions.HTTPError as e:
+            raise transport_failure(e, "GET") from e
+
+    def _size_once(self):
+        r = self._request({"Range": "bytes=0-0"})
+        status, cr, cl = r.status, r.headers.get("Content-Range", ""), r.headers.get("Content-Length")
+        drain_small(r)
+        if status == 206:
+            m = _CONTENT_RANGE.match(cr)
+            if m and m.group(3) != "*":
+                return int(m.group(3))
+            raise HttpFailure(f"206 without a usable Content-Range ({cr!r})", status, errno.EIO, True)
+        if status == 200 and cl is not None and cl.isdigit():
+            return int(cl)
+        raise failure_for_status(status, "size")
+
+    def _get_range(self, mv, off):
+        n = len(mv)
+        r = self._request({"Range": f"bytes={off}-{off + n - 1}"})
+        try:
+            if r.status == 206:
+                m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+                if not m or int(m.group(1)) != off or int(m.group(2)) != off + n - 1:
+                    raise HttpFailure(f"206 for the wrong range ({r.headers.get('Content-Range')!r})",
+                                      206, errno.EIO, retryable=True)
+            elif r.status == 200:
+                skip = off                  # server ignored Range: skip to the offset
+                while skip:
+                    chunk = r.read(min(skip, 1 << 20))
+                    if not chunk:
+                        raise HttpFailure("200 body ended before the offset", 200, errno.EIO, True)
+                    skip -= len(chunk)
+            else:
+                raise failure_for_status(r.status, "GET")
+            got = 0
+            while got < n:
+                k = r.readinto(mv[got:])
+                if not k:
+                    raise HttpFailure(f"short body: {got} of {n} bytes", r.status, errno.EIO, True)
+                got += k
+        except HttpFailure:
+            r.close()
+            r.release_conn()
+            raise
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            r.close()
+            r.release_conn()
+            raise transport_failure(e, "GET body") from e
+        if r.status == 206 and r.headers.get("Content-Length") == str(n):
+            r.read()                        # at EOF: the connection goes back to the pool
+        else:
+            r.close()                       # a full 200 body, or a length we cannot trust
+        r.release_conn()
