@@ -1,0 +1,142 @@
+"""Sealed (read-only) LSMT layers (spec §1.3): open and validate, then read as a view."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..abi.lsmt import (ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_OFFSET, MAX_RO_INDEX_SIZE,
+                        HeaderTrailer, decode_entries)
+from ..errors import FormatError
+from .index import SegmentIndex
+from .view import IndexView, file_name
+
+DATA_BEGIN = HT_SPACE >> 9          # first sector a mapping may point at
+
+
+def file_size(f) -> int:
+    size = getattr(f, "size", None)
+    if size is None:
+        raise FormatError("file object has no size", path=file_name(f), field="size")
+    return int(size)
+
+
+def read_block(f, n: int, off: int, what: str, name: str) -> bytes:
+    data = f.pread(n, off)
+    if len(data) != n:
+        raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}, "
+                          f"got {len(data)}", path=name, field=what)
+    return bytes(data) if not isinstance(data, bytes) else data
+
+
+def read_header(f, name: str) -> HeaderTrailer:
+    """The header at offset 0: LSMT magic and the is_header flag (upstream ``verify_ht``)."""
+    ht = HeaderTrailer.unpack(read_block(f, HT_SPACE, 0, "header", name))
+    if not ht.magic_ok:
+        raise FormatError("bad LSMT magic in header", path=name, field="magic")
+    if not ht.is_header:
+        raise FormatError(f"header flags 0x{ht.flags:x} lack the header bit", path=name,
+                          field="flags")
+    return ht
+
+
+def validate_mappings(off, length, moff, zeroed, begin: int, end: int, name: str,
+                      check_order: bool = True) -> None:
+    """Upstream's checks on a loaded index: sorted and non-overlapping (if ``check_order``);
+    data entries map inside [begin, end) sectors, zeroed ones have begin <= moffset <= end."""
+    off = off.astype(np.int64, copy=False)
+    ln = length.astype(np.int64)
+    mo = moff.astype(np.int64, copy=False)
+    if check_order and off.size > 1:
+        bad = np.flatnonzero(off[1:] < off[:-1] + ln[:-1])
+        if bad.size:
+            k = int(bad[0])
+            raise FormatError(f"index entries {k} and {k + 1} are unsorted or overlap "
+                              f"(offset {int(off[k])}+{int(ln[k])} > {int(off[k + 1])})",
+                              path=name, field="index")
+    z = zeroed != 0
+    mend = mo + ln
+    ok = np.where(z, (begin <= mo) & (mo <= end),
+                  (begin <= mo) & (mo < end) & (begin < mend) & (mend <= end))
+    if not ok.all():
+        k = int(np.flatnonzero(~ok)[0])
+        raise FormatError(f"index entry {k} (offset {int(off[k])}, length {int(ln[k])}, "
+                          f"moffset {int(mo[k])}, zeroed {int(z[k])}) maps outside the data "
+                          f"area [{begin}, {end}) sectors", path=name, field="moffset")
+
+
+def decode_valid(raw, name: str):
+    """Decode packed entries, drop padding (offset 2^50-1) and empty entries, force tags to 0."""
+    off, length, moff, zeroed, tag = decode_entries(raw)
+    keep = (off != np.uint64(INVALID_OFFSET)) & (length != 0)
+    if not keep.all():
+        off, length, moff, zeroed = off[keep], length[keep], moff[keep], zeroed[keep]
+    return off, length, moff, zeroed, np.zeros(off.shape, dtype=np.uint8)
+
+
+class SealedLayer(IndexView):
+    """A sealed LSMT layer read from any file object with ``pread`` and ``size``.
+
+    Attributes: ``header`` and ``trailer`` (HeaderTrailer), ``virtual_size`` (= ``size``),
+    ``uuid``/``parent_uuid`` (trailer text), ``index`` (SegmentIndex, tags 0), ``file``."""
+
+    def __init__(self, f, header: HeaderTrailer, trailer: HeaderTrailer, index: SegmentIndex,
+                 name: str):
+        self.file = f
+        self.path = name
+        self.header = header
+        self.trailer = trailer
+        self._set_index(index)
+        self.virtual_size = trailer.virtual_size
+        self.size = trailer.virtual_size
+        self.uuid = trailer.uuid
+        self.parent_uuid = trailer.parent_uuid
+        self._set_files([f])
+
+    def allocated_sectors(self) -> int:
+        return self.index.block_count()
+
+    def close(self) -> None:
+        close = getattr(self.file, "close", None)
+        if close is not None:
+            close()
+
+    def __repr__(self):
+        return f"SealedLayer({self.path!r}, entries={len(self.index)})"
+
+
+def open_ro(f, name: str | None = None) -> SealedLayer:
+    """Open a sealed layer: header, trailer, index, and every upstream validation (§1.3).
+    Raises FormatError naming the file and the field on any inconsistency."""
+    name = name or file_name(f)
+    size = file_size(f)
+    if size < 2 * HT_SPACE:
+        raise FormatError(f"file of {size} bytes is too small for an LSMT header and trailer",
+                          path=name, field="size")
+    header = read_header(f, name)
+    if not header.is_data_file:
+        raise FormatError(f"header flags 0x{header.flags:x}: not a data file", path=name,
+                          field="flags")
+    trailer_off = size - HT_SPACE
+    trailer = HeaderTrailer.unpack(read_block(f, HT_SPACE, trailer_off, "trailer", name))
+    if not trailer.magic_ok:
+        raise FormatError("bad LSMT magic in trailer", path=name, field="magic")
+    if trailer.is_header or not trailer.is_data_file or not trailer.is_sealed:
+        raise FormatError(f"trailer flags 0x{trailer.flags:x} are not a sealed data-file "
+                          "trailer", path=name, field="flags")
+    if trailer.index_size > MAX_RO_INDEX_SIZE:
+        raise FormatError(f"index_size {trailer.index_size} exceeds {MAX_RO_INDEX_SIZE}",
+                          path=name, field="index_size")
+    index_bytes = trailer.index_size * ENTRY_SIZE
+    if trailer.index_offset > trailer_off or index_bytes > trailer_off - trailer.index_offset:
+        raise FormatError(f"index ({trailer.index_size} entries at offset "
+                          f"{trailer.index_offset}) runs past the trailer at {trailer_off}",
+                          path=name, field="index_offset")
+    if trailer.virtual_size > MAX_OFFSET << 9:
+        raise FormatError(f"virtual_size {trailer.virtual_size} is beyond the addressable "
+                          "range", path=name, field="virtual_size")
+    raw = read_block(f, index_bytes, trailer.index_offset, "index", name) if index_bytes else b""
+    off, length, moff, zeroed, tag = decode_valid(raw, name)
+    del raw
+    validate_mappings(off, length, moff, zeroed, DATA_BEGIN, trailer.index_offset >> 9, name)
+    index = SegmentIndex.from_numpy(off, length, moff, zeroed, tag)
+    return SealedLayer(f, header, trailer, index, name)

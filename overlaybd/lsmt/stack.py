@@ -1,0 +1,70 @@
+"""A writable layer stacked over the merged read-only lowers (spec §1.7, "combo index")."""
+
+from __future__ import annotations
+
+from .index import combo_lookup
+from .merged import MergedFile
+from .rw import WritableLayer
+from .view import SectorView
+
+
+class StackedFile(SectorView):
+    """Reads consult the upper index first and every gap in the lowers' merged index; writes
+    and discards go to the upper.  Files by tag: lower slots 0..n-1 (top first), upper = n."""
+
+    def __init__(self, upper: WritableLayer, lower: MergedFile):
+        self.upper = upper
+        self.lower = lower
+        self.layers = list(lower.layers)
+        n = len(lower.files)
+        upper.set_rw_tag(n)
+        if upper.vsize == 0:
+            upper.update_vsize(lower.size)
+        self.path = upper.path
+        self._set_files(list(lower.files) + [upper.data])
+
+    @property
+    def size(self) -> int:
+        return self.upper.vsize
+
+    @property
+    def virtual_size(self) -> int:
+        return self.upper.vsize
+
+    def _rows(self, first, end):
+        return combo_lookup(self.upper.index, self.upper.rw_tag, self.lower.index, first,
+                            end - first)
+
+    def pwrite(self, data, off: int) -> int:
+        return self.upper.pwrite(data, off)
+
+    def discard(self, off: int, n: int) -> None:
+        self.upper.discard(off, n)
+
+    def fsync(self) -> None:
+        self.upper.fsync()
+
+    def allocated_sectors(self) -> int:
+        """Sectors allocated in the upper layer (upstream reports the writable index's)."""
+        return self.upper.allocated_sectors()
+
+    def close(self) -> None:
+        self.upper.close()
+        self.lower.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"StackedFile({self.upper!r} over {self.lower!r})"
+
+
+def stack(upper: WritableLayer, lower: MergedFile | None):
+    """The writable image: ``upper`` over ``lower`` (or ``upper`` itself if there are no
+    lowers).  An upper with virtual size 0 takes the lowers' size (header updated too)."""
+    if lower is None:
+        return upper
+    return StackedFile(upper, lower)

@@ -1,0 +1,213 @@
+"""The read engine shared by every LSMT file: turn index rows into bytes (spec §1.6 step 4).
+
+A *view* answers ``pread``/``preadinto`` from rows ``(offset, length, moffset, zeroed, tag)``
+(sectors): a hole or a zeroed row reads as zeros, a data row reads ``length`` sectors at
+``moffset`` from ``files[tag]``.  Requests must be 512-byte aligned in offset and length;
+reads past the virtual size come back short, like a file.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import os
+from bisect import bisect_right
+
+from ..errors import OverlaybdError
+from ..io import LocalFile
+
+_ZERO = bytes(1 << 20)
+
+
+class AlignmentError(OverlaybdError, ValueError):
+    """A read/write/discard whose offset or length is not a multiple of 512."""
+
+    errno = _errno.EFAULT
+
+
+def zero_fill(mv) -> None:
+    """Zero a writable memoryview with a reusable zero buffer."""
+    global _ZERO
+    n = len(mv)
+    if n > len(_ZERO):
+        _ZERO = bytes(1 << max(20, (n - 1).bit_length()))
+    mv[:] = memoryview(_ZERO)[:n]
+
+
+def file_name(f) -> str:
+    """A name for error messages: the file's ``path`` if it has one."""
+    return str(getattr(f, "path", None) or f)
+
+
+def check_aligned(n: int, off: int, path, what="read") -> None:
+    if off < 0 or n < 0 or (n | off) & 511:
+        field = "offset" if off < 0 or off & 511 else "length"
+        raise AlignmentError(f"{what} arguments must be 512-byte aligned "
+                             f"(offset {off}, length {n})", path=path, field=field)
+
+
+class SectorView:
+    """Base of every LSMT file object.  Subclasses set ``size``, ``path`` and
+    ``_set_files(files)`` and implement ``_rows(first_sector, end_sector)``."""
+
+    size = 0
+    path = None
+
+    def _set_files(self, files) -> None:
+        """``files`` by tag.  Plain local files are read with ``os.preadv`` on their fd."""
+        self._files = list(files)
+        self._fds = [f.fd if type(f) is LocalFile else None for f in self._files]
+        self._into = [getattr(f, "preadinto", None) for f in self._files]
+
+    def _rows(self, first: int, end: int):
+        raise NotImplementedError
+
+    # -- public protocol ------------------------------------------------------------------
+    def pread(self, n: int, off: int) -> bytes:
+        check_aligned(n, off, self.path)
+        end = min(off + n, self.size)
+        if end <= off:
+            return b""
+        rows = self._rows(off >> 9, (end + 511) >> 9)
+        buf = bytearray(end - off)
+        if rows:
+            self.fill(memoryview(buf), off, end, rows, False)
+        return bytes(buf)
+
+    def preadinto(self, buf, off: int) -> int:
+        mv = memoryview(buf).cast("B")
+        n = len(mv)
+        check_aligned(n, off, self.path)
+        end = min(off + n, self.size)
+        if end <= off:
+            return 0
+        self.fill(mv[:end - off], off, end, self._rows(off >> 9, (end + 511) >> 9), True)
+        return end - off
+
+    # -- engine ---------------------------------------------------------------------------
+    def fill(self, mv, off: int, end: int, rows, zero_holes: bool) -> None:
+        """Write [off, end) into ``mv`` (which starts at byte ``off``).  Rows are sorted and
+        trimmed to the request.  Holes are zeroed only if ``zero_holes``."""
+        pos = off
+        for o, l, m, z, t in rows:
+            a = o << 9
+            b = (o + l) << 9
+            if b > end:
+                b = end
+            if a >= b:
+                continue
+            if zero_holes and a > pos:
+                zero_fill(mv[pos - off:a - off])
+            if z:
+                if zero_holes:
+                    zero_fill(mv[a - off:b - off])
+            else:
+                self.read_into(t, mv[a - off:b - off], m << 9)
+            pos = b
+        if zero_holes and pos < end:
+            zero_fill(mv[pos - off:end - off])
+
+    def _raw_read(self, t: int, mv, pos: int) -> int:
+        fd = self._fds[t]
+        if fd is not None:
+            return os.preadv(fd, [mv], pos)
+        into = self._into[t]
+        if into is not None:
+            return into(mv, pos)
+        data = self._files[t].pread(len(mv), pos)
+        mv[:len(data)] = data
+        return len(data)
+
+    def read_into(self, t: int, mv, pos: int) -> None:
+        """Fill ``mv`` from ``files[t]`` at ``pos``.  A short read is retried once for the
+        remainder; if the retry hits end of file the rest reads as zeros, any other short
+        result is an error."""
+        if t >= len(self._files):
+            raise OverlaybdError(f"index entry refers to layer slot {t} but only "
+                                 f"{len(self._files)} files are open", path=self.path,
+                                 field="tag")
+        want = len(mv)
+        got = self._raw_read(t, mv, pos)
+        if got >= want:
+            return
+        got2 = self._raw_read(t, mv[got:], pos + got)
+        if got2 == 0:
+            zero_fill(mv[got:])
+        elif got + got2 != want:
+            raise OverlaybdError(f"short read from layer slot {t} "
+                                 f"({file_name(self._files[t])}): {got}+{got2} of {want} "
+                                 f"bytes at offset {pos}", path=self.path, errno=_errno.EIO)
+
+
+class IndexView(SectorView):
+    """A view over one SegmentIndex (``self.index``) with a fast path: a request covered by
+    a single entry or a single hole is answered with one ``pread`` and no copies."""
+
+    index = None
+    _cols = ()
+
+    def _set_index(self, index) -> None:
+        self.index = index
+        self._cols = index.columns()
+
+    def _rows(self, first, end):
+        return self.index.lookup(first, end - first)
+
+    def _single(self, off: int, end: int):
+        """(kind, tag, pos) if one entry or one hole covers [off, end): kind 0 = zeros,
+        1 = data at byte ``pos`` of ``files[tag]``; None if several pieces are needed."""
+        offs, lens, moffs, zeros, tags = self._cols
+        s = off >> 9
+        i = bisect_right(offs, s) - 1
+        if i >= 0:
+            o = offs[i]
+            e = (o + lens[i]) << 9
+            if e > off:
+                if e < end:
+                    return None
+                if zeros[i]:
+                    return 0, 0, 0
+                return 1, tags[i], (moffs[i] << 9) + off - (o << 9)
+        i += 1
+        if i >= len(offs) or offs[i] << 9 >= end:
+            return 0, 0, 0
+        return None
+
+    def pread(self, n: int, off: int) -> bytes:
+        if (n | off) & 511 or off < 0 or n < 0:
+            check_aligned(n, off, self.path)
+        end = off + n
+        if end > self.size:
+            end = self.size
+            if end <= off:
+                return b""
+        hit = self._single(off, end)
+        if hit is None:
+            return SectorView.pread(self, end - off, off)
+        kind, t, pos = hit
+        if kind == 0:
+            return bytes(end - off)
+        fd = self._fds[t]
+        n = end - off
+        data = os.pread(fd, n, pos) if fd is not None else self._files[t].pread(n, pos)
+        if len(data) == n:
+            return data
+        buf = bytearray(n)
+        self.read_into(t, memoryview(buf), pos)
+        return bytes(buf)
+
+    def preadinto(self, buf, off: int) -> int:
+        mv = memoryview(buf).cast("B")
+        n = len(mv)
+        if (n | off) & 511 or off < 0:
+            check_aligned(n, off, self.path)
+        end = off + n
+        if end > self.size:
+            end = self.size
+            if end <= off:
+                return 0
+        hit = self._single(off, end)
+        if hit is None or hit[0] == 0:
+            return SectorView.preadinto(self, mv[:end - off], off)
+        self.read_into(hit[1], mv[:end - off], hit[2])
+        return end - off
+
