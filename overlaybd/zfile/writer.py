@@ -1,0 +1,205 @@
+"""ZFile writer (spec §2.6): the streaming builder behind ``overlaybd-zfile``,
+``overlaybd-commit -z`` and ``overlaybd-merge``.
+
+Layout written: header (flags 0x13) -> blocks, each followed by its CRC when ``verify`` ->
+jump table -> trailer (0x16); with ``overwrite_header`` the header at offset 0 is rewritten
+at close with the final index info and flags 0x1B.  ``write()`` takes any sizes; with
+``threads > 1`` batches of blocks are compressed in a thread pool (the codecs release the
+GIL) and written in order, so the bytes do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from array import array
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from ..abi import zfile as abi
+from ..crc import crc32c_raw
+from ..errors import OverlaybdError
+from . import codec
+
+BATCH_BLOCKS = 64            # blocks per compression task / per output write
+
+
+class _Sink:
+    """Sequential writes plus one patch at offset 0, over a ``pwrite`` file (LocalFile,
+    TarWriter...) or a Python binary stream (``write``, and ``seek``/``tell`` to patch)."""
+
+    def __init__(self, out, need_patch):
+        self.out = out
+        self.pos = 0
+        self.use_pwrite = hasattr(out, "pwrite")
+        self.base = 0
+        if not self.use_pwrite:
+            if not hasattr(out, "write"):
+                raise TypeError(f"{out!r} has neither write() nor pwrite()")
+            seekable = getattr(out, "seekable", lambda: False)()
+            if need_patch and not seekable:
+                raise OverlaybdError("overwrite_header needs a seekable output",
+                                     path=getattr(out, "name", None))
+            if seekable:
+                self.base = out.tell()
+
+    def write(self, data):
+        if self.use_pwrite:
+            mv = memoryview(data)
+            done = 0
+            while done < len(mv):
+                done += self.out.pwrite(mv[done:], self.pos + done)
+        else:
+            self.out.write(data)
+        self.pos += len(data)
+
+    def patch(self, data, off):
+        if self.use_pwrite:
+            self.out.pwrite(data, off)
+        else:
+            self.out.flush()
+            self.out.seek(self.base + off)
+            self.out.write(data)
+            self.out.seek(self.base + self.pos)
+
+
+class ZFileWriter:
+    """Compress a byte stream into a ZFile.
+
+    ``out``: a file with ``pwrite(data, off)`` or a binary stream with ``write``;
+    ``algorithm``: "lz4" or "zstd"; ``block_size``: a power of two up to 64 KiB (the tools
+    allow 4..64 KiB); ``verify``: append a CRC to every block; ``overwrite_header``: rewrite
+    the header at close (needs a seekable output); ``threads``: compression workers.
+    """
+
+    def __init__(self, out, algorithm="lz4", block_size=abi.DEFAULT_BLOCK_SIZE, verify=True,
+                 overwrite_header=False, threads=1):
+        if algorithm not in abi.ALGO_BY_NAME:
+            raise ValueError(f"unknown algorithm {algorithm!r} (lz4 or zstd)")
+        if block_size <= 0 or block_size & (block_size - 1) or block_size > abi.MAX_BLOCK_SIZE:
+            raise ValueError(f"block_size {block_size} must be a power of two <= 64 KiB")
+        self.algo = abi.ALGO_BY_NAME[algorithm]
+        self.block_size = block_size
+        self.verify = bool(verify)
+        self.overwrite_header = overwrite_header
+        self._sink = _Sink(out, overwrite_header)
+        self._compress = codec.compressor(self.algo)
+        self._pending = bytearray()
+        self._batch = []
+        self._lens = array("I")
+        self._raw_size = 0
+        self._closed = False
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self._inflight = deque()
+        self._max_inflight = 2 * threads
+        self._opts = abi.HeaderTrailer(block_size=block_size, algo=self.algo,
+                                       verify=int(self.verify))
+        self._sink.write(self._opts.with_flags(abi.FLAGS_HEADER).pack())
+
+    # -- compression -------------------------------------------------------------------------
+    def _compress_batch(self, blocks):
+        """Stored bytes of each block (CRC appended) for a list of raw blocks."""
+        comp = self._compress
+        out = []
+        for b in blocks:
+            c = comp(b)
+            if self.verify:
+                c = c + struct.pack("<I", crc32c_raw(c, abi.BLOCK_CRC_SEED))
+            out.append(c)
+        return out
+
+    def _emit(self, stored):
+        self._lens.extend(map(len, stored))
+        self._sink.write(b"".join(stored))
+
+    def _flush_batch(self):
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        if self._pool is None:
+            self._emit(self._compress_batch(batch))
+            return
+        self._inflight.append(self._pool.submit(self._compress_batch, batch))
+        while len(self._inflight) >= self._max_inflight:
+            self._emit(self._inflight.popleft().result())
+
+    def _drain(self):
+        while self._inflight:
+            self._emit(self._inflight.popleft().result())
+
+    # -- public ------------------------------------------------------------------------------
+    def write(self, data) -> int:
+        """Append ``data`` (any size) to the uncompressed stream."""
+        if self._closed:
+            raise ValueError("write to a closed ZFileWriter")
+        mv = memoryview(data).cast("B")
+        n = len(mv)
+        self._raw_size += n
+        bs = self.block_size
+        pos = 0
+        if self._pending:
+            take = min(bs - len(self._pending), n)
+            self._pending += mv[:take]
+            pos = take
+            if len(self._pending) < bs:
+                return n
+            self._batch.append(bytes(self._pending))
+            self._pending = bytearray()
+        while n - pos >= bs:
+            self._batch.append(bytes(mv[pos:pos + bs]))
+            pos += bs
+            if len(self._batch) >= BATCH_BLOCKS:
+                self._flush_batch()
+        if pos < n:
+            self._pending += mv[pos:]
+        if len(self._batch) >= BATCH_BLOCKS:
+            self._flush_batch()
+        return n
+
+    def close(self):
+        """Compress what is buffered, write jump table and trailer (and header overwrite)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._pending:
+                self._batch.append(bytes(self._pending))
+                self._pending = bytearray()
+            self._flush_batch()
+            self._drain()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        index_offset = self._sink.pos
+        lens = self._lens
+        if sys.byteorder == "big":
+            lens = array("I", lens)
+            lens.byteswap()
+        table = lens.tobytes()
+        self._sink.write(table)
+        final = abi.HeaderTrailer(
+            index_offset=index_offset, index_size=len(self._lens),
+            original_file_size=self._raw_size, index_crc=crc32c_raw(table),
+            block_size=self.block_size, algo=self.algo, verify=int(self.verify))
+        self._sink.write(final.with_flags(abi.FLAGS_TRAILER).pack())
+        if self.overwrite_header:
+            self._sink.patch(final.with_flags(abi.FLAGS_HEADER_OVERWRITTEN).pack(), 0)
+        self.final = final
+
+    @property
+    def raw_size(self) -> int:
+        return self._raw_size
+
+    @property
+    def compressed_size(self) -> int:
+        """Bytes written so far (the whole ZFile once closed)."""
+        return self._sink.pos
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        elif self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
