@@ -24,43 +24,51 @@ from . import codec
 BATCH_BLOCKS = 64            # blocks per compression task / per output write
 
 
-class _Sink:
-    """Sequential writes plus one patch at offset 0, over a ``pwrite`` file (LocalFile,
-    TarWriter...) or a Python binary stream (``write``, and ``seek``/``tell`` to patch)."""
+class OutputSink:
+    """Sequential writes plus positioned patches over either a file with
+    ``pwrite(data, off)`` (LocalFile, TarWriter...) or a Python binary stream (``write``;
+    ``seek``/``tell`` for patches).  Offsets are relative to where the output started."""
 
-    def __init__(self, out, need_patch):
+    def __init__(self, out, need_seek=False):
         self.out = out
-        self.pos = 0
+        self.pos = 0                      # sequential write position
         self.use_pwrite = hasattr(out, "pwrite")
         self.base = 0
+        self._at = 0                      # stream position (relative), streams only
         if not self.use_pwrite:
             if not hasattr(out, "write"):
                 raise TypeError(f"{out!r} has neither write() nor pwrite()")
-            seekable = getattr(out, "seekable", lambda: False)()
-            if need_patch and not seekable:
-                raise OverlaybdError("overwrite_header needs a seekable output",
+            self.seekable = bool(getattr(out, "seekable", lambda: False)())
+            if need_seek and not self.seekable:
+                raise OverlaybdError("output must be seekable (header rewrite at close)",
                                      path=getattr(out, "name", None))
-            if seekable:
+            if self.seekable:
                 self.base = out.tell()
 
     def write(self, data):
+        self.pwrite(data, self.pos)
+
+    def pwrite(self, data, off):
+        n = len(data)
         if self.use_pwrite:
             mv = memoryview(data)
             done = 0
-            while done < len(mv):
-                done += self.out.pwrite(mv[done:], self.pos + done)
+            while done < n:
+                w = self.out.pwrite(mv[done:], off + done)
+                if not w:
+                    raise OverlaybdError(f"short write at offset {off + done}",
+                                         path=getattr(self.out, "path", None))
+                done += w
         else:
+            if off != self._at:
+                self.out.seek(self.base + off)
             self.out.write(data)
-        self.pos += len(data)
-
-    def patch(self, data, off):
-        if self.use_pwrite:
-            self.out.pwrite(data, off)
-        else:
-            self.out.flush()
-            self.out.seek(self.base + off)
-            self.out.write(data)
-            self.out.seek(self.base + self.pos)
+            self._at = off + n
+        if off + n > self.pos:
+            self.pos = off + n
+        if not self.use_pwrite and self._at != self.pos:
+            self.out.seek(self.base + self.pos)     # leave a stream at its end
+            self._at = self.pos
 
 
 class ZFileWriter:
@@ -82,7 +90,7 @@ class ZFileWriter:
         self.block_size = block_size
         self.verify = bool(verify)
         self.overwrite_header = overwrite_header
-        self._sink = _Sink(out, overwrite_header)
+        self._sink = OutputSink(out, need_seek=overwrite_header)
         self._compress = codec.compressor(self.algo)
         self._pending = bytearray()
         self._batch = []
@@ -183,7 +191,7 @@ class ZFileWriter:
             block_size=self.block_size, algo=self.algo, verify=int(self.verify))
         self._sink.write(final.with_flags(abi.FLAGS_TRAILER).pack())
         if self.overwrite_header:
-            self._sink.patch(final.with_flags(abi.FLAGS_HEADER_OVERWRITTEN).pack(), 0)
+            self._sink.pwrite(final.with_flags(abi.FLAGS_HEADER_OVERWRITTEN).pack(), 0)
         self.final = final
 
     @property
