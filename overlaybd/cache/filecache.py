@@ -1,0 +1,176 @@
+"""A remote blob cached in one sparse local file (spec §7.1 "file" cache, §7.2 "download").
+
+``CachedBlob`` serves ``pread`` from the cache file where its pages are allocated; a read that
+touches a hole fetches the hole span rounded out to the refill unit (256 KiB by default; grown
+up to ``MAX_READAHEAD`` while reads are sequential) in one ranged GET, writes it into the file
+and serves the caller.  Concurrent refills of the same range -- from threads or from other
+processes -- fetch once (``RangeLock`` + re-check under the lock).  ``evict(off, n)`` punches a
+hole so the next read refetches (the ZFile reader calls it on a CRC failure).
+"""
+
+import errno
+import os
+import threading
+
+from loguru import logger
+
+from .sparse import PAGE, RangeLock, align_down, align_up, fully_present, holes, punch_hole
+
+MAX_READAHEAD = 4 << 20
+
+
+def known_size(path, hint=0):
+    """The blob size a cache file proves without asking the registry, or None.
+
+    A size that is not a multiple of 4 KiB can only come from a write of the blob's last page
+    (spec §7.1); a size equal to the layer's configured ``size`` is trusted too."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_size % PAGE or (hint and st.st_size == hint):
+        return st.st_size
+    return None
+
+
+class CachedBlob:
+    """File object over a blob of ``size`` bytes cached in ``cache_path``.
+
+    ``source`` is a callable returning the remote file object (opened lazily, so a fully cached
+    blob never contacts the registry); ``store`` is a CacheStore for accounting or None.
+    """
+
+    def __init__(self, cache_path, size, source, refill=262144, store=None, url=None):
+        self.cache_path = cache_path
+        self.path = url or cache_path
+        self.size = size
+        self._source_factory = source
+        self._source = None
+        self.refill = max(PAGE, int(refill or 262144))
+        self.store = store
+        self.name = os.path.relpath(cache_path, store.root) if store else None
+        self.fd = os.open(cache_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        if os.fstat(self.fd).st_size != size:
+            os.ftruncate(self.fd, 0)            # stale or foreign contents: start over
+            os.ftruncate(self.fd, size)
+        self.locks = RangeLock(self.fd)
+        self._src_lock = threading.Lock()
+        self._seq_end = -1
+        self._window = self.refill
+        if store:
+            store.acquire(self.name)
+
+    # -- file protocol ----------------------------------------------------------------------
+    def pread(self, n, off):
+        n = min(n, self.size - off)
+        if n <= 0:
+            return b""
+        buf = bytearray(n)
+        self.preadinto(memoryview(buf), off)
+        return bytes(buf)
+
+    def preadinto(self, buf, off):
+        n = min(len(buf), max(0, self.size - off))
+        if n <= 0:
+            return 0
+        mv = memoryview(buf)[:n]
+        a, b = align_down(off), min(align_up(off + n), self.size)
+        for _ in range(3):
+            fetched = None if fully_present(self.fd, a, b) else self._fill(a, b)
+            if fetched is not None and fetched[0] <= off and off + n <= fetched[0] + len(fetched[1]):
+                s = fetched[0]
+                mv[:] = fetched[1][off - s:off + n - s]
+                return n
+            from_file = self._copy_out(mv, off, fetched)
+            if from_file is not None and all(fully_present(self.fd, align_down(x), min(align_up(y), self.size))
+                                             for x, y in from_file):
+                if self.store:
+                    self.store.touch(self.name)
+                return n
+            # the file was evicted (truncated) under us: fetch again
+        raise OSError(errno.EIO, f"cache file {self.cache_path} keeps losing [{a}, {b})")
+
+    def evict(self, off, n):
+        """Drop ``[off, off+n)`` (rounded out to pages) from the cache."""
+        a, b = align_down(max(0, off)), min(align_up(off + n), self.size)
+        with self.locks.hold(a, b):
+            punch_hole(self.fd, a, b - a)
+        logger.info("cache {}: evicted range [{}, {})", self.cache_path, a, b)
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+            if self.store:
+                self.store.release(self.name)
+
+    @property
+    def source(self):
+        with self._src_lock:
+            if self._source is None:
+                self._source = self._source_factory()
+            return self._source
+
+    # -- refill -----------------------------------------------------------------------------
+    def _span(self, a, b):
+        hs = holes(self.fd, a, b)
+        if not hs:
+            return None
+        fs = align_down(hs[0][0], self.refill)
+        fe = min(align_up(hs[-1][1], self.refill), self.size)
+        if fs == self._seq_end:                 # sequential: grow the window
+            self._window = min(self._window * 2, MAX_READAHEAD)
+        else:
+            self._window = self.refill
+        fe = max(fe, min(fs + self._window, self.size))
+        return fs, fe
+
+    def _fill(self, a, b):
+        """Make ``[a, b)`` present: fetch and write the holes' span.  Returns (start, bytes)
+        fetched -- served from memory, as the write may fail (cache full) or be evicted at
+        once -- or None when another reader had filled the range meanwhile."""
+        span = self._span(a, b)
+        if span is None:
+            return None
+        fs, fe = span
+        with self.locks.hold(fs, fe):
+            hs = holes(self.fd, fs, fe)         # someone may have filled it meanwhile
+            if not hs:
+                return None
+            s = max(fs, align_down(hs[0][0], self.refill))
+            e = min(fe, align_up(hs[-1][1], self.refill), self.size)
+            buf = bytearray(e - s)
+            self.source.fetch_into(memoryview(buf), s)
+            self._seq_end = fe
+            try:
+                if self.store:
+                    self.store.check_writable()
+                if os.fstat(self.fd).st_size != self.size:   # evicted (truncated) meanwhile
+                    os.ftruncate(self.fd, self.size)
+                w = os.pwrite(self.fd, buf, s)
+                if w != len(buf):
+                    raise OSError(errno.ENOSPC, "short write")
+            except OSError as err:
+                logger.warning("cache {}: not cached [{}, {}): {}", self.cache_path, s, e, err.strerror)
+            finally:
+                if self.store:
+                    self.store.note_write(self.name)
+        return s, buf
+
+    def _copy_out(self, mv, off, fetched):
+        """Serve ``mv`` (at ``off``) from a fetched (start, bytes), if any, plus the cache file.
+        Returns the ranges read from the file, or None if it came up short (evicted)."""
+        n = len(mv)
+        lo = hi = off
+        if fetched is not None:
+            s, data = fetched
+            lo, hi = max(off, s), min(off + n, s + len(data))
+            if lo < hi:
+                mv[lo - off:hi - off] = data[lo - s:hi - s]
+            else:
+                lo = hi = off
+        ranges = [(x, y) for x, y in ((off, lo), (hi, off + n)) if x < y]
+        for x, y in ranges:
+            if os.preadv(self.fd, [mv[x - off:y - off]], x) != y - x:
+                return None
+        return ranges

@@ -1,0 +1,117 @@
+"""Sparse-file primitives: which ranges of a file hold data, punching holes, byte-range locks.
+
+Presence is the file's allocated extents (``SEEK_DATA``/``SEEK_HOLE``), so it is shared by
+every process that opens the same cache file and survives restarts.  ``RangeLock`` serializes
+work on overlapping byte ranges between threads (a condition variable) and between processes
+(open-file-description ``fcntl`` locks, which are not dropped when another descriptor of the
+same file is closed).
+"""
+
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import struct
+import threading
+from contextlib import contextmanager
+
+PAGE = 4096
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+F_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def align_down(x, a=PAGE):
+    return x - x % a
+
+
+def align_up(x, a=PAGE):
+    return -(-x // a) * a
+
+
+def punch_hole(fd, off, n):
+    """Deallocate ``[off, off+n)`` keeping the file size."""
+    if n <= 0:
+        return
+    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"fallocate(PUNCH_HOLE): {os.strerror(e)}")
+
+
+def holes(fd, start, end):
+    """The holes (unallocated ranges) of ``[start, end)`` as a list of (s, e), in order.
+    Bytes at or past the end of the file count as a hole."""
+    out = []
+    pos = start
+    while pos < end:
+        try:
+            h = os.lseek(fd, pos, os.SEEK_HOLE)
+        except OSError as e:
+            if e.errno != errno.ENXIO:          # pos at/after EOF
+                raise
+            out.append((pos, end))
+            break
+        if h >= end:
+            break
+        try:
+            d = os.lseek(fd, h, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno != errno.ENXIO:          # no data after h
+                raise
+            d = end
+        out.append((h, min(d, end)))
+        pos = d
+    return out
+
+
+def fully_present(fd, start, end):
+    """True when every byte of ``[start, end)`` is allocated."""
+    if start >= end:
+        return True
+    try:
+        return os.lseek(fd, start, os.SEEK_HOLE) >= end
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            return False
+        raise
+
+
+def allocated_bytes(fd_or_path):
+    st = os.fstat(fd_or_path) if isinstance(fd_or_path, int) else os.stat(fd_or_path)
+    return st.st_blocks * 512
+
+
+def _flock(fd, typ, start, n):
+    # struct flock on Linux x86-64/aarch64: short l_type, short l_whence, off_t l_start,
+    # off_t l_len, pid_t l_pid (must be 0 for OFD locks), padded to 32 bytes.
+    fcntl.fcntl(fd, F_OFD_SETLKW, struct.pack("hhxxxxqqi4x", typ, os.SEEK_SET, start, n, 0))
+
+
+class RangeLock:
+    """Exclusive locks on byte ranges of one open file, for threads and processes alike."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.cond = threading.Condition()
+        self.held = []
+
+    @contextmanager
+    def hold(self, start, end):
+        with self.cond:
+            while any(s < end and start < e for s, e in self.held):
+                self.cond.wait()
+            self.held.append((start, end))
+        try:
+            _flock(self.fd, fcntl.F_WRLCK, start, end - start)
+            try:
+                yield
+            finally:
+                _flock(self.fd, fcntl.F_UNLCK, start, end - start)
+        finally:
+            with self.cond:
+                self.held.remove((start, end))
+                self.cond.notify_all()
