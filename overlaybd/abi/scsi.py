@@ -1,0 +1,105 @@
+"""SCSI constants (SPC-3 / SBC-3) and fixed-format sense data, as TCMU handlers use them."""
+
+# status codes
+GOOD = 0x00
+CHECK_CONDITION = 0x02
+BUSY = 0x08
+TASK_SET_FULL = 0x28
+
+# sense keys
+NO_SENSE = 0x0
+NOT_READY = 0x2
+MEDIUM_ERROR = 0x3
+HARDWARE_ERROR = 0x4
+ILLEGAL_REQUEST = 0x5
+UNIT_ATTENTION = 0x6
+DATA_PROTECT = 0x7
+
+# additional sense code + qualifier, as one 16-bit value (ASC << 8 | ASCQ)
+ASC_READ_ERROR = 0x1100                 # unrecovered read error
+ASC_WRITE_ERROR = 0x0C00
+ASC_INVALID_OPCODE = 0x2000             # invalid command operation code
+ASC_LBA_OUT_OF_RANGE = 0x2100
+ASC_INVALID_FIELD_IN_CDB = 0x2400
+ASC_INVALID_FIELD_IN_PARAM_LIST = 0x2600
+ASC_PARAM_LIST_LENGTH_ERROR = 0x1A00
+ASC_INCOMPATIBLE_FORMAT = 0x3005        # cannot write medium, incompatible format
+ASC_INTERNAL_TARGET_FAILURE = 0x4400
+
+# opcodes
+TEST_UNIT_READY = 0x00
+REQUEST_SENSE = 0x03
+READ_6 = 0x08
+WRITE_6 = 0x0A
+INQUIRY = 0x12
+MODE_SELECT_6 = 0x15
+MODE_SENSE_6 = 0x1A
+START_STOP_UNIT = 0x1B
+READ_CAPACITY_10 = 0x25
+READ_10 = 0x28
+WRITE_10 = 0x2A
+WRITE_VERIFY_10 = 0x2E
+SYNCHRONIZE_CACHE_10 = 0x35
+WRITE_SAME_10 = 0x41
+UNMAP = 0x42
+MODE_SELECT_10 = 0x55
+MODE_SENSE_10 = 0x5A
+READ_16 = 0x88
+WRITE_16 = 0x8A
+SYNCHRONIZE_CACHE_16 = 0x91
+WRITE_SAME_16 = 0x93
+SERVICE_ACTION_IN_16 = 0x9E
+REPORT_LUNS = 0xA0
+MAINTENANCE_IN = 0xA3
+MAINTENANCE_OUT = 0xA4
+READ_12 = 0xA8
+WRITE_12 = 0xAA
+
+SAI_READ_CAPACITY_16 = 0x10
+
+READS = (READ_6, READ_10, READ_12, READ_16)
+WRITES = (WRITE_6, WRITE_10, WRITE_12, WRITE_16)
+
+# VPD pages
+VPD_SUPPORTED = 0x00
+VPD_SERIAL = 0x80
+VPD_DEVICE_ID = 0x83
+VPD_BLOCK_LIMITS = 0xB0
+VPD_BLOCK_DEVICE_CHARACTERISTICS = 0xB1
+VPD_LOGICAL_BLOCK_PROVISIONING = 0xB2
+
+# mode pages
+MODE_PAGE_RW_RECOVERY = 0x01
+MODE_PAGE_CACHING = 0x08
+MODE_PAGE_CONTROL = 0x0A
+MODE_PAGE_ALL = 0x3F
+
+SENSE_LEN = 18       # fixed-format sense data actually filled in
+
+
+def cdb_length(opcode):
+    """CDB length from the group code (bits 7..5), or 0 if the group has no fixed length."""
+    group = opcode >> 5
+    if group == 0:
+        return 6
+    if group in (1, 2):
+        return 10
+    if group == 4:
+        return 16
+    if group == 5:
+        return 12
+    if group == 3 and opcode == 0x7F:
+        return 8     # variable length: the real length is 8 + cdb[7]
+    return 0
+
+
+def fixed_sense(key, asc_ascq):
+    """Fixed-format sense data: byte0 0x70 (current), byte2 key, byte7 additional length 10,
+    bytes 12/13 ASC/ASCQ."""
+    s = bytearray(SENSE_LEN)
+    s[0] = 0x70
+    s[2] = key & 0x0F
+    s[7] = 0x0A
+    s[12] = (asc_ascq >> 8) & 0xFF
+    s[13] = asc_ascq & 0xFF
+    return bytes(s)

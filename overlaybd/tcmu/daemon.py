@@ -1,0 +1,387 @@
+"""The overlaybd-tcmu supervisor: netlink, every device's uio ring, the engine, signals.
+
+One ``select`` loop over the netlink socket, each device's uio fd, the engine's fd and a
+signal pipe.  Non-I/O SCSI commands are answered here (:mod:`overlaybd.tcmu.scsi`); block I/O
+goes to the engine (``overlaybd.workers.Engine``), whose completions come back through
+``on_complete`` and are written into the ring in tail order; each ring is kicked once per loop
+pass.  SIGTERM/SIGINT: stop taking commands, finish those in flight, flush, return 0.  SIGHUP:
+reopen the log file.
+"""
+
+import errno
+import os
+import select
+import signal
+import time
+
+from loguru import logger
+
+from .. import log
+from ..abi import tcmu as T
+from ..errors import OverlaybdError
+from . import scsi, uio
+from .netlink import TcmuNetlink
+from .ring import Ring
+
+SECTOR = 512
+KICK = b"\0\0\0\0"
+
+
+def _write_failure(config_path, reason):
+    """Best effort: tell the resultFile of ``config_path`` why its device was refused."""
+    from ..image import load_image_config, write_result_file
+    try:
+        result_file = load_image_config(config_path).result_file
+    except OverlaybdError:
+        return
+    write_result_file(result_file, f"failed:{reason}")
+
+
+class Device:
+    """A device the daemon serves: its uio handle, ring, SCSI personality and commands."""
+
+    def __init__(self, key, info, handle, ring, disk):
+        self.key = key               # the engine's device number: the uio minor
+        self.info = info
+        self.handle = handle
+        self.ring = ring
+        self.disk = disk
+        self.pending = {}            # cmd_id -> [further (offset, length) ranges of a discard]
+
+    @property
+    def name(self):
+        return self.info.dev_name
+
+
+def image_backend(svc):
+    """The default way to open images: (validate(config) -> backend, opener(config))."""
+    from ..image import ImageOpener, open_image
+    svc_path = svc.path if svc.path and os.path.exists(svc.path) else None
+
+    def validate(config_path):
+        return open_image(config_path, svc)
+
+    def opener(config_path):
+        return ImageOpener(config_path, svc_path)
+
+    return validate, opener
+
+
+class Daemon:
+    """Serves every overlaybd TCMU device; ``run()`` returns the exit status."""
+
+    def __init__(self, engine, validate, opener, use_netlink=True, sys_uio=uio.SYS_UIO,
+                 configfs=uio.CONFIGFS_CORE, module_params=T.MODULE_PARAMS):
+        self.engine = engine
+        self.engine.on_complete = self._on_complete
+        self.validate = validate        # config path -> backend (writes the resultFile)
+        self.opener = opener            # config path -> picklable opener for the engine
+        self.use_netlink = use_netlink
+        self.sys_uio = sys_uio
+        self.configfs = configfs
+        self.module_params = module_params
+        self.netlink = None
+        self.devices = {}               # key -> Device
+        self.by_fd = {}                 # event fd -> Device
+        self.stopping = False
+        self._sig_r = self._sig_w = -1
+        self._signals = []
+
+    # ---- start-up ----
+    def _module_param(self, name, value):
+        path = os.path.join(self.module_params, name)
+        if not os.path.exists(path):
+            return
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+        except OSError as e:
+            logger.warning("cannot write {}: {}", path, e.strerror)
+
+    def start(self):
+        """Open netlink (holding new netlink commands back meanwhile), start the engine and
+        attach to every overlaybd device already present."""
+        self.engine.start()
+        if self.use_netlink:
+            self._module_param("block_netlink", 1)
+            self._module_param("reset_netlink", 1)
+            try:
+                self.netlink = TcmuNetlink()
+                self.netlink.set_features()
+            finally:
+                self._module_param("block_netlink", 0)
+        for info in uio.list_devices(self.sys_uio):
+            if info.subtype == uio.SUBTYPE:
+                self.attach_existing(info)
+
+    def attach_existing(self, info):
+        """Re-attach to a live device: block it, reset its ring, open, serve, unblock."""
+        uio.set_action(info, "block_dev", 1, self.configfs)
+        uio.set_action(info, "reset_ring", 1, self.configfs)
+        try:
+            st = self._open_uio(info)
+        finally:
+            uio.set_action(info, "block_dev", 0, self.configfs)
+        if st:
+            logger.error("cannot re-attach to {} ({})", info.name, os.strerror(-st))
+        return st
+
+    def _open_uio(self, info):
+        try:
+            handle = uio.UioHandle(info.dev_path, uio.map_size(info.minor, self.sys_uio))
+        except OverlaybdError as e:
+            logger.error("{}: {}", info.name, e)
+            return -(e.errno or errno.EIO)
+        st = self.add_device(info, handle)
+        if st:
+            handle.close()
+        return st
+
+    # ---- devices ----
+    def add_device(self, info, handle):
+        """Serve ``info`` through ``handle`` (an open uio or a fake); 0 or -errno."""
+        if info.subtype != uio.SUBTYPE:
+            logger.error("device {}: handler subtype '{}' is not '{}'", info.name, info.subtype,
+                         uio.SUBTYPE)
+            return -errno.ENOENT
+        if info.minor in self.devices:
+            logger.error("device {}: uio{} is already served", info.name, info.minor)
+            return -errno.EEXIST
+        if info.dev_id:
+            for d in self.devices.values():
+                if d.info.dev_id == info.dev_id:
+                    reason = f"duplicated dev_id {info.dev_id} (already used by {d.info.dev_name})"
+                    logger.error("device {}: {}", info.name, reason)
+                    if d.info.config_path != info.config_path:
+                        _write_failure(info.config_path, reason)
+                    return -errno.ENOENT
+        try:
+            ring = Ring(handle.mm, info.dev_path)
+            backend = self.validate(info.config_path)
+        except OverlaybdError as e:
+            logger.error("device {}: {}", info.name, e)
+            return -errno.ENOENT
+        try:
+            size, read_only = backend.size, bool(getattr(backend, "read_only", True))
+        finally:
+            backend.close()
+        disk = scsi.ScsiDisk(size // SECTOR, SECTOR, read_only,
+                             serial=uio.unit_serial(info, self.configfs), cfgstring=info.cfgstring)
+        try:
+            self.engine.add_device(info.minor, self.opener(info.config_path), handle.map_fd,
+                                   handle.size)
+        except Exception as e:  # noqa: BLE001 -- an engine refusal fails this device only
+            logger.error("device {}: engine: {}", info.name, e)
+            return -errno.ENOENT
+        dev = Device(info.minor, info, handle, ring, disk)
+        self.devices[dev.key] = dev
+        self.by_fd[handle.event_fd] = dev
+        logger.info("device {} (uio{}): {} bytes, {}, config {}", info.dev_name, info.minor, size,
+                    "read-only" if read_only else "writable", info.config_path)
+        # the kernel only wakes us for kicks raised after open(): drain what is queued now
+        self._service(dev)
+        self._kick_all()
+        return 0
+
+    def remove_device(self, key):
+        dev = self.devices.get(key)
+        if dev is None:
+            return 0
+        try:
+            self.engine.remove_device(key)
+        except Exception as e:  # noqa: BLE001
+            logger.error("device {}: removing from the engine: {}", dev.name, e)
+        self._kick_all()
+        self.devices.pop(key, None)
+        self.by_fd.pop(dev.handle.event_fd, None)
+        dev.handle.close()
+        logger.info("device {} (uio{}) removed", dev.name, key)
+        return 0
+
+    # ---- commands ----
+    def _service(self, dev):
+        """Parse and dispatch every command queued in ``dev``'s ring."""
+        ring = dev.ring
+        try:
+            cmds = ring.fetch()
+        except OverlaybdError as e:
+            logger.error("device {}: corrupt ring: {}", dev.name, e)
+            return
+        for cmd in cmds:
+            r = dev.disk.execute(cmd.cdb, cmd.data_len,
+                                 lambda limit, c=cmd: ring.gather(c.iovs, limit))
+            if isinstance(r, scsi.Reply):
+                if r.data:
+                    ring.scatter(cmd.iovs, r.data)
+                ring.complete(cmd.cmd_id, r.status, r.sense)
+            else:
+                self._submit(dev, cmd, r.op, r.ranges)
+
+    def _submit(self, dev, cmd, op, ranges):
+        off, length = ranges[0]
+        iovs = []
+        if op in (scsi.OP_READ, scsi.OP_WRITE):
+            left = length
+            for base, n in cmd.iovs:
+                n = min(n, left)
+                if n:
+                    iovs.append((base, n))
+                left -= n
+            if left:
+                logger.error("device {}: command {} has {} bytes of buffers for {}", dev.name,
+                             cmd.cmd_id, length - left, length)
+                dev.ring.complete(cmd.cmd_id, scsi.HW_ERROR.status, scsi.HW_ERROR.sense)
+                return
+        dev.pending[cmd.cmd_id] = (op, ranges[1:])
+        try:
+            self.engine.submit(dev.key, cmd.cmd_id, op, off, length, iovs)
+        except OverlaybdError as e:
+            logger.error("device {}: command {}: {}", dev.name, cmd.cmd_id, e)
+            dev.pending.pop(cmd.cmd_id, None)
+            dev.ring.complete(cmd.cmd_id, scsi.HW_ERROR.status, scsi.HW_ERROR.sense)
+
+    def _on_complete(self, key, cmd_id, status):
+        dev = self.devices.get(key)
+        if dev is None:
+            return
+        op, rest = dev.pending.pop(cmd_id, (None, []))
+        if status == scsi.ST_GOOD and rest:       # UNMAP with several descriptors
+            dev.pending[cmd_id] = (op, rest[1:])
+            try:
+                self.engine.submit(key, cmd_id, op, rest[0][0], rest[0][1], [])
+                return
+            except OverlaybdError as e:
+                logger.error("device {}: command {}: {}", dev.name, cmd_id, e)
+                dev.pending.pop(cmd_id, None)
+                status = scsi.ST_WRITE_ERR
+        r = scsi.status_reply(status)
+        dev.ring.complete(cmd_id, r.status, r.sense)
+
+    def _kick_all(self):
+        for dev in list(self.devices.values()):
+            if dev.ring.take_kick():
+                try:
+                    os.write(dev.handle.event_fd, KICK)
+                except OSError as e:
+                    logger.error("device {}: kick failed: {}", dev.name, e.strerror)
+
+    def in_flight(self):
+        return sum(len(d.pending) for d in self.devices.values())
+
+    # ---- netlink ----
+    def _netlink_events(self):
+        for ev in self.netlink.receive():
+            info = uio.parse_uio_name(ev.device, ev.minor)
+            if ev.cmd == T.CMD_ADDED_DEVICE:
+                st = -errno.ENOENT
+                if info is None:
+                    logger.error("added device with a malformed name '{}'", ev.device)
+                elif self.stopping:
+                    st = -errno.ESHUTDOWN
+                else:
+                    st = self._open_uio(info)
+                self.netlink.reply(ev.cmd, st, ev.dev_index)
+            elif ev.cmd == T.CMD_REMOVED_DEVICE:
+                st = self.remove_device(ev.minor) if ev.minor in self.devices else 0
+                self.netlink.reply(ev.cmd, st, ev.dev_index)
+            elif ev.cmd == T.CMD_RECONFIG_DEVICE:
+                logger.warning("device {}: reconfiguration is not supported", ev.device)
+                self.netlink.reply(ev.cmd, -errno.EOPNOTSUPP, ev.dev_index)
+
+    # ---- signals and the loop ----
+    def _install_signals(self):
+        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_fd = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+
+        def handler(signum, frame):
+            self._signals.append(signum)
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+        return old_fd, old
+
+    def _restore_signals(self, saved):
+        old_fd, old = saved
+        for s, h in old.items():
+            signal.signal(s, h)
+        signal.set_wakeup_fd(old_fd)
+        os.close(self._sig_r)
+        os.close(self._sig_w)
+
+    def _handle_signals(self):
+        try:
+            os.read(self._sig_r, 4096)
+        except BlockingIOError:
+            pass
+        sigs, self._signals = self._signals, []
+        for s in sigs:
+            if s == signal.SIGHUP:
+                logger.info("SIGHUP: reopening the log")
+                log.reopen()
+            else:
+                logger.info("{}: stopping", signal.Signals(s).name)
+                self.stopping = True
+
+    def run_once(self, timeout=1.0):
+        """One pass of the loop: wait for any fd, then serve it."""
+        fds = list(self.by_fd) + [self.engine.fileno()]
+        if self.netlink is not None:
+            fds.append(self.netlink.fileno())
+        if self._sig_r >= 0:
+            fds.append(self._sig_r)
+        ready, _, _ = select.select(fds, [], [], timeout)
+        for fd in ready:
+            if fd == self._sig_r:
+                self._handle_signals()
+            elif self.netlink is not None and fd == self.netlink.fileno():
+                self._netlink_events()
+            elif fd in self.by_fd:
+                dev = self.by_fd[fd]
+                try:
+                    os.read(fd, 4)
+                except BlockingIOError:
+                    pass
+                except OSError as e:
+                    logger.warning("device {}: uio read: {}; dropping it", dev.name, e.strerror)
+                    self.remove_device(dev.key)
+                    continue
+                if not self.stopping:
+                    self._service(dev)
+        self.engine.poll()
+        self._kick_all()
+
+    def run(self):
+        """Serve until SIGTERM/SIGINT; returns 0 after a clean shutdown."""
+        saved = self._install_signals()
+        try:
+            self.start()
+            logger.info("overlaybd-tcmu serving {} device(s)", len(self.devices))
+            while not self.stopping:
+                self.run_once()
+            return self.shutdown()
+        finally:
+            self._restore_signals(saved)
+
+    def shutdown(self, timeout=60.0):
+        """Finish the commands in flight, flush and stop the engine, close every device."""
+        self.stopping = True
+        deadline = time.monotonic() + timeout
+        while self.in_flight() and time.monotonic() < deadline:
+            self.engine.wait(0.1)
+            self._kick_all()
+        rc = 0
+        if self.in_flight():
+            logger.error("{} command(s) still in flight at shutdown", self.in_flight())
+            rc = 1
+        codes = self.engine.stop(drain=True)
+        if any(c not in (0, None) for c in codes or []):
+            rc = 1
+        self._kick_all()
+        for dev in list(self.devices.values()):
+            dev.handle.close()
+        self.devices.clear()
+        self.by_fd.clear()
+        if self.netlink is not None:
+            self.netlink.close()
+            self.netlink = None
+        logger.info("overlaybd-tcmu stopped")
+        return rc
