@@ -45,7 +45,10 @@ def failure_for_status(status, what):
 
 
 def transport_failure(e, what):
-    if isinstance(e, (urllib3.exceptions.TimeoutError,)) or "timed out" in str(e):
+    cause = getattr(e, "reason", None) or e           # MaxRetryError wraps the real error
+    if isinstance(cause, urllib3.exceptions.NewConnectionError):   # (a ConnectTimeoutError!)
+        return HttpFailure(f"{what}: connection failed ({cause})", None, errno.ENOTCONN, retryable=True)
+    if isinstance(cause, urllib3.exceptions.TimeoutError):
         return HttpFailure(f"{what}: timed out", None, errno.ETIMEDOUT, retryable=True)
     return HttpFailure(f"{what}: connection failed ({type(e).__name__})", None, errno.ENOTCONN,
                        retryable=True)
