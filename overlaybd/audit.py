@@ -27,8 +27,9 @@ _state = {"path": None, "sink": None, "writer": None, "pid": None}
 class RotatingWriter:
     """Append-only file, rotated like upstream's log files (``f`` -> ``f.1`` -> ``f.2``)."""
 
-    def __init__(self, path, limit=ROTATE_BYTES, keep=ROTATE_FILES):
-        self.path, self.limit, self.keep = path, limit, keep
+    def __init__(self, path, limit=None, keep=None):
+        self.path = path
+        self.limit, self.keep = limit or ROTATE_BYTES, keep or ROTATE_FILES
         self.lock = threading.Lock()
         self._open()
 
