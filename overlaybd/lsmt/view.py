@@ -113,7 +113,7 @@ class SectorView:
         into = self._into[t]
         if into is not None:
             return into(mv, pos)
-        data = self._files[t].pread(len(mv), pos)
+        data = self._files[t].pread(len(mv), pos)[:len(mv)]
         mv[:len(data)] = data
         return len(data)
 
@@ -125,10 +125,13 @@ class SectorView:
             raise OverlaybdError(f"index entry refers to layer slot {t} but only "
                                  f"{len(self._files)} files are open", path=self.path,
                                  field="tag")
-        want = len(mv)
         got = self._raw_read(t, mv, pos)
-        if got >= want:
-            return
+        if got < len(mv):
+            self.short_read(t, mv, pos, got)
+
+    def short_read(self, t: int, mv, pos: int, got: int) -> None:
+        """The first read of ``mv`` returned ``got`` bytes: retry once for the rest."""
+        want = len(mv)
         got2 = self._raw_read(t, mv[got:], pos + got)
         if got2 == 0:
             zero_fill(mv[got:])
@@ -192,7 +195,8 @@ class IndexView(SectorView):
         if len(data) == n:
             return data
         buf = bytearray(n)
-        self.read_into(t, memoryview(buf), pos)
+        buf[:len(data)] = data
+        self.short_read(t, memoryview(buf), pos, len(data))
         return bytes(buf)
 
     def preadinto(self, buf, off: int) -> int:
