@@ -2,9 +2,12 @@
 
 import errno
 import hashlib
+import http.server
 import os
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -170,3 +173,51 @@ def test_no_proxy_bypasses_the_proxy(registry_none, proxy, tmp_path):
 def test_context_is_shared_per_config(tmp_path):
     svc = service_config(tmp_path)
     assert context_for(svc) is context_for(service_config(tmp_path))
+
+
+class _P2PHandler(http.server.BaseHTTPRequestHandler):
+    """A stand-in P2P agent: GET /accelerator/<blob url> fetches <blob url> and relays it."""
+    seen = []
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        target = self.path.split("/accelerator/", 1)[1]
+        self.seen.append(target)
+        hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("range", "authorization")}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(target, headers=hdrs)) as r:
+                code, body, extra = r.status, r.read(), dict(r.headers)
+        except urllib.error.HTTPError as e:
+            code, body, extra = e.code, e.read(), dict(e.headers)
+        self.send_response(code)
+        for k in ("Content-Range", "WWW-Authenticate"):
+            if extra.get(k):
+                self.send_header(k, extra[k])
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_p2p_proxy_when_reachable_else_cache(registry_none, tmp_path):
+    data = os.urandom(300_000)
+    url = registry_none.push(data, repo="p2p/x")
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _P2PHandler)
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        addr = f"http://127.0.0.1:{srv.server_address[1]}/accelerator"
+        svc = service_config(tmp_path, p2pConfig={"enable": True, "address": addr})
+        f = open_remote_layer(url, _lower(url, data), svc)
+        assert f.pread(len(data), 0) == data
+        f.close()
+        assert url in _P2PHandler.seen
+        assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")   # no local cache
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    _P2PHandler.seen.clear()
+    f = open_remote_layer(url, _lower(url, data), svc)     # proxy gone: direct, through the cache
+    assert f.pread(1000, 0) == data[:1000]
+    f.close()
+    assert _P2PHandler.seen == [] and os.listdir(tmp_path / "cache")
