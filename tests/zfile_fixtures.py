@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import random
 import struct
 
@@ -81,10 +80,6 @@ def patch_table(data: bytes, lens) -> bytes:
     if zabi.HeaderTrailer.unpack(data).is_header_overwritten:
         data = patch_header(data, 0, index_crc=crc)
     return patch_header(data, len(data) - 512, index_crc=crc)
-
-
-def needed_blocks(size, bs):
-    return math.ceil(size / bs)
 
 
 class FlakySource(BytesFile):
