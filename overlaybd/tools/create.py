@@ -24,7 +24,7 @@ def _main(a):
     if a.vsize <= 0:
         raise SystemExit(f"{PROG}: vsize must be a positive number of GiB")
     parent = a.parent_uuid or None
-    if parent is not None and not abi.uuid_valid(parent):
+    if parent is not None and not abi.is_valid_uuid_text(parent):
         raise SystemExit(f"{PROG}: invalid UUID format: {parent}")
     layer = lsmt.create_rw(a.data_file, a.index_file, a.vsize << 30, sparse=a.sparse,
                            parent_uuid=parent)

@@ -1,0 +1,58 @@
+"""Where committed layers go: plain, ZFile (-z) and/or tar-wrapped (-t) outputs."""
+
+from .. import tar, zfile
+from .common import CountingWriter, Progress, open_output
+
+BLOCK_SIZES_KB = (4, 8, 16, 32, 64)
+
+
+def add_layer_options(p, compress_default=False):
+    """The output options shared by overlaybd-commit and overlaybd-merge."""
+    if compress_default:
+        p.add_argument("--compress", dest="zfile", action="store_true", default=True,
+                       help="ZFile-compress the output (default: on)")
+        p.add_argument("--no-compress", dest="zfile", action="store_false",
+                       help="write plain LSMT")
+    else:
+        p.add_argument("-z", dest="zfile", action="store_true",
+                       help="compress the output with ZFile (CRC on, header rewritten at the end)")
+    p.add_argument("--algorithm", choices=("lz4", "zstd"), default="lz4",
+                   help="ZFile compression (default lz4)")
+    p.add_argument("--bs", type=int, default=4, choices=BLOCK_SIZES_KB, metavar="KB",
+                   help="ZFile block size in KiB: 4, 8, 16, 32 or 64 (default 4)")
+    p.add_argument("-t", dest="tar", action="store_true", help="wrap the output in a one-file tar")
+    p.add_argument("--compress_threads", type=int, default=1, metavar="N",
+                   help="ZFile compression threads (default 1)")
+    p.add_argument("-f", dest="force", action="store_true", help="overwrite an existing output")
+
+
+class LayerOutput:
+    """A sequential writer for a committed layer: file [-> tar] [-> zfile]; ``close()`` seals
+    every level.  ``overwrite_header`` is what ``overlaybd-commit -z`` does (not merge)."""
+
+    def __init__(self, path, a, expected_size, overwrite_header, what):
+        self.file = open_output(path, force=a.force)
+        self.progress = Progress(what, expected_size)
+        self.tar = tar.TarWriter(self.file) if a.tar else None
+        inner = self.tar if self.tar else self.file
+        self.zfile = None
+        if a.zfile:
+            self.zfile = zfile.ZFileWriter(inner, algorithm=a.algorithm, block_size=a.bs << 10,
+                                           verify=True, overwrite_header=overwrite_header,
+                                           threads=max(1, a.compress_threads))
+            inner = self.zfile
+        self.writer = CountingWriter(inner, self.progress)
+
+    def write(self, data):
+        return self.writer.write(data)
+
+    def close(self):
+        try:
+            if self.zfile is not None:
+                self.zfile.close()
+            if self.tar is not None:
+                self.tar.close()
+            self.file.flush()
+        finally:
+            self.progress.finish()
+            self.file.close()
