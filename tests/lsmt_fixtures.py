@@ -67,31 +67,31 @@ def sealed_bytes(rows, data: bytes, vsize: int, uuid=bytes(16), parent=bytes(16)
     return hdr.pack() + data + ents + trl.pack()
 
 
-def write_big_sealed(path, n_entries: int, sectors_per_entry: int = 8, gap: int = 8,
-                     seed: int = 1) -> int:
-    """Write a sealed layer with ``n_entries`` data entries quickly (vectorised): entry i
-    maps ``sectors_per_entry`` sectors at logical sector i*(spe+gap) to data sector
-    8 + i*spe.  The data is random.  Returns the virtual size."""
+def write_big_sealed(path, n_entries: int, sectors_per_entry: int = 1, gap: int = 1,
+                     random_data: bool = False, seed: int = 1) -> int:
+    """Write a sealed layer with ``n_entries`` data entries quickly (vectorised, no padding):
+    entry i maps ``sectors_per_entry`` sectors at logical sector i*(spe+gap) to data sector
+    8 + i*spe.  The data area is random or (default) a file hole.  Returns the virtual size."""
     spe = sectors_per_entry
     i = np.arange(n_entries, dtype=np.uint64)
     off = i * np.uint64(spe + gap)
     moff = np.uint64(8) + i * np.uint64(spe)
     ents = encode_entries(off, np.full(n_entries, spe), moff, np.zeros(n_entries),
                           np.zeros(n_entries))
-    ents += INVALID_ENTRY * (-n_entries % 256)
     vsize = n_entries * (spe + gap) * 512
     data_bytes = n_entries * spe * 512
     hdr = HeaderTrailer.new(FLAG_HEADER | FLAG_DATA | FLAG_SEALED, virtual_size=vsize)
     trl = HeaderTrailer.new(FLAG_DATA | FLAG_SEALED, index_offset=HT_SPACE + data_bytes,
-                            index_size=len(ents) // 16, virtual_size=vsize)
+                            index_size=n_entries, virtual_size=vsize)
     rng = np.random.default_rng(seed)
     with open(path, "wb") as f:
         f.write(hdr.pack())
         left = data_bytes
-        while left:
+        while random_data and left:
             n = min(left, 16 << 20)
             f.write(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
             left -= n
+        f.seek(HT_SPACE + data_bytes)
         f.write(ents)
         f.write(trl.pack())
     return vsize

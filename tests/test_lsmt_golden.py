@@ -5,7 +5,10 @@ import io
 
 import pytest
 
-from lsmt_fixtures import GOLDEN, nonzero_extents, sha256_view
+try:  # tests/ may or may not be a package
+    from .lsmt_fixtures import GOLDEN, nonzero_extents, sha256_view
+except ImportError:
+    from lsmt_fixtures import GOLDEN, nonzero_extents, sha256_view
 from overlaybd.io import BytesFile, LocalFile
 from overlaybd.lsmt import commit, open_merged, open_ro
 

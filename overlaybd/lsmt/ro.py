@@ -7,10 +7,11 @@ import numpy as np
 from ..abi.lsmt import (ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_OFFSET, MAX_RO_INDEX_SIZE,
                         HeaderTrailer, decode_entries)
 from ..errors import FormatError
-from .index import SegmentIndex
+from .index import _NP_TYPES, SegmentIndex
 from .view import IndexView, file_name
 
 DATA_BEGIN = HT_SPACE >> 9          # first sector a mapping may point at
+LOAD_CHUNK = 1 << 16                # index entries decoded per step
 
 
 def file_size(f) -> int:
@@ -40,26 +41,32 @@ def read_header(f, name: str) -> HeaderTrailer:
 
 
 def validate_mappings(off, length, moff, zeroed, begin: int, end: int, name: str,
-                      check_order: bool = True) -> None:
-    """Upstream's checks on a loaded index: sorted and non-overlapping (if ``check_order``);
-    data entries map inside [begin, end) sectors, zeroed ones have begin <= moffset <= end."""
+                      check_order: bool = True, prev_end: int = 0, base: int = 0) -> None:
+    """Upstream's checks on a loaded index: sorted and non-overlapping (if ``check_order``;
+    the first entry must not start before ``prev_end``); data entries map inside
+    [begin, end) sectors, zeroed ones have begin <= moffset <= end.  ``base`` numbers the
+    entries in messages."""
     off = off.astype(np.int64, copy=False)
     ln = length.astype(np.int64)
     mo = moff.astype(np.int64, copy=False)
-    if check_order and off.size > 1:
+    if check_order and off.size:
+        if int(off[0]) < prev_end:
+            raise FormatError(f"index entry {base} at offset {int(off[0])} is unsorted or "
+                              f"overlaps the previous one ending at {prev_end}", path=name,
+                              field="index")
         bad = np.flatnonzero(off[1:] < off[:-1] + ln[:-1])
         if bad.size:
             k = int(bad[0])
-            raise FormatError(f"index entries {k} and {k + 1} are unsorted or overlap "
-                              f"(offset {int(off[k])}+{int(ln[k])} > {int(off[k + 1])})",
-                              path=name, field="index")
+            raise FormatError(f"index entries {base + k} and {base + k + 1} are unsorted or "
+                              f"overlap (offset {int(off[k])}+{int(ln[k])} > "
+                              f"{int(off[k + 1])})", path=name, field="index")
     z = zeroed != 0
     mend = mo + ln
     ok = np.where(z, (begin <= mo) & (mo <= end),
                   (begin <= mo) & (mo < end) & (begin < mend) & (mend <= end))
     if not ok.all():
         k = int(np.flatnonzero(~ok)[0])
-        raise FormatError(f"index entry {k} (offset {int(off[k])}, length {int(ln[k])}, "
+        raise FormatError(f"index entry {base + k} (offset {int(off[k])}, length {int(ln[k])}, "
                           f"moffset {int(mo[k])}, zeroed {int(z[k])}) maps outside the data "
                           f"area [{begin}, {end}) sectors", path=name, field="moffset")
 
@@ -71,6 +78,37 @@ def decode_valid(raw, name: str):
     if not keep.all():
         off, length, moff, zeroed = off[keep], length[keep], moff[keep], zeroed[keep]
     return off, length, moff, zeroed, np.zeros(off.shape, dtype=np.uint8)
+
+
+def load_sealed_index(f, index_offset: int, count: int, name: str) -> SegmentIndex:
+    """Read and validate ``count`` packed entries at ``index_offset`` chunk by chunk, straight
+    into the final columns (keeps the memory added by a big index near 20 bytes/entry)."""
+    index = SegmentIndex()
+    if count == 0:
+        return index
+    cols = index.columns()
+    for col in cols:
+        col.extend(col.__class__(col.typecode, [0]) * count)
+    views = [np.frombuffer(c, dtype=d) for c, d in zip(cols, _NP_TYPES)]
+    n = 0
+    prev_end = 0
+    end = index_offset >> 9
+    for start in range(0, count, LOAD_CHUNK):
+        k = min(LOAD_CHUNK, count - start)
+        raw = read_block(f, k * ENTRY_SIZE, index_offset + start * ENTRY_SIZE, "index", name)
+        off, length, moff, zeroed, _ = decode_valid(raw, name)
+        validate_mappings(off, length, moff, zeroed, DATA_BEGIN, end, name,
+                          prev_end=prev_end, base=n)
+        m = off.size
+        if m:
+            for i, c in enumerate((off, length, moff, zeroed)):
+                views[i][n:n + m] = c
+            prev_end = int(off[-1]) + int(length[-1])
+            n += m
+    del views
+    for col in cols:
+        del col[n:]
+    return index
 
 
 class SealedLayer(IndexView):
@@ -134,9 +172,5 @@ def open_ro(f, name: str | None = None) -> SealedLayer:
     if trailer.virtual_size > MAX_OFFSET << 9:
         raise FormatError(f"virtual_size {trailer.virtual_size} is beyond the addressable "
                           "range", path=name, field="virtual_size")
-    raw = read_block(f, index_bytes, trailer.index_offset, "index", name) if index_bytes else b""
-    off, length, moff, zeroed, tag = decode_valid(raw, name)
-    del raw
-    validate_mappings(off, length, moff, zeroed, DATA_BEGIN, trailer.index_offset >> 9, name)
-    index = SegmentIndex.from_numpy(off, length, moff, zeroed, tag)
+    index = load_sealed_index(f, trailer.index_offset, trailer.index_size, name)
     return SealedLayer(f, header, trailer, index, name)
