@@ -45,10 +45,12 @@ def is_tar(f) -> bool:
 
 
 class TarFile:
-    """The payload of a one-file tar archive over ``f`` (a file with ``pread``/``size``)."""
+    """The payload of a one-file tar archive over ``f`` (a file with ``pread``/``size``).
+    ``close()`` closes ``f`` too unless ``own`` is False."""
 
-    def __init__(self, f, path=None):
+    def __init__(self, f, path=None, own=True):
         self.file = f
+        self._own = own
         self.path = path or _path(f)
         if not is_tar(f):
             raise FormatError("not a ustar archive (magic, version or header checksum)",
@@ -127,7 +129,9 @@ class TarFile:
         self.file.evict(self.base + off, n)
 
     def close(self):
-        pass
+        """Close the source too unless ``own`` was False."""
+        if self._own:
+            self.file.close()
 
     def __repr__(self):
         return f"TarFile({self.path!r}, base={self.base}, size={self.size})"

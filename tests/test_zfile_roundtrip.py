@@ -139,3 +139,32 @@ def test_writer_rejects_bad_options():
     w.close()
     with pytest.raises(ValueError):
         w.write(b"x")
+
+
+def test_concurrent_readers_and_close_chain():
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = mixed_data(600_000, seed=9)
+    raw = build(data, algorithm="zstd", overwrite_header=True)
+
+    class Tracked(BytesFile):
+        closed = False
+
+        def close(self):
+            self.closed = True
+    src = Tracked(raw)
+    z = zfile.ZFile(src)
+
+    def job(seed):
+        rng = random.Random(seed)
+        for _ in range(200):
+            off, n = rng.randrange(len(data)), rng.randrange(1, 70000)
+            assert z.pread(n, off) == data[off:off + n]
+        return True
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(job, range(8)))
+    z.close()
+    assert src.closed and z.pread(10, 0) == b""
+    src2 = Tracked(raw)
+    zfile.ZFile(src2, own=False).close()
+    assert not src2.closed

@@ -69,10 +69,12 @@ def is_zfile(f) -> bool:
 
 
 class ZFile:
-    """A ZFile opened for reading; ``size`` is the original (decompressed) size."""
+    """A ZFile opened for reading; ``size`` is the original (decompressed) size.  Safe to read
+    from several threads.  ``close()`` closes ``f`` too unless ``own`` is False."""
 
-    def __init__(self, f, path=None):
+    def __init__(self, f, path=None, own=True):
         self.file = f
+        self._own = own
         self.path = path or _path(f)
         header = read_header(f, self.path)
         if header is None:
@@ -302,27 +304,23 @@ class ZFile:
                           path=self.path, field="block length")
 
     def _check_block(self, i, raw):
-        """Decompressed block or None if its CRC or decompression fails; the reason is
-        recorded in ``self._why``."""
+        """(decompressed block, None) or (None, (error class, reason)) for block ``i``."""
         if self.verify:
             stored = struct.unpack_from("<I", raw, len(raw) - 4)[0]
             crc = crc32c_raw(memoryview(raw)[:-4], abi.BLOCK_CRC_SEED)
             if crc != stored:
-                self._why = (ChecksumError, f"expected {stored:#010x} but got {crc:#010x}")
-                return None
+                return None, (ChecksumError, f"expected {stored:#010x} but got {crc:#010x}")
             body = memoryview(raw)[:-4]
         else:
             body = raw
         try:
             out = self._dec(body, self.block_size)
         except codec.DECOMPRESS_ERRORS as e:
-            self._why = (FormatError, f"decompression failed: {e}")
-            return None
+            return None, (FormatError, f"decompression failed: {e}")
         want = self._expected_len(i)
         if len(out) != want:
-            self._why = (FormatError, f"decompressed to {len(out)} bytes, expected {want}")
-            return None
-        return out
+            return None, (FormatError, f"decompressed to {len(out)} bytes, expected {want}")
+        return out, None
 
     def _block_slow(self, i, raw):
         """Read (if ``raw`` is None or short), check and decompress block ``i``, evicting and
@@ -333,11 +331,10 @@ class ZFile:
             if raw is None or len(raw) != ln:
                 raw = self.file.pread(ln, a)
             if len(raw) != ln:
-                self._why = (FormatError, f"truncated: needs {ln} bytes at offset {a}, "
-                                          f"got {len(raw)}")
-                out = None
+                out, why = None, (FormatError, f"truncated: needs {ln} bytes at offset {a}, "
+                                               f"got {len(raw)}")
             else:
-                out = self._check_block(i, raw)
+                out, why = self._check_block(i, raw)
             if out is not None:
                 return out
             if self._evict is None or attempt >= BLOCK_RETRIES:
@@ -346,13 +343,17 @@ class ZFile:
             self.retries += 1
             self._evict(a, ln)
             raw = None
-        cls, why = self._why
+        cls, reason = why
         tried = f" after {attempt} evict-and-refetch retries" if self._evict else ""
-        raise cls(f"block {i} at offset {a} (length {ln}): {why}{tried}", path=self.path,
+        raise cls(f"block {i} at offset {a} (length {ln}): {reason}{tried}", path=self.path,
                   field="block crc" if cls is ChecksumError else "block")
 
     def close(self):
-        self._offs = array("Q")
+        """Drop the jump table and close the source if this object owns it."""
+        self._offs = array("Q", [abi.HT_SPACE])
+        self.nblocks = self.size = 0
+        if self._own:
+            self.file.close()
 
     def __enter__(self):
         return self
