@@ -1,7 +1,10 @@
 """overlaybd-create: make a writable (upper) layer."""
 
+import os
+
 from .. import lsmt
 from ..abi import lsmt as abi
+from ..errors import OverlaybdError
 from .common import parser, run
 
 PROG = "overlaybd-create"
@@ -26,6 +29,10 @@ def _main(a):
     parent = a.parent_uuid or None
     if parent is not None and not abi.is_valid_uuid_text(parent):
         raise SystemExit(f"{PROG}: invalid UUID format: {parent}")
+    for path in (a.data_file, a.index_file):
+        if os.path.lexists(path):
+            raise OverlaybdError("already exists; overlaybd-create never overwrites a layer",
+                                 path=path)
     layer = lsmt.create_rw(a.data_file, a.index_file, a.vsize << 30, sparse=a.sparse,
                            parent_uuid=parent)
     layer.close()
