@@ -105,8 +105,11 @@ def main(argv=None):
         print(f"image: {size // MiB} MiB; LZ4 via LZ4_compress_default: {LZ4_EXACT}")
         if shutil.which("lz4"):     # native C reference, same 4 KiB blocks
             r = subprocess.run(["lz4", "-b1", "-B4096", raw], capture_output=True, text=True)
-            tail = (r.stdout + r.stderr).replace("\r", "\n").strip().splitlines()
-            print(f"native lz4 -b1 -B4096 (compress, decompress): {tail[-1].split(':')[-1].strip()}")
+            lines = [ln for ln in (r.stdout + r.stderr).replace("\r", "\n").splitlines()
+                     if "MB/s" in ln]
+            if lines:
+                print("native lz4 -b1 -B4096 (ratio, compress, decompress):",
+                      lines[-1].split("(", 1)[-1].strip())
         base_seq_n, base_seq_t = timed(seq_reader(lambda n, o: os.pread(fd, n, o), size),
                                        args.seconds)
         base_seq = base_seq_n * MiB / base_seq_t / 1e6

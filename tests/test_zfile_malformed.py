@@ -235,3 +235,16 @@ def test_source_shorter_than_table_claims():
     z = zfile.ZFile(Short(data, path="short"))
     with pytest.raises(FormatError, match="truncated"):
         z.pread(4096, 0)
+
+
+def test_bad_cached_metadata_is_evicted_and_reloaded():
+    clean = golden(LZ4)
+    h, _ = blocks_of(clean)
+    src = FlakySource(clean, h.index_offset + 4, 1, heal_after=1)   # jump table bad once
+    z = zfile.ZFile(src)
+    assert src.evicts == [(0, len(clean))] and z.retries == 1
+    assert z.pread(z.size, 0) == golden("layer1.lsmt")
+    src = FlakySource(clean, h.index_offset + 4, 1, heal_after=None)  # stays bad: 2 retries
+    with pytest.raises(FormatError) as ei:
+        zfile.ZFile(src)
+    assert ei.value.field == "index_crc" and len(src.evicts) == 2

@@ -5,7 +5,9 @@ as upstream's MAX_READ_SIZE), block offsets from a prefix-sum ``array``, the CRC
 block *and its stored CRC* checked in one crc32c call (the result is a constant for an
 intact block, see ``overlaybd.crc``), then decompression; all per-block steps run as C-level
 ``map`` loops.  Any failure in a run drops to a per-block path that evicts and refetches a
-bad block from a source that can (``evict(off, n)``), at most ``BLOCK_RETRIES`` times.
+bad block from a source that can (``evict(off, n)``), at most ``BLOCK_RETRIES`` times; a
+failed open (trailer / jump table) evicts the whole file and reloads, at most ``OPEN_RETRIES``
+times, as upstream does for a cached copy.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..errors import ChecksumError, FormatError
 from . import codec
 
 BLOCK_RETRIES = 3                      # evict-and-refetch attempts for one bad block
+OPEN_RETRIES = 2                       # evict-all-and-reload attempts for bad metadata
 _SX = std_seed(abi.BLOCK_CRC_SEED)     # standard-CRC seed of the per-block CRC
 _GOOD = 0xFFFFFFFF                     # std CRC of an intact block followed by its CRC
 _GOOD_SET = {_GOOD}
@@ -76,6 +79,25 @@ class ZFile:
         self.file = f
         self._own = own
         self.path = path or _path(f)
+        self._evict = getattr(f, "evict", None)
+        self.retries = 0          # evict-and-refetch attempts made so far (for tests/stats)
+        attempt = 0
+        while True:
+            try:
+                self._open()
+                break
+            except FormatError:
+                # like upstream: a source that can evict (a cache) may hold bad metadata;
+                # drop the whole cached copy and load again, at most OPEN_RETRIES more times
+                if self._evict is None or attempt >= OPEN_RETRIES:
+                    raise
+                attempt += 1
+                self.retries += 1
+                self._evict(0, f.size)
+        self._dec = codec.decompressor(self.algo)
+
+    def _open(self):
+        f = self.file
         header = read_header(f, self.path)
         if header is None:
             raise FormatError("not a ZFile (bad magic or not a header)", path=self.path,
@@ -99,9 +121,6 @@ class ZFile:
         self.size = info.original_file_size
         self.nblocks = info.index_size
         self._offs = self._load_jump_table(info)
-        self._dec = codec.decompressor(info.algo)
-        self._evict = getattr(f, "evict", None)
-        self.retries = 0          # evict-and-refetch attempts made so far (for tests/stats)
 
     # -- open --------------------------------------------------------------------------------
     def _read_trailer(self):
