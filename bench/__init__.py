@@ -1,0 +1,1 @@
+"""Benchmarks: every number is printed next to a baseline measured in the same run."""
