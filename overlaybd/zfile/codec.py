@@ -34,26 +34,27 @@ def _load_liblz4():
             continue
         fn.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
         fn.restype = ctypes.c_int
-        bound = lib.LZ4_compressBound
-        bound.argtypes = [ctypes.c_int]
-        bound.restype = ctypes.c_int
-        return fn, bound
-    return None, None
+        return fn
+    return None
 
 
-_LZ4_DEFAULT, _LZ4_BOUND = _load_liblz4()
+_LZ4_DEFAULT = _load_liblz4()
 LZ4_EXACT = _LZ4_DEFAULT is not None
 _tls = threading.local()
+
+
+_LZ4_DST = 64 * 1024 + 512      # upstream's buffer: block_size + 512 >= LZ4_compressBound
 
 
 def _lz4_compress_exact(data) -> bytes:
     src = bytes(data)
     n = len(src)
-    cap = _LZ4_BOUND(n)
+    if n > 64 * 1024:
+        raise ValueError(f"LZ4 block of {n} bytes > 64 KiB")
     buf = getattr(_tls, "lz4buf", None)
-    if buf is None or len(buf) < cap:
-        buf = _tls.lz4buf = ctypes.create_string_buffer(max(cap, 65536 + 512))
-    r = _LZ4_DEFAULT(src, buf, n, len(buf))
+    if buf is None:
+        buf = _tls.lz4buf = ctypes.create_string_buffer(_LZ4_DST)
+    r = _LZ4_DEFAULT(src, buf, n, _LZ4_DST)
     if r <= 0:
         raise ValueError(f"LZ4_compress_default failed (returned {r})")
     return ctypes.string_at(buf, r)
