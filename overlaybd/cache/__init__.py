@@ -71,6 +71,7 @@ def open_remote_layer(url, lower, svc):
         path, store = os.path.join(d, ".download"), None
     else:
         store = store_for(cache.dir, cache.size_gb)
+        os.makedirs(store.root, exist_ok=True)      # it may have been cleaned by hand
         path = os.path.join(store.root, url.rstrip("/").rsplit("/", 1)[-1])
 
     size = known_size(path, size_hint)

@@ -9,6 +9,7 @@ is retried, and a 416 is never trusted for its Content-Length.
 """
 
 import errno
+import http.client
 import os
 import re
 import threading
@@ -179,9 +180,15 @@ class RegistryBlob:
                     skip -= len(chunk)
             else:
                 raise failure_for_status(r.status, "GET")
+            # 206 with a plain body: read straight into the caller's buffer from the
+            # http.client response under urllib3 (urllib3's readinto copies once more)
+            fp = getattr(r, "_fp", None)
+            direct = (r.status == 206 and isinstance(fp, http.client.HTTPResponse)
+                      and not r.headers.get("Content-Encoding"))
+            readinto = fp.readinto if direct else r.readinto
             got = 0
             while got < n:
-                k = r.readinto(mv[got:])
+                k = readinto(mv[got:])
                 if not k:
                     raise HttpFailure(f"short body: {got} of {n} bytes", r.status, errno.EIO, True)
                 got += k
@@ -189,11 +196,13 @@ class RegistryBlob:
             r.close()
             r.release_conn()
             raise
-        except (urllib3.exceptions.HTTPError, OSError) as e:
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
             r.close()
             r.release_conn()
             raise transport_failure(e, "GET body") from e
-        if r.status == 206 and r.headers.get("Content-Length") == str(n):
+        if direct and fp.isclosed():
+            pass                            # http.client consumed exactly Content-Length
+        elif r.status == 206 and not direct and r.headers.get("Content-Length") == str(n):
             r.read()                        # at EOF: the connection goes back to the pool
         else:
             r.close()                       # a full 200 body, or a length we cannot trust
