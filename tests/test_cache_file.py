@@ -200,3 +200,27 @@ def test_download_cache_mode_uses_layer_dir(registry_none, tmp_path):
     g = open_remote_layer(url, {}, svc)
     assert g.pread(10, 20) == data[20:30]
     g.close()
+
+
+def test_sequential_reads_prefetch_and_close_waits(registry_none, tmp_path):
+    data = os.urandom(40 * MiB + 3)
+    url = registry_none.push(data, repo="seq/r")
+    svc = service_config(tmp_path)
+    f = open_remote_layer(url, _lower(url, data), svc)
+    for off in range(0, 12 * MiB, MiB):                  # sequential: windows grow, prefetch starts
+        assert f.pread(MiB, off) == data[off:off + MiB]
+    f.close()                                            # must wait for in-flight prefetches
+    path = tmp_path / "cache" / url_name(url)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        present = len(data) - sum(e - s for s, e in holes(fd, 0, len(data)))
+        assert present > 12 * MiB                        # read ahead of the reader
+        cached = os.pread(fd, present, 0)
+    finally:
+        os.close(fd)
+    assert cached[:12 * MiB] == data[:12 * MiB]
+    g = open_remote_layer(url, _lower(url, data), svc)
+    try:
+        assert g.pread(len(data), 0) == data
+    finally:
+        g.close()

@@ -43,6 +43,8 @@ def test_ranged_reads_return_the_pushed_bytes(mode, request, tmp_path):
         assert f.pread(len(data), 0) == data
     finally:
         f.close()
+    log = open(os.path.join(reg.dir, "registry.log")).read()
+    assert f'"{svc.user_agent}"' in log                     # userAgent is sent
 
 
 @pytest.mark.parametrize("mode", ["registry_basic", "registry_token", "registry_redirect"])

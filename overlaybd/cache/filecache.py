@@ -86,6 +86,9 @@ class CachedBlob:
         self._last_end, self._ahead = -1, -1
         self._window = self.refill
         self._prefetching = 0
+        self._idle = threading.Condition(self._src_lock)
+        self._closing = False
+        self._pid = os.getpid()
         if store:
             store.acquire(self.name)
 
@@ -128,6 +131,11 @@ class CachedBlob:
         logger.info("cache {}: evicted range [{}, {})", self.cache_path, a, b)
 
     def close(self):
+        with self._idle:                        # background prefetches use the fd: wait
+            if self._pid == os.getpid():
+                while self._prefetching:
+                    self._idle.wait()
+            self._closing = True
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -154,7 +162,9 @@ class CachedBlob:
         if self._window < MAX_READAHEAD or self._ahead < 0:
             return
         with self._src_lock:
-            while (self._prefetching < PREFETCH_DEPTH and self._ahead < self.size
+            if self._pid != os.getpid():        # forked: the parent's prefetch threads are gone
+                self._pid, self._prefetching = os.getpid(), 0
+            while (not self._closing and self._prefetching < PREFETCH_DEPTH and self._ahead < self.size
                    and self._ahead <= off + n + PREFETCH_DEPTH * MAX_READAHEAD):
                 s, e = self._ahead, min(self._ahead + MAX_READAHEAD, self.size)
                 self._ahead = e
@@ -168,8 +178,9 @@ class CachedBlob:
         except Exception as err:                # a prefetch failure only costs a later miss
             logger.debug("cache {}: prefetch [{}, {}) failed: {}", self.cache_path, s, e, err)
         finally:
-            with self._src_lock:
+            with self._idle:
                 self._prefetching -= 1
+                self._idle.notify_all()
 
     def _fill(self, a, b):
         """Make ``[a, b)`` present: fetch the holes' span rounded out to the refill unit (and
