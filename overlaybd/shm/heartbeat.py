@@ -1,0 +1,47 @@
+"""Worker heartbeats in shared memory (64 bytes per worker, written only by that worker).
+
+Layout (native u64s): ``beat_ns`` (CLOCK_MONOTONIC, comparable across processes), ``pid``,
+``parts_done``, ``state`` (one of the ``STATE_*`` values).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+
+HEARTBEAT_SIZE = 64
+STATE_STARTING, STATE_READY, STATE_STOPPING = 0, 1, 2
+_U64 = struct.Struct("Q")
+_BEAT, _PID, _DONE, _STATE = 0, 8, 16, 24
+
+
+class Heartbeat:
+    def __init__(self, buf, offset: int = 0):
+        self.buf = buf
+        self.offset = offset
+
+    def init(self) -> None:
+        for field in (_BEAT, _PID, _DONE, _STATE):
+            _U64.pack_into(self.buf, self.offset + field, 0)
+
+    def beat(self) -> None:
+        _U64.pack_into(self.buf, self.offset + _BEAT, time.monotonic_ns())
+
+    def _get(self, field):
+        return _U64.unpack_from(self.buf, self.offset + field)[0]
+
+    def _set(self, field, value):
+        _U64.pack_into(self.buf, self.offset + field, value)
+
+    @property
+    def last_beat_ns(self) -> int:
+        return self._get(_BEAT)
+
+    def age(self) -> float:
+        """Seconds since the last beat (infinite if it never beat)."""
+        last = self.last_beat_ns
+        return float("inf") if not last else (time.monotonic_ns() - last) / 1e9
+
+    pid = property(lambda self: self._get(_PID), lambda self, v: self._set(_PID, v))
+    parts_done = property(lambda self: self._get(_DONE), lambda self, v: self._set(_DONE, v))
+    state = property(lambda self: self._get(_STATE), lambda self, v: self._set(_STATE, v))

@@ -1,0 +1,149 @@
+"""A single-producer single-consumer ring of fixed-size slots in shared memory.
+
+Layout at ``offset`` in a shared buffer (all integers native-endian, 8-byte aligned):
+
+====== ===================================================================
+0      ``head``: u64, count of slots ever published (written by the producer only)
+8      magic u32 ``RING_MAGIC``, ``slots`` u32 (a power of two), ``slot_size`` u32
+64     ``tail``: u64, count of slots ever consumed (written by the consumer only)
+128    ``slots * slot_size`` bytes of slots; slot ``i`` holds entry ``i % slots``
+====== ===================================================================
+
+``head`` and ``tail`` live on separate cache lines and are each written by one side only, so no
+lock is needed: the producer fills a slot, then publishes it by storing ``head + 1``; the
+consumer reads the slot, then frees it by storing ``tail + 1``.  The counters are read and
+written with the native ``Q`` format, which CPython copies with one aligned 8-byte ``memcpy``
+(a single load/store), so a side never sees a torn counter.  On x86-64 (TSO) the slot bytes are
+visible before the counter that publishes them.
+
+Entries are packed and unpacked in place (``reserve``/``commit``, ``peek``/``release``) by the
+codecs in :mod:`overlaybd.shm.descriptor`; ``push``/``pop`` copy whole slots for convenience.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..errors import FormatError
+
+RING_MAGIC = 0x4F424452  # "OBDR"
+HEADER_SIZE = 128
+_U64 = struct.Struct("Q")
+_INFO = struct.Struct("III")
+_HEAD, _INFO_OFF, _TAIL = 0, 8, 64
+
+
+class Ring:
+    """One side's handle on a ring; the same object may serve as producer or consumer."""
+
+    def __init__(self, buf, offset: int = 0, slots: int | None = None, slot_size: int | None = None,
+                 init: bool = False, name: str = "ring"):
+        if offset % 64:
+            raise ValueError(f"{name}: ring offset {offset} is not 64-byte aligned")
+        self.buf = buf
+        self.offset = offset
+        self.name = name
+        if init:
+            if not slots or slots & (slots - 1):
+                raise ValueError(f"{name}: slot count must be a power of two, got {slots}")
+            if not slot_size or slot_size % 8:
+                raise ValueError(f"{name}: slot size must be a positive multiple of 8, got {slot_size}")
+            if offset + self.footprint(slots, slot_size) > len(buf):
+                raise ValueError(f"{name}: {slots} slots of {slot_size} bytes do not fit the buffer")
+            _U64.pack_into(buf, offset + _HEAD, 0)
+            _U64.pack_into(buf, offset + _TAIL, 0)
+            _INFO.pack_into(buf, offset + _INFO_OFF, RING_MAGIC, slots, slot_size)
+        magic, got_slots, got_size = _INFO.unpack_from(buf, offset + _INFO_OFF)
+        if magic != RING_MAGIC:
+            raise FormatError(f"bad ring magic {magic:#x}", path=name, field="magic")
+        if not got_slots or got_slots & (got_slots - 1):
+            raise FormatError(f"slot count {got_slots} is not a power of two", path=name, field="slots")
+        if slots is not None and got_slots != slots:
+            raise FormatError(f"expected {slots} slots, found {got_slots}", path=name, field="slots")
+        if slot_size is not None and got_size != slot_size:
+            raise FormatError(f"expected slot size {slot_size}, found {got_size}", path=name,
+                              field="slot_size")
+        if offset + self.footprint(got_slots, got_size) > len(buf):
+            raise FormatError("ring extends past the end of its buffer", path=name, field="slots")
+        self.slots = got_slots
+        self.slot_size = got_size
+        self._mask = got_slots - 1
+        self._base = offset + HEADER_SIZE
+        # Cached copies of the other side's counter: refreshed only when they look exhausted.
+        self._head = _U64.unpack_from(buf, offset + _HEAD)[0]
+        self._tail = _U64.unpack_from(buf, offset + _TAIL)[0]
+
+    @staticmethod
+    def footprint(slots: int, slot_size: int) -> int:
+        """Bytes a ring of ``slots`` slots of ``slot_size`` bytes needs (a multiple of 64)."""
+        return HEADER_SIZE + ((slots * slot_size + 63) // 64) * 64
+
+    # -- counters ------------------------------------------------------------------------------
+    def _load_head(self) -> int:
+        return _U64.unpack_from(self.buf, self.offset + _HEAD)[0]
+
+    def _load_tail(self) -> int:
+        return _U64.unpack_from(self.buf, self.offset + _TAIL)[0]
+
+    def __len__(self) -> int:
+        """Entries published and not yet consumed (a snapshot)."""
+        return self._load_head() - self._load_tail()
+
+    def free(self) -> int:
+        """Slots the producer can still fill (a snapshot)."""
+        return self.slots - len(self)
+
+    # -- producer ------------------------------------------------------------------------------
+    def reserve(self) -> int:
+        """Offset in ``buf`` of the next free slot, or -1 when the ring is full."""
+        head = self._load_head()
+        if head - self._tail >= self.slots:
+            self._tail = self._load_tail()
+            if head - self._tail >= self.slots:
+                return -1
+        return self._base + (head & self._mask) * self.slot_size
+
+    def commit(self) -> None:
+        """Publish the slot returned by the last :meth:`reserve`."""
+        _U64.pack_into(self.buf, self.offset + _HEAD, self._load_head() + 1)
+
+    def push(self, data) -> bool:
+        """Copy ``data`` (at most ``slot_size`` bytes) into the next slot; False when full."""
+        if len(data) > self.slot_size:
+            raise ValueError(f"{self.name}: entry of {len(data)} bytes exceeds slot size {self.slot_size}")
+        off = self.reserve()
+        if off < 0:
+            return False
+        self.buf[off:off + len(data)] = data
+        self.commit()
+        return True
+
+    # -- consumer ------------------------------------------------------------------------------
+    def peek(self) -> int:
+        """Offset in ``buf`` of the oldest published entry, or -1 when the ring is empty."""
+        tail = self._load_tail()
+        if tail >= self._head:
+            self._head = self._load_head()
+            if tail >= self._head:
+                return -1
+        return self._base + (tail & self._mask) * self.slot_size
+
+    def release(self) -> None:
+        """Free the slot returned by the last :meth:`peek`."""
+        _U64.pack_into(self.buf, self.offset + _TAIL, self._load_tail() + 1)
+
+    def pop(self) -> bytes | None:
+        """Copy out and free the oldest entry; None when empty."""
+        off = self.peek()
+        if off < 0:
+            return None
+        data = bytes(self.buf[off:off + self.slot_size])
+        self.release()
+        return data
+
+    # -- recovery ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Empty the ring.  Only when neither side is running (e.g. its peer was reaped)."""
+        _U64.pack_into(self.buf, self.offset + _HEAD, 0)
+        _U64.pack_into(self.buf, self.offset + _TAIL, 0)
+        self._head = self._tail = 0

@@ -1,0 +1,9 @@
+"""The I/O engine: inline or in CPU-pinned worker processes (docs/engine.md)."""
+
+from .blockcache import BlockCache
+from .engine import CommandError, Engine
+from .ops import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, ST_FLUSH_ERR, ST_GOOD, ST_READ_ERR,
+                  ST_WRITE_ERR, ST_WRITE_PROTECT)
+
+__all__ = ["BlockCache", "CommandError", "Engine", "OP_DISCARD", "OP_FLUSH", "OP_READ", "OP_WRITE",
+           "ST_FLUSH_ERR", "ST_GOOD", "ST_READ_ERR", "ST_WRITE_ERR", "ST_WRITE_PROTECT"]

@@ -1,0 +1,114 @@
+"""A worker's slice of the decompressed-block cache: a bounded LRU file wrapper.
+
+``BlockCache(file, block_size, capacity_bytes)`` sits in the image stack above a decompressing
+layer (a ZFile) and keeps up to ``capacity_bytes`` of its most recently used ``block_size``-
+aligned blocks.  Routing sends one chunk to one worker (docs/engine.md), so the slices of the
+workers never hold the same block and together act as one cache ``workers`` times larger.
+Misses in a contiguous run are fetched with one read of the wrapped file.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+
+class BlockCache:
+    """Implements the file protocol (``size``, ``pread``, ``preadinto``, ``evict``, ``close``)."""
+
+    def __init__(self, file, block_size: int, capacity_bytes: int):
+        if block_size <= 0:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        if capacity_bytes < 0:
+            raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
+        self.file = file
+        self.block_size = block_size
+        self.capacity = capacity_bytes // block_size          # in blocks
+        self.blocks: OrderedDict[int, bytes] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def size(self) -> int:
+        return self.file.size
+
+    @property
+    def path(self):
+        return getattr(self.file, "path", None)
+
+    def _fetch(self, first: int, count: int) -> list[bytes]:
+        """Read ``count`` blocks from ``first`` in one go; the last may be short at EOF."""
+        bs = self.block_size
+        data = self.file.pread(count * bs, first * bs)
+        return [data[i:i + bs] for i in range(0, len(data), bs)]
+
+    def _insert(self, index: int, block: bytes) -> None:
+        self.blocks[index] = block
+        if len(self.blocks) > self.capacity:
+            self.blocks.popitem(last=False)
+
+    def _blocks(self, first: int, last: int) -> list[bytes]:
+        """Blocks ``first..last`` (inclusive), from the cache or the file; short at EOF."""
+        out: list[bytes] = []
+        b = first
+        while b <= last:
+            cached = self.blocks.get(b)
+            if cached is not None:
+                self.blocks.move_to_end(b)
+                self.hits += 1
+                out.append(cached)
+                b += 1
+                continue
+            run = b + 1
+            while run <= last and run not in self.blocks:
+                run += 1
+            fetched = self._fetch(b, run - b)
+            self.misses += run - b
+            for i, block in enumerate(fetched):
+                # A short block is cached only at the end of the file: elsewhere it is an error.
+                if len(block) == self.block_size or (b + i + 1) * self.block_size >= self.size:
+                    self._insert(b + i, block)
+            out.extend(fetched)
+            if len(fetched) < run - b or (fetched and len(fetched[-1]) < self.block_size):
+                return out
+            b = run
+        return out
+
+    def preadinto(self, buf, off: int) -> int:
+        n = min(len(buf), self.size - off)
+        if n <= 0:
+            return 0
+        if self.capacity == 0:
+            data = self.file.pread(n, off)
+            buf[:len(data)] = data
+            return len(data)
+        bs = self.block_size
+        first, last = off // bs, (off + n - 1) // bs
+        done = 0
+        skip = off - first * bs
+        mv = memoryview(buf)
+        for block in self._blocks(first, last):
+            piece = block[skip:skip + n - done]
+            mv[done:done + len(piece)] = piece
+            done += len(piece)
+            skip = 0
+            if done >= n or len(block) < bs:
+                break
+        return done
+
+    def pread(self, n: int, off: int) -> bytes:
+        buf = bytearray(max(min(n, self.size - off), 0))
+        got = self.preadinto(buf, off)
+        return bytes(buf[:got])
+
+    def evict(self, off: int, n: int) -> None:
+        """Forget the cached blocks over ``[off, off+n)`` and evict them below too."""
+        bs = self.block_size
+        for b in range(off // bs, (off + max(n, 1) - 1) // bs + 1):
+            self.blocks.pop(b, None)
+        inner = getattr(self.file, "evict", None)
+        if inner is not None:
+            inner(off, n)
+
+    def close(self) -> None:
+        self.blocks.clear()
+        self.file.close()

@@ -1,0 +1,223 @@
+"""The engine: the supervisor's entry point for I/O (the contract is docs/engine.md).
+
+``Engine(workers=0)`` executes every command inline, in :meth:`Engine.submit`; with ``workers=N``
+commands are split at chunk boundaries and the parts run in N pinned worker processes
+(:mod:`overlaybd.workers.pool`).  Either way ``on_complete(dev, cmd_id, status)`` is called only
+from :meth:`Engine.poll`, once per command, after all its parts are done; the status is the
+first failure among the parts, or ``ST_GOOD``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import select
+import time
+from collections import deque
+from typing import Callable
+
+from ..errors import OverlaybdError
+from ..shm.descriptor import MAX_IOVS, Part
+from ..shm.wakeup import Event
+from .context import WorkerContext, set_current
+from .execute import Device, RetryPolicy
+from .ops import OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, OPS, ST_GOOD
+from .pool import WorkerPool
+from .split import route, split_iovs, split_range
+
+SECTOR = 512
+
+
+class CommandError(OverlaybdError):
+    """A command the engine cannot accept (unknown device, misaligned, iovecs off the map)."""
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+class Engine:
+    def __init__(self, workers: int | None = None, chunk_size: int = 1 << 20,
+                 cache_bytes: int = 256 << 20, on_complete: Callable[[int, int, int], None] | None = None,
+                 heartbeat_sec: float = 5.0, ring_slots: int = 1024,
+                 read_retry_sec: float = 7 * 86400, start_method: str = "fork", cpus=None):
+        if chunk_size <= 0 or chunk_size % SECTOR:
+            raise ValueError(f"chunk_size must be a positive multiple of {SECTOR}, got {chunk_size}")
+        self.workers = default_workers() if workers is None else workers
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        self.chunk_size = chunk_size
+        self.cache_bytes = cache_bytes
+        self.on_complete = on_complete or (lambda dev, cmd_id, status: None)
+        self.heartbeat_sec = heartbeat_sec
+        self.retry = RetryPolicy(read_retry_sec)
+        self._settings = {"workers": self.workers, "chunk_size": chunk_size, "cache_bytes": cache_bytes,
+                          "heartbeat_sec": heartbeat_sec, "read_retry_sec": read_retry_sec}
+        self._pool_kw = {"heartbeat_sec": heartbeat_sec, "ring_slots": ring_slots,
+                         "start_method": start_method, "cpus": cpus}
+        self.pool: WorkerPool | None = None
+        self._ready = Event()                 # completions waiting in _done
+        self._done: deque = deque()           # (dev, cmd_id, status) to deliver from poll()
+        self._cmds: dict[tuple, list] = {}    # (dev, cmd_id) -> [parts left, status]
+        self._parts: dict[int, tuple] = {}    # part tag -> (dev, cmd_id)
+        self._map_sizes: dict[int, int] = {}
+        self._inline: dict[int, Device] = {}
+        self._tags = itertools.count(1)
+        self._started = False
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._started:
+            raise RuntimeError("engine already started")
+        self._started = True
+        if self.workers == 0:
+            set_current(WorkerContext(0, 0, self.cache_bytes, self.chunk_size))
+            return
+        self.pool = WorkerPool(self.workers, self._settings, self._part_done, **self._pool_kw)
+        self.pool.epoll.register(self._ready.fileno(), select.EPOLLIN)
+        self.pool.start()
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> list[int | None]:
+        """Finish what is in flight (if ``drain``), flush writable backends, stop the workers.
+
+        Returns the workers' exit codes (0: stopped cleanly, flush succeeded).  Without
+        ``drain`` the commands still in flight are abandoned, never completed.
+        """
+        if drain:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._cmds or self._done:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self.wait(min(left, 0.1) if left is not None else 0.1)
+        codes: list[int | None] = []
+        if self.pool is not None:
+            codes = self.pool.stop(timeout if timeout is not None else 30.0)
+            self.pool = None
+        for d in self._inline.values():
+            d.flush()
+            d.close()
+        self._inline.clear()
+        self._ready.close()
+        set_current(None)
+        return codes
+
+    # -- devices -------------------------------------------------------------------------------
+    def add_device(self, dev: int, opener, uio_fd: int, map_size: int) -> None:
+        if not self._started:
+            raise RuntimeError("add_device before start")
+        if dev in self._map_sizes:
+            raise CommandError("device already added", path=f"dev {dev}", field="dev")
+        if self.pool is None:
+            d = Device(dev, opener, uio_fd, map_size, self.retry, backend=opener())
+            self._inline[dev] = d
+        else:
+            self.pool.add_device(dev, opener, uio_fd, map_size)
+        self._map_sizes[dev] = map_size
+
+    def remove_device(self, dev: int, timeout: float = 30.0) -> None:
+        """Wait for the device's commands (up to ``timeout``), then close its backends."""
+        deadline = time.monotonic() + timeout
+        while any(k[0] == dev for k in self._cmds):
+            if time.monotonic() > deadline:
+                raise CommandError("commands still in flight", path=f"dev {dev}", field="dev")
+            self.wait(0.05)
+        self._map_sizes.pop(dev, None)
+        if self.pool is not None:
+            self.pool.remove_device(dev)
+        d = self._inline.pop(dev, None)
+        if d is not None:
+            d.close()
+
+    # -- commands ------------------------------------------------------------------------------
+    def _check(self, dev, cmd_id, op, offset, length, iovs):
+        where = f"dev {dev} cmd {cmd_id}"
+        map_size = self._map_sizes.get(dev)
+        if map_size is None:
+            raise CommandError("unknown device", path=where, field="dev")
+        if op not in OPS:
+            raise CommandError(f"unknown op {op}", path=where, field="op")
+        if (dev, cmd_id) in self._cmds:
+            raise CommandError("command id already in flight", path=where, field="cmd_id")
+        if op == OP_FLUSH:
+            return
+        if offset < 0 or offset % SECTOR:
+            raise CommandError(f"offset {offset} is not a multiple of {SECTOR}", path=where, field="offset")
+        if length < 0 or length % SECTOR:
+            raise CommandError(f"length {length} is not a multiple of {SECTOR}", path=where, field="length")
+        if op in (OP_READ, OP_WRITE):
+            total = 0
+            for moff, n in iovs:
+                if moff < 0 or n < 0 or moff + n > map_size:
+                    raise CommandError(f"iovec ({moff}, {n}) outside the {map_size}-byte data area",
+                                       path=where, field="iovs")
+                total += n
+            if total != length:
+                raise CommandError(f"iovecs hold {total} bytes, command length is {length}",
+                                   path=where, field="iovs")
+
+    def submit(self, dev: int, cmd_id: int, op: int, offset: int, length: int, iovs) -> None:
+        """Start a command; its completion is reported by a later :meth:`poll`."""
+        self._check(dev, cmd_id, op, offset, length, iovs)
+        if self.pool is None:
+            d = self._inline[dev]
+            self._done.append((dev, cmd_id, d.execute(op, offset, length, iovs)))
+            self._ready.set()
+            return
+        if op == OP_FLUSH:
+            pieces = [(i, 0, 0, ()) for i in range(self.workers)]
+        else:
+            split = split_iovs(offset, iovs, self.chunk_size, MAX_IOVS) if op != OP_DISCARD \
+                else split_range(offset, length, self.chunk_size)
+            pieces = [(route(dev, off // self.chunk_size, self.workers), off, n, v)
+                      for off, n, v in split]
+        if not pieces:
+            self._done.append((dev, cmd_id, ST_GOOD))
+            self._ready.set()
+            return
+        key = (dev, cmd_id)
+        self._cmds[key] = [len(pieces), ST_GOOD]
+        for worker, off, n, v in pieces:
+            tag = next(self._tags)
+            self._parts[tag] = key
+            self.pool.submit(worker, Part(tag, dev, op, off, n, v))
+
+    def _part_done(self, part: Part, status: int) -> None:
+        key = self._parts.pop(part.tag)
+        entry = self._cmds[key]
+        if status != ST_GOOD and entry[1] == ST_GOOD:
+            entry[1] = status
+        entry[0] -= 1
+        if entry[0] == 0:
+            del self._cmds[key]
+            self._done.append((key[0], key[1], entry[1]))
+
+    def poll(self) -> None:
+        """Deliver finished commands to ``on_complete``; supervise the workers."""
+        self._ready.clear()
+        if self.pool is not None:
+            self.pool.poll()
+        done = self._done
+        while done:
+            self.on_complete(*done.popleft())
+
+    def fileno(self) -> int:
+        """Readable when :meth:`poll` has work (completions, a worker to replace)."""
+        return self.pool.fileno() if self.pool is not None else self._ready.fileno()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Sleep until :meth:`fileno` is readable (or ``timeout``), then :meth:`poll`."""
+        select.select([self.fileno()], [], [], timeout)
+        self.poll()
+
+    @property
+    def in_flight(self) -> int:
+        """Commands submitted and not yet delivered."""
+        return len(self._cmds) + len(self._done)
+
+    def worker_pids(self) -> list[int]:
+        return self.pool.pids() if self.pool is not None else []
+
+    @property
+    def restarts(self) -> int:
+        return self.pool.restarts if self.pool is not None else 0

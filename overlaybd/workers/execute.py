@@ -1,0 +1,183 @@
+"""Running one piece of I/O against a device: the code shared by inline mode and the workers.
+
+A :class:`Device` is one process's view of a device: the backend returned by its opener and a
+mapping of the kernel data area (the uio mapping).  Reads go straight into the mapping
+(``preadinto`` where the backend has it), writes go straight from it.
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+
+from loguru import logger
+
+from .ops import (FAILED, OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, ST_FLUSH_ERR, ST_GOOD,
+                  ST_READ_ERR, ST_WRITE_ERR, ST_WRITE_PROTECT)
+
+
+class RetryPolicy:
+    """Read retries (spec §9.2): sleep 20 ms, doubling up to 30 s, until ``total_sec`` spent."""
+
+    def __init__(self, total_sec: float = 7 * 86400, first_sec: float = 0.02, max_sec: float = 30.0):
+        self.total_sec = total_sec
+        self.first_sec = first_sec
+        self.max_sec = max_sec
+
+    def delays(self):
+        """Sleep lengths to use between attempts, stopping when the budget is spent."""
+        spent, delay = 0.0, self.first_sec
+        while spent + delay <= self.total_sec:
+            yield delay
+            spent += delay
+            delay = min(delay * 2, self.max_sec)
+
+
+class Device:
+    """A backend plus a mapping of the data area its iovecs point into."""
+
+    def __init__(self, dev: int, opener, fd: int, map_size: int, retry: RetryPolicy | None = None,
+                 backend=None):
+        self.dev = dev
+        self.opener = opener
+        self.retry = retry or RetryPolicy()
+        self.map_size = map_size
+        self.mapping = mmap.mmap(fd, map_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.view = memoryview(self.mapping)
+        self.backend = backend
+        self.open_error: Exception | None = None
+
+    def ensure_open(self) -> bool:
+        """Open the backend if not yet open; False (and the error logged) if that fails."""
+        if self.backend is not None:
+            return True
+        try:
+            self.backend = self.opener()
+            self.open_error = None
+            return True
+        except Exception as e:  # noqa: BLE001 -- any opener failure fails the part, not the worker
+            if self.open_error is None or str(self.open_error) != str(e):
+                logger.error("dev {}: cannot open backend: {}", self.dev, e)
+            self.open_error = e
+            return False
+
+    # -- operations ----------------------------------------------------------------------------
+    def execute(self, op: int, offset: int, length: int, iovs) -> int:
+        """Run one part; returns an ``ST_*`` status.  Never raises for I/O errors."""
+        if not self.ensure_open():
+            return FAILED.get(op, ST_READ_ERR)
+        for moff, n in iovs:
+            if moff < 0 or n < 0 or moff + n > self.map_size:
+                logger.error("dev {}: iovec ({}, {}) outside the {}-byte data area", self.dev, moff, n,
+                             self.map_size)
+                return ST_READ_ERR if op == OP_READ else ST_WRITE_ERR
+        if op == OP_READ:
+            return self._read(offset, iovs)
+        if op == OP_WRITE:
+            return self._write(offset, iovs)
+        if op == OP_FLUSH:
+            return self.flush()
+        if op == OP_DISCARD:
+            return self._discard(offset, length)
+        logger.error("dev {}: unknown op {}", self.dev, op)
+        return ST_READ_ERR
+
+    def _read(self, offset, iovs) -> int:
+        delays = None
+        while True:
+            try:
+                return self._read_once(offset, iovs)
+            except Exception as e:  # noqa: BLE001 -- read errors are retried, then reported
+                if delays is None:
+                    delays = self.retry.delays()
+                delay = next(delays, None)
+                if delay is None:
+                    logger.error("dev {}: read at {} failed: {}", self.dev, offset, e)
+                    return ST_READ_ERR
+                logger.warning("dev {}: read at {} failed ({}), retrying in {:.3f}s", self.dev,
+                               offset, e, delay)
+                time.sleep(delay)
+
+    def _read_once(self, offset, iovs) -> int:
+        backend = self.backend
+        into = getattr(backend, "preadinto", None)
+        pos = offset
+        for moff, n in iovs:
+            dst = self.view[moff:moff + n]
+            done = 0
+            while done < n:
+                if into is not None:
+                    got = into(dst[done:], pos + done)
+                else:
+                    data = backend.pread(n - done, pos + done)
+                    got = len(data)
+                    dst[done:done + got] = data
+                if not got:
+                    logger.error("dev {}: short read at {}: {} of {} bytes", self.dev, pos, done, n)
+                    return ST_READ_ERR
+                done += got
+            pos += n
+        return ST_GOOD
+
+    def _writable(self) -> bool:
+        b = self.backend
+        return not getattr(b, "read_only", False) and getattr(b, "pwrite", None) is not None
+
+    def _write(self, offset, iovs) -> int:
+        if not self._writable():
+            return ST_WRITE_PROTECT
+        if len(iovs) == 1:
+            moff, n = iovs[0]
+            data = self.view[moff:moff + n]
+        else:
+            data = b"".join(self.view[moff:moff + n] for moff, n in iovs)
+        want = len(data)
+        try:
+            got = self.backend.pwrite(data, offset)
+        except Exception as e:  # noqa: BLE001
+            logger.error("dev {}: write of {} bytes at {} failed: {}", self.dev, want, offset, e)
+            return ST_WRITE_ERR
+        finally:
+            if isinstance(data, memoryview):
+                data.release()
+        if isinstance(got, int) and got != want:
+            logger.error("dev {}: short write at {}: {} of {}", self.dev, offset, got, want)
+            return ST_WRITE_ERR
+        return ST_GOOD
+
+    def _discard(self, offset, length) -> int:
+        if getattr(self.backend, "read_only", False):
+            return ST_WRITE_PROTECT
+        discard = getattr(self.backend, "discard", None)
+        if discard is None:
+            logger.error("dev {}: backend cannot discard", self.dev)
+            return ST_WRITE_ERR
+        try:
+            discard(offset, length)
+        except Exception as e:  # noqa: BLE001
+            logger.error("dev {}: discard {}+{} failed: {}", self.dev, offset, length, e)
+            return ST_WRITE_ERR
+        return ST_GOOD
+
+    def flush(self) -> int:
+        """fsync the backend if it is writable; a read-only backend flushes trivially."""
+        fsync = getattr(self.backend, "fsync", None)
+        if fsync is None or getattr(self.backend, "read_only", False):
+            return ST_GOOD
+        try:
+            fsync()
+        except Exception as e:  # noqa: BLE001
+            logger.error("dev {}: flush failed: {}", self.dev, e)
+            return ST_FLUSH_ERR
+        return ST_GOOD
+
+    def close(self, close_backend: bool = True) -> None:
+        if close_backend and self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception as e:  # noqa: BLE001
+                logger.error("dev {}: close failed: {}", self.dev, e)
+        self.backend = None
+        self.view.release()
+        self.mapping.close()
+

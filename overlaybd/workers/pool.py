@@ -1,0 +1,276 @@
+"""The supervised pool of worker processes (the supervisor's side of the rings).
+
+Each worker slot owns one shared region -- heartbeat, submission ring, completion ring -- and a
+submission eventfd; all workers signal one shared completion eventfd.  The pool's
+:meth:`fileno` is an epoll descriptor that becomes readable on completions and when a worker
+process exits (its sentinel), so the daemon's event loop can select on it.
+
+Supervision, like a classic pre-fork arbiter: a worker whose process exited, or whose heartbeat
+is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion ring drained, its
+rings reset, and a replacement is forked on the same CPU.  Every part that was in flight on the
+dead worker is published again, in its original order, to the replacement, so no command is
+lost and none completes twice (a part leaves the in-flight table only when its completion is
+consumed, and the dead process can no longer post one once reaped).
+
+At most ``ring_slots`` parts are outstanding per worker (published, completion not yet
+consumed), which keeps both rings from ever filling; the rest wait in a backlog.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import time
+from collections import deque
+from typing import Callable
+
+import multiprocess
+from loguru import logger
+
+from ..shm.channel import Channel, PassFd
+from ..shm.descriptor import COMPLETION_SIZE, PART_SIZE, Part, pack_part, unpack_completion
+from ..shm.heartbeat import HEARTBEAT_SIZE, Heartbeat
+from ..shm.region import SharedRegion
+from ..shm.ring import Ring
+from ..shm.wakeup import Event
+from .worker import worker_main
+
+
+class _Slot:
+    """One worker position: its shared memory survives the processes that come and go."""
+
+    def __init__(self, index: int, cpu: int | None, ring_slots: int):
+        self.index = index
+        self.cpu = cpu
+        self.hb_off = 0
+        self.sub_off = HEARTBEAT_SIZE
+        self.comp_off = self.sub_off + Ring.footprint(ring_slots, PART_SIZE)
+        size = self.comp_off + Ring.footprint(ring_slots, COMPLETION_SIZE)
+        self.region = SharedRegion.create(size, f"worker{index}")
+        buf = self.region.buf
+        self.hb = Heartbeat(buf, self.hb_off)
+        self.hb.init()
+        self.sub = Ring(buf, self.sub_off, ring_slots, PART_SIZE, init=True,
+                        name=f"worker {index} submission ring")
+        self.comp = Ring(buf, self.comp_off, ring_slots, COMPLETION_SIZE, init=True,
+                         name=f"worker {index} completion ring")
+        self.sub_event = Event()
+        self.inflight: dict[int, Part] = {}     # tag -> part, in publication order
+        self.backlog: deque[Part] = deque()
+        self.proc = None
+        self.channel: Channel | None = None
+        self.restarts = 0
+
+    def close(self) -> None:
+        self.sub_event.close()
+        self.hb = self.sub = self.comp = None
+        self.region.close()
+
+
+class WorkerPool:
+    """``workers`` pinned processes; parts in, ``on_part_done(part, status)`` out (from poll)."""
+
+    def __init__(self, workers: int, settings: dict, on_part_done: Callable[[Part, int], None],
+                 heartbeat_sec: float = 5.0, ring_slots: int = 1024, start_method: str = "fork",
+                 cpus=None):
+        if workers < 1:
+            raise ValueError(f"a worker pool needs at least one worker, got {workers}")
+        self.ctx = multiprocess.get_context(start_method)
+        self.settings = settings
+        self.on_part_done = on_part_done
+        self.heartbeat_sec = heartbeat_sec
+        self.ring_slots = ring_slots
+        allowed = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
+        self.slots = [_Slot(i, allowed[i % len(allowed)] if allowed else None, ring_slots)
+                      for i in range(workers)]
+        self.comp_event = Event()
+        self.epoll = select.epoll()
+        self.epoll.register(self.comp_event.fileno(), select.EPOLLIN)
+        self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size)
+        self._sentinels: dict[int, _Slot] = {}
+        self._next_hb_check = 0.0
+        self.restarts = 0
+
+    # -- processes -----------------------------------------------------------------------------
+    def start(self) -> None:
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: _Slot) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        parent.settimeout(max(self.heartbeat_sec, 1.0))
+        proc = self.ctx.Process(target=worker_main, args=(slot.index, child, slot.cpu, self.settings),
+                                name=f"overlaybd-worker-{slot.index}", daemon=True)
+        slot.hb.init()
+        slot.hb.beat()          # the grace period of a starting worker
+        proc.start()
+        child.close()
+        slot.proc = proc
+        slot.channel = Channel(parent)
+        self._sentinels[proc.sentinel] = slot
+        self.epoll.register(proc.sentinel, select.EPOLLIN)
+        self._send(slot, ("init", PassFd(slot.region.fd), slot.hb_off, slot.sub_off, slot.comp_off,
+                          PassFd(slot.sub_event.fd), PassFd(self.comp_event.fd)))
+        for dev, (opener, fd, map_size) in self.devices.items():
+            self._send(slot, ("add", dev, opener, PassFd(fd), map_size))
+
+    def _send(self, slot: _Slot, msg) -> None:
+        """Send a control message; a worker that cannot take it is killed (and later replaced)."""
+        try:
+            slot.channel.send(msg)
+        except OSError as e:
+            logger.error("worker {}: control message {} failed ({}); killing it", slot.index, msg[0], e)
+            self._kill(slot)
+
+    @staticmethod
+    def _kill(slot: _Slot) -> None:
+        try:
+            os.kill(slot.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def _reap(self, slot: _Slot) -> int | None:
+        proc = slot.proc
+        self.epoll.unregister(proc.sentinel)
+        del self._sentinels[proc.sentinel]
+        if proc.is_alive():
+            self._kill(slot)
+        proc.join()
+        code = proc.exitcode
+        proc.close()
+        slot.channel.close()
+        slot.proc = slot.channel = None
+        return code
+
+    def _replace(self, slot: _Slot, reason: str) -> None:
+        pid = slot.proc.pid
+        code = self._reap(slot)
+        self._drain(slot)                 # what it completed before dying counts
+        pending = list(slot.inflight.values())
+        pending.extend(slot.backlog)
+        slot.inflight.clear()
+        slot.backlog = deque(pending)
+        slot.sub.reset()
+        slot.comp.reset()
+        slot.sub_event.clear()
+        slot.restarts += 1
+        self.restarts += 1
+        logger.warning("worker {} (pid {}) {} (exit code {}); restarting it with {} parts to redo",
+                       slot.index, pid, reason, code, len(pending))
+        self._spawn(slot)
+        self._publish_backlog(slot)
+
+    # -- devices -------------------------------------------------------------------------------
+    def add_device(self, dev: int, opener, fd: int, map_size: int) -> None:
+        dup = os.dup(fd)
+        os.set_inheritable(dup, False)
+        old = self.devices.pop(dev, None)
+        if old is not None:
+            os.close(old[1])
+        self.devices[dev] = (opener, dup, map_size)
+        for slot in self.slots:
+            self._send(slot, ("add", dev, opener, PassFd(dup), map_size))
+
+    def remove_device(self, dev: int) -> None:
+        entry = self.devices.pop(dev, None)
+        if entry is None:
+            return
+        for slot in self.slots:
+            self._send(slot, ("remove", dev))
+        os.close(entry[1])
+
+    # -- parts ---------------------------------------------------------------------------------
+    def submit(self, index: int, part: Part) -> None:
+        slot = self.slots[index]
+        if slot.backlog or len(slot.inflight) >= self.ring_slots:
+            slot.backlog.append(part)
+            return
+        self._publish(slot, part)
+        slot.sub_event.set()
+
+    def _publish(self, slot: _Slot, part: Part) -> None:
+        off = slot.sub.reserve()
+        if off < 0:   # cannot happen: outstanding parts are bounded by the ring size
+            raise RuntimeError(f"worker {slot.index}: submission ring full")
+        pack_part(slot.sub.buf, off, part)
+        slot.sub.commit()
+        slot.inflight[part.tag] = part
+
+    def _publish_backlog(self, slot: _Slot) -> None:
+        n = 0
+        while slot.backlog and len(slot.inflight) < self.ring_slots:
+            self._publish(slot, slot.backlog.popleft())
+            n += 1
+        if n:
+            slot.sub_event.set()
+
+    def _drain(self, slot: _Slot) -> None:
+        comp = slot.comp
+        while True:
+            off = comp.peek()
+            if off < 0:
+                return
+            tag, status = unpack_completion(comp.buf, off)
+            comp.release()
+            part = slot.inflight.pop(tag, None)
+            if part is None:
+                logger.error("worker {}: completion for unknown part {}", slot.index, tag)
+                continue
+            self.on_part_done(part, status)
+
+    def outstanding(self) -> int:
+        return sum(len(s.inflight) + len(s.backlog) for s in self.slots)
+
+    # -- the supervisor's turn -----------------------------------------------------------------
+    def fileno(self) -> int:
+        return self.epoll.fileno()
+
+    def poll(self) -> None:
+        """Consume completions, replace dead or stalled workers, publish backlogs."""
+        events = self.epoll.poll(0)
+        self.comp_event.clear()
+        for slot in self.slots:
+            self._drain(slot)
+        for fd, _ in events:
+            slot = self._sentinels.get(fd)
+            if slot is not None:
+                self._replace(slot, "exited")
+        now = time.monotonic()
+        if now >= self._next_hb_check:
+            self._next_hb_check = now + self.heartbeat_sec / 4
+            for slot in self.slots:
+                age = slot.hb.age()
+                if age > self.heartbeat_sec:
+                    self._replace(slot, f"stalled (no heartbeat for {age:.1f}s)")
+        for slot in self.slots:
+            self._publish_backlog(slot)
+
+    def pids(self) -> list[int]:
+        return [s.proc.pid for s in self.slots]
+
+    def stop(self, timeout: float = 30.0) -> list[int | None]:
+        """Ask every worker to flush and exit; returns their exit codes (killed after timeout)."""
+        for slot in self.slots:
+            self._send(slot, ("stop",))
+        deadline = time.monotonic() + timeout
+        codes = []
+        for slot in self.slots:
+            slot.proc.join(max(deadline - time.monotonic(), 0))
+            if slot.proc.is_alive():
+                logger.error("worker {} did not stop within {}s; killing it", slot.index, timeout)
+            codes.append(self._reap(slot))
+        self.close()
+        return codes
+
+    def close(self) -> None:
+        for slot in self.slots:
+            if slot.proc is not None:
+                self._reap(slot)
+            slot.close()
+        for _, fd, _ in self.devices.values():
+            os.close(fd)
+        self.devices.clear()
+        self.comp_event.close()
+        self.epoll.close()

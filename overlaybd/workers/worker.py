@@ -1,0 +1,188 @@
+"""The worker process: pinned to one CPU, executes parts from its submission ring.
+
+Start-up (see :mod:`overlaybd.workers.pool`): the supervisor sends over the control channel an
+``init`` message carrying the descriptors of the worker's shared region (heartbeat, submission
+ring, completion ring) and of the two eventfds, then one ``add`` message per device (opener,
+uio descriptor, mapping size).  Later messages: ``add``, ``remove``, ``stop``.
+
+Main loop: clear the submission event, take control messages, drain the submission ring
+(execute, post a completion, signal), and only then sleep on the event and the channel.  A
+thread beats the heartbeat every ``heartbeat_sec / 4`` s: it stops when the process is stopped
+or killed, not while a slow backend read (which the spec retries for a long time) is running.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import time
+
+import psutil
+from loguru import logger
+
+from ..shm.channel import Channel
+from ..shm.descriptor import COMPLETION_SIZE, PART_SIZE, pack_completion, unpack_part
+from ..shm.heartbeat import STATE_READY, STATE_STOPPING, Heartbeat
+from ..shm.region import SharedRegion
+from ..shm.ring import Ring
+from ..shm.wakeup import Event
+from .context import WorkerContext, set_current
+from .execute import Device, RetryPolicy
+from .ops import FAILED, ST_GOOD, ST_READ_ERR
+
+BATCH = 64
+
+
+class _Stop(Exception):
+    pass
+
+
+class Worker:
+    def __init__(self, index: int, channel: Channel, settings: dict):
+        self.index = index
+        self.channel = channel
+        self.settings = settings
+        self.ppid = os.getppid()
+        self.devices: dict[int, Device] = {}
+        self.retry = RetryPolicy(settings["read_retry_sec"])
+        init = channel.recv()
+        if init[0] != "init":
+            raise RuntimeError(f"worker {index}: expected an init message, got {init[0]!r}")
+        _, region_fd, hb_off, sub_off, comp_off, sub_fd, comp_fd = init
+        self.region = SharedRegion.attach(region_fd)
+        buf = self.region.buf
+        self.hb = Heartbeat(buf, hb_off)
+        self.sub = Ring(buf, sub_off, slot_size=PART_SIZE, name=f"worker {index} submission ring")
+        self.comp = Ring(buf, comp_off, slot_size=COMPLETION_SIZE,
+                         name=f"worker {index} completion ring")
+        self.sub_event = Event(sub_fd)
+        self.comp_event = Event(comp_fd)
+        self._beating = threading.Event()
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    def _beat_loop(self, interval: float) -> None:
+        while not self._beating.wait(interval):
+            self.hb.beat()
+
+    # -- control -------------------------------------------------------------------------------
+    def _control(self, block: bool = False) -> None:
+        while True:
+            try:
+                msg = self.channel.recv(block=block)
+            except EOFError:
+                raise _Stop(1) from None
+            if msg is None:
+                return
+            block = False
+            kind = msg[0]
+            if kind == "add":
+                _, dev, opener, fd, map_size = msg
+                old = self.devices.pop(dev, None)
+                if old is not None:
+                    old.close()
+                try:
+                    d = Device(dev, opener, fd, map_size, self.retry)
+                except (OSError, ValueError) as e:
+                    logger.error("worker {}: cannot map the data area of dev {}: {}", self.index, dev, e)
+                    continue
+                finally:
+                    os.close(fd)
+                d.ensure_open()
+                self.devices[dev] = d
+            elif kind == "remove":
+                d = self.devices.pop(msg[1], None)
+                if d is not None:
+                    d.close()
+            elif kind == "stop":
+                raise _Stop(0)
+            else:
+                logger.error("worker {}: unknown control message {!r}", self.index, kind)
+
+    def _device(self, dev: int) -> Device | None:
+        d = self.devices.get(dev)
+        if d is None:
+            # An "add" is always sent before the first part of its device is published.
+            self._control()
+            d = self.devices.get(dev)
+        return d
+
+    # -- I/O -----------------------------------------------------------------------------------
+    def _complete(self, tag: int, status: int) -> None:
+        while True:
+            off = self.comp.reserve()
+            if off >= 0:
+                break
+            # Cannot happen while the supervisor bounds outstanding parts; stay safe anyway.
+            self.comp_event.set()
+            time.sleep(0.001)
+        pack_completion(self.comp.buf, off, tag, status)
+        self.comp.commit()
+        self.comp_event.set()
+
+    def _drain(self) -> int:
+        done = 0
+        buf = self.sub.buf
+        while done < BATCH:
+            off = self.sub.peek()
+            if off < 0:
+                break
+            try:
+                part = unpack_part(buf, off)
+            except Exception as e:  # noqa: BLE001 -- a corrupt slot must not kill the worker
+                logger.error("worker {}: bad descriptor: {}", self.index, e)
+                self.sub.release()
+                continue
+            self.sub.release()
+            d = self._device(part.dev)
+            if d is None:
+                logger.error("worker {}: part for unknown device {}", self.index, part.dev)
+                status = FAILED.get(part.op, ST_READ_ERR)
+            else:
+                status = d.execute(part.op, part.offset, part.length, part.iovs)
+            self._complete(part.tag, status)
+            self.hb.parts_done += 1
+            done += 1
+        return done
+
+    def run(self) -> int:
+        hb_interval = max(self.settings["heartbeat_sec"] / 4, 0.01)
+        self.hb.pid = os.getpid()
+        self.hb.beat()
+        beater = threading.Thread(target=self._beat_loop, args=(hb_interval,), daemon=True,
+                                  name="heartbeat")
+        beater.start()
+        self.hb.state = STATE_READY
+        fds = [self.sub_event.fileno(), self.channel.fileno()]
+        try:
+            while True:
+                self.sub_event.clear()
+                self._control()
+                if self._drain():
+                    continue
+                r, _, _ = select.select(fds, [], [], hb_interval)
+                if not r and os.getppid() != self.ppid:
+                    logger.error("worker {}: supervisor is gone, exiting", self.index)
+                    return 1
+        except _Stop as stop:
+            code = stop.args[0]
+        self.hb.state = STATE_STOPPING
+        for d in self.devices.values():
+            if d.flush() != ST_GOOD:
+                code = 1
+            d.close()
+        self.devices.clear()
+        self._beating.set()
+        return code
+
+
+def worker_main(index: int, sock, cpu: int | None, settings: dict) -> None:
+    """Process entry point (the ``target`` of the worker's Process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the supervisor's business
+    if cpu is not None:
+        psutil.Process().cpu_affinity([cpu])
+    set_current(WorkerContext(index, settings["workers"], settings["cache_bytes"],
+                              settings["chunk_size"]))
+    worker = Worker(index, Channel(sock), settings)
+    raise SystemExit(worker.run())
