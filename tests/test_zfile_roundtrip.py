@@ -4,6 +4,8 @@ import io
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from overlaybd import zfile
 from overlaybd.abi import zfile as zabi
@@ -179,3 +181,22 @@ def test_lz4_fallback_without_liblz4(monkeypatch):
     raw = build(data, overwrite_header=True)
     z = zfile.ZFile(BytesFile(raw))
     assert z.pread(len(data), 0) == data and zfile.verify(BytesFile(raw)) == z.nblocks
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=30000), bs=st.sampled_from([4096, 8192]),
+       algo=st.sampled_from(["lz4", "zstd"]), cuts=st.lists(st.integers(0, 30000)),
+       reads=st.lists(st.tuples(st.integers(0, 31000), st.integers(0, 20000)), max_size=8))
+def test_property_any_writes_any_reads(data, bs, algo, cuts, reads):
+    out = io.BytesIO()
+    w = zfile.ZFileWriter(out, algorithm=algo, block_size=bs, overwrite_header=True)
+    pos = 0
+    for c in sorted(set(cuts)) + [len(data)]:
+        if c >= pos:
+            w.write(data[pos:c])
+            pos = c
+    w.close()
+    z = zfile.ZFile(BytesFile(out.getvalue()))
+    assert z.size == len(data)
+    for off, n in reads:
+        assert z.pread(n, off) == data[off:off + n]
