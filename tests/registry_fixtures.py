@@ -1,7 +1,7 @@
 """pytest fixtures: a real docker-registry on loopback in each auth mode (scripts/registry).
 
 ``registry_none``, ``registry_basic``, ``registry_token``, ``registry_redirect`` are started once
-per session; ``registry_factory(auth, redirect=False)`` starts a private instance (for tests that
+per session; ``registry_factory(auth, redirect=False, tls=False)`` starts a private instance (for tests that
 stop, restart or re-key it) that is stopped when the test ends.  Each instance has
 ``push(data, repo) -> blob URL`` (through the redirect front when there is one), ``stop()``,
 ``restart()``, ``set_password(pw)`` and ``cred_file(path, password=None)``.  Without
@@ -54,7 +54,8 @@ class Instance:
         with open(path, "wb") as f:
             f.write(data)
         auth = self.env["auth"] != "none"
-        pusher.push(self.url, repo, path, self.user if auth else None, self.password if auth else None)
+        pusher.push(self.url, repo, path, self.user if auth else None, self.password if auth else None,
+                    harness._tls_context(self.env))
         os.unlink(path)
         return f"{self.front}/v2/{repo}/blobs/{digest}"
 
@@ -81,10 +82,10 @@ class Instance:
         harness.stop(self.dir)
 
 
-def start_instance(d, auth, redirect=False):
+def start_instance(d, auth, redirect=False, tls=False):
     need(_have_prereqs(), "docker-registry/htpasswd/tinyproxy not installed (scripts/registry/install.sh)")
     os.makedirs(d, exist_ok=True)
-    return Instance(str(d), harness.start(str(d), auth=auth, redirect=redirect))
+    return Instance(str(d), harness.start(str(d), auth=auth, redirect=redirect, tls=tls))
 
 
 def _session_instance(tmp_path_factory, auth, redirect=False):
@@ -117,8 +118,8 @@ def registry_redirect(tmp_path_factory):
 def registry_factory(tmp_path):
     started = []
 
-    def make(auth="none", redirect=False):
-        inst = start_instance(tmp_path / f"reg{len(started)}", auth, redirect)
+    def make(auth="none", redirect=False, tls=False):
+        inst = start_instance(tmp_path / f"reg{len(started)}", auth, redirect, tls)
         started.append(inst)
         return inst
     yield make

@@ -223,3 +223,27 @@ def test_p2p_proxy_when_reachable_else_cache(registry_none, tmp_path):
     assert f.pread(1000, 0) == data[:1000]
     f.close()
     assert _P2PHandler.seen == [] and os.listdir(tmp_path / "cache")
+
+
+def test_tls_with_client_certificate_and_ca_file(registry_factory, tmp_path):
+    reg = registry_factory("basic", tls=True)
+    data = os.urandom(200_000)
+    url = reg.push(data)
+    assert url.startswith("https://127.0.0.1:")
+    reg.cred_file(str(tmp_path / "cred.json"))
+    env = reg.env
+    svc = service_config(tmp_path, certConfig={"certFile": env["client_cert"], "keyFile": env["client_key"]})
+    svc.cert.ca_file = env["ca"]                  # the test CA is not in the system bundle
+    f = open_remote_layer(url, _lower(url, data), svc)
+    try:
+        assert f.pread(len(data), 0) == data
+    finally:
+        f.close()
+    no_ca = service_config(tmp_path, certConfig={"certFile": env["client_cert"], "keyFile": env["client_key"]})
+    with pytest.raises(RemoteError) as ei:        # verification is on: unknown CA is refused
+        RegistryBlob(url, RegistryContext.from_service(no_ca))
+    assert ei.value.reason == f"failed to open remote file {url}: Connection failed"
+    no_cert = service_config(tmp_path)
+    no_cert.cert.ca_file = env["ca"]
+    with pytest.raises(RemoteError):              # the registry wants a client certificate
+        RegistryBlob(url, RegistryContext.from_service(no_cert))

@@ -46,6 +46,9 @@ def failure_for_status(status, what):
 
 def transport_failure(e, what):
     cause = getattr(e, "reason", None) or e           # MaxRetryError wraps the real error
+    if isinstance(cause, urllib3.exceptions.SSLError) or "CERTIFICATE" in str(cause).upper():
+        # a certificate problem does not go away by retrying
+        return HttpFailure(f"{what}: TLS failed ({cause})", None, errno.ENOTCONN, retryable=False)
     if isinstance(cause, urllib3.exceptions.NewConnectionError):   # (a ConnectTimeoutError!)
         return HttpFailure(f"{what}: connection failed ({cause})", None, errno.ENOTCONN, retryable=True)
     if isinstance(cause, urllib3.exceptions.TimeoutError):

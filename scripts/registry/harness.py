@@ -6,6 +6,7 @@ records the pids of the processes it started there; ``stop`` kills only those pi
 
   harness.py start --dir D [--auth none|basic|token] [--port P] [--token-port TP]
                    [--redirect-port RP --cdn-port CP] [--user U --password PW] [--log-level L]
+                   [--tls]   (HTTPS; D/ca.crt, D/client.crt, D/client.key; client cert required)
   harness.py proxy --dir D [--port P]         tinyproxy forward proxy, access log in D/proxy.log
   harness.py stop  --dir D
   harness.py passwd --dir D --password PW     rotate the password (htpasswd + token server)
@@ -53,9 +54,19 @@ def _spawn(d, name, argv):
     return p
 
 
-def _status(url, headers=None):
+def _tls_context(env):
+    if not env.get("tls"):
+        return None
+    import ssl
+    ctx = ssl.create_default_context(cafile=env["ca"])
+    ctx.load_cert_chain(env["client_cert"], env["client_key"])
+    return ctx
+
+
+def _status(url, headers=None, context=None):
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2,
+                                    context=context) as r:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
@@ -89,6 +100,8 @@ def _registry_config(env):
         auth = (f"auth:\n  token:\n    realm: {env['token_url']}\n    service: {SERVICE}\n"
                 f"    issuer: {ISSUER}\n    rootcertbundle: {d}/token.crt\n")
     quiet = env["log_level"] not in ("debug", "info")
+    tls = (f"  tls:\n    certificate: {d}/server.crt\n    key: {d}/server.key\n"
+           f"    clientcas:\n      - {d}/ca.crt\n") if env.get("tls") else ""
     with open(os.path.join(d, "config.yml"), "w") as f:
         f.write(f"""version: 0.1
 log:
@@ -106,7 +119,7 @@ storage:
 http:
   addr: 127.0.0.1:{env['port']}
   secret: overlaybd-test-not-secret
-health:
+{tls}health:
   storagedriver:
     enabled: false
 {auth}""")
@@ -116,19 +129,25 @@ def start_registry_process(env):
     """(Re)start only the docker-registry process of an instance described by ``env``."""
     p = _spawn(env["dir"], "registry", ["docker-registry", "serve", os.path.join(env["dir"], "config.yml")])
     env["registry_pid"] = p.pid
-    _wait(lambda: _status(env["url"] + "/v2/") in (200, 401), [("docker-registry", p)], "registry")
+    ctx = _tls_context(env)
+    _wait(lambda: _status(env["url"] + "/v2/", context=ctx) in (200, 401), [("docker-registry", p)], "registry")
     _save(env)
     return env
 
 
 def start(d, auth="none", port=None, token_port=None, redirect_port=None, cdn_port=None,
-          user="testuser", password="testpass", log_level="info", redirect=False):
-    """Start a registry (and its token server / redirect shim) in directory ``d``."""
+          user="testuser", password="testpass", log_level="info", redirect=False, tls=False):
+    """Start a registry (and its token server / redirect shim) in directory ``d``.  With
+    ``tls`` it serves HTTPS with d/server.crt (from d/ca.crt) and requires a client
+    certificate signed by the same CA (d/client.crt, d/client.key)."""
     d = os.path.abspath(d)
     os.makedirs(os.path.join(d, "storage"), exist_ok=True)
     port = port or free_port()
-    env = {"dir": d, "auth": auth, "port": port, "url": f"http://127.0.0.1:{port}",
-           "user": user, "password": password, "log_level": log_level}
+    env = {"dir": d, "auth": auth, "port": port, "url": f"http{'s' if tls else ''}://127.0.0.1:{port}",
+           "user": user, "password": password, "log_level": log_level, "tls": bool(tls)}
+    if tls:
+        subprocess.run([crypto_python(), os.path.join(HERE, "gen-certs.py"), d], check=True)
+        env.update(ca=f"{d}/ca.crt", client_cert=f"{d}/client.crt", client_key=f"{d}/client.key")
     if auth == "basic":
         _write_htpasswd(d, user, password)
     procs = []
@@ -251,10 +270,11 @@ def main():
     ap.add_argument("--user", default="testuser")
     ap.add_argument("--password", default="testpass")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--tls", action="store_true", help="HTTPS with a test CA, client certificate required")
     a = ap.parse_args()
     if a.cmd == "start":
         print(json.dumps(start(a.dir, a.auth, a.port, a.token_port, a.redirect_port, a.cdn_port,
-                               a.user, a.password, a.log_level), indent=1))
+                               a.user, a.password, a.log_level, tls=a.tls), indent=1))
     elif a.cmd == "proxy":
         print(json.dumps(start_proxy(a.dir, a.port), indent=1))
     elif a.cmd == "passwd":

@@ -20,8 +20,8 @@ from urllib.parse import urlencode, urljoin, urlparse
 
 
 class Session:
-    def __init__(self, registry, repo, user=None, password=None):
-        self.base, self.repo = registry.rstrip("/"), repo
+    def __init__(self, registry, repo, user=None, password=None, context=None):
+        self.base, self.repo, self.context = registry.rstrip("/"), repo, context
         self.user, self.password = user, password
         self.auth = None
 
@@ -30,7 +30,10 @@ class Session:
 
     def _once(self, method, url, body, headers):
         u = urlparse(urljoin(self.base + "/", url))
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
+        if u.scheme == "https":
+            conn = http.client.HTTPSConnection(u.hostname, u.port, timeout=300, context=self.context)
+        else:
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=300)
         h = dict(headers)
         if self.auth:
             h["Authorization"] = self.auth
@@ -81,9 +84,10 @@ def file_digest(path):
     return "sha256:" + h.hexdigest()
 
 
-def push(registry, repo, path, user=None, password=None):
-    """Upload the file at ``path`` as a blob of ``repo``; returns {"digest", "size", "url"}."""
-    s = Session(registry, repo, user, password)
+def push(registry, repo, path, user=None, password=None, context=None):
+    """Upload the file at ``path`` as a blob of ``repo``; returns {"digest", "size", "url"}.
+    ``context`` is an ssl.SSLContext for https registries."""
+    s = Session(registry, repo, user, password, context)
     digest, size = file_digest(path), os.path.getsize(path)
     blob = f"/v2/{repo}/blobs/{digest}"
     if s.request("HEAD", blob, ok=None).status != 200:
@@ -102,10 +106,19 @@ def main():
     ap.add_argument("--repo", required=True)
     ap.add_argument("--user")
     ap.add_argument("--password")
+    ap.add_argument("--cacert", help="CA file for an https registry")
+    ap.add_argument("--cert", help="client certificate (PEM)")
+    ap.add_argument("--key", help="client key (PEM)")
     ap.add_argument("files", nargs="+")
     a = ap.parse_args()
+    ctx = None
+    if a.registry.startswith("https://"):
+        import ssl
+        ctx = ssl.create_default_context(cafile=a.cacert)
+        if a.cert:
+            ctx.load_cert_chain(a.cert, a.key)
     for p in a.files:
-        print(json.dumps(push(a.registry, a.repo, p, a.user, a.password)))
+        print(json.dumps(push(a.registry, a.repo, p, a.user, a.password, ctx)))
     sys.stdout.flush()
 
 
