@@ -123,3 +123,25 @@ def test_open_errors_map_to_errno_and_reason(server, status, err, reason):
 def test_size_from_content_length_when_range_ignored(server):
     Handler.script = ["full200"]
     assert RegistryBlob(server, ctx()).size == len(DATA)
+
+
+def test_parse_challenge_keeps_commas_in_quotes():
+    from overlaybd.registry.auth import parse_challenge
+    scheme, p = parse_challenge('Bearer realm="https://auth.io/token",service="registry.io",'
+                                'scope="repository:a/b:pull,push"')
+    assert scheme == "bearer"
+    assert p == {"realm": "https://auth.io/token", "service": "registry.io", "scope": "repository:a/b:pull,push"}
+    assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
+
+
+def test_no_proxy_rules():
+    from overlaybd.registry.client import HttpSettings
+    s = HttpSettings(http_proxy="http://p:3128", https_proxy="http://ps:3128",
+                     no_proxy="localhost, .internal.io,10.0.0.0/8,reg.io:5000")
+    assert s.proxy_for("http://r.example/v2/x") == "http://p:3128"
+    assert s.proxy_for("https://r.example/v2/x") == "http://ps:3128"
+    for direct in ("http://localhost:5000/v2", "https://a.internal.io/v2", "http://internal.io/v2",
+                   "http://10.1.2.3/v2", "http://reg.io:5000/v2"):
+        assert s.proxy_for(direct) == "", direct
+    assert s.proxy_for("http://reg.io:5001/v2") == "http://p:3128"
+    assert HttpSettings(http_proxy="http://p:1", no_proxy="*").proxy_for("http://a/") == ""

@@ -117,6 +117,8 @@ class CacheStore:
 
     def evict_pass(self):
         """One eviction pass; returns the number of bytes freed."""
+        if not os.path.isdir(self.root):        # removed by hand: recreated on the next open
+            return 0
         self.scan()
         free, fs_size = self._free_disk()
         with self.lock:

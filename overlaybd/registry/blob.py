@@ -57,6 +57,7 @@ class RegistryContext:
 
 _lock = threading.Lock()
 _contexts = {}
+_contexts_pid = [None]
 
 
 def context_for(svc):
@@ -67,6 +68,9 @@ def context_for(svc):
            tuple(getattr(cred, k, "") or "" for k in ("mode", "path", "timeout", "client_cert_path",
                                                        "client_key_path", "server_ca_path")))
     with _lock:
+        if _contexts_pid[0] != os.getpid():     # forked: fresh caches and locks
+            _contexts.clear()
+            _contexts_pid[0] = os.getpid()
         ctx = _contexts.get(key)
         if ctx is None:
             ctx = _contexts[key] = RegistryContext.from_service(svc)
