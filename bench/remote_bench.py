@@ -28,8 +28,8 @@ import urllib3
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from overlaybd.cache import open_remote_layer  # noqa: E402
-from overlaybd.io import LocalFile  # noqa: E402
+from overlaybd.cache import open_remote_layer
+from overlaybd.io import LocalFile
 
 MiB = 1 << 20
 
@@ -99,8 +99,7 @@ def main():
         env = harness.start(f"{tmp}/reg", auth="none", log_level="warn")
         local = f"{tmp}/blob"
         with open(local, "wb") as f:
-            for _ in range(a.size_mib):
-                f.write(os.urandom(MiB))
+            f.writelines(os.urandom(MiB) for _ in range(a.size_mib))
         url = pusher.push(env["url"], "bench/blob", local)["url"]
         lf = LocalFile(local)
         sequential(lf, size, bs)                      # page cache warm for everyone

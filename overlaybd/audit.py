@@ -37,7 +37,7 @@ class RotatingWriter:
         d = os.path.dirname(self.path)
         if d:
             os.makedirs(d, exist_ok=True)
-        self.f = open(self.path, "a", encoding="utf-8")
+        self.f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
         os.chmod(self.path, 0o644)
         self.written = 0
 

@@ -18,8 +18,10 @@ import shutil
 import types
 
 import pytest
-
 from conftest import need
+
+__all__ = ["proxy", "registry_basic", "registry_factory", "registry_none", "registry_redirect",
+           "registry_token", "service_config"]
 
 SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "registry"
 
@@ -162,7 +164,7 @@ def service_config(tmp_path, **over):
 
 def _namespace_config(doc):
     ns = types.SimpleNamespace
-    g = lambda k: doc.get(k, {})  # noqa: E731
+    g = lambda k: doc.get(k, {})
     c, cr, d, p2p, px = g("cacheConfig"), g("credentialConfig"), g("download"), g("p2pConfig"), g("proxyConfig")
     return ns(cache=ns(type=c.get("cacheType", "file"), dir=c.get("cacheDir"), size_gb=c.get("cacheSizeGB", 4),
                        refill_size=c.get("refillSize", 262144), block_size=65536),

@@ -3,14 +3,17 @@
 import hashlib
 import multiprocessing
 import os
+import pathlib
 import threading
 
 import pytest
+# the registry fixtures (registry_none, registry_factory, ...) are used by name
+from registry_fixtures import *
+from registry_fixtures import service_config
 
 from overlaybd.cache import eviction, open_remote_layer
 from overlaybd.cache.sparse import holes
 from overlaybd.io import LocalFile
-from registry_fixtures import registry_factory, registry_none, registry_token, service_config  # noqa: F401
 
 pytestmark = pytest.mark.registry
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "golden")
@@ -23,7 +26,7 @@ def _lower(url, data=None):
 
 def _downloads(tmp_path, url=None):
     try:
-        lines = open(tmp_path / "audit.log").read().splitlines()
+        lines = (tmp_path / "audit.log").read_text().splitlines()
     except FileNotFoundError:
         return []
     return [ln for ln in lines if "|download[" in ln and (url is None or f"[pathname={url}]" in ln)]
@@ -143,7 +146,7 @@ def test_eviction_under_a_tiny_cache(registry_none, tmp_path):
     assert url_name(urls[0]) not in names                 # least recently used went first
     assert url_name(urls[-1]) in names
     assert store.total <= store.risk
-    audit = open(tmp_path / "audit.log").read()
+    audit = (tmp_path / "audit.log").read_text()
     assert "|eviction[actualEvict=" in audit and "][totalUsed_=" in audit
     # evicted data is fetched again on demand
     f = open_remote_layer(urls[0], _lower(urls[0], blobs[0]), svc)
@@ -158,7 +161,7 @@ def url_name(u):
 def test_corrupted_cache_block_is_evicted_and_refetched_by_zfile(registry_token, tmp_path):
     from overlaybd.zfile.reader import ZFile
     golden = os.path.join(GOLDEN, "layer1.lz4.zfile")
-    raw = open(golden, "rb").read()
+    raw = pathlib.Path(golden).read_bytes()
     url = registry_token.push(raw, repo="z/f")
     registry_token.cred_file(str(tmp_path / "cred.json"))
     svc = service_config(tmp_path)
@@ -167,7 +170,7 @@ def test_corrupted_cache_block_is_evicted_and_refetched_by_zfile(registry_token,
     f = open_remote_layer(url, _lower(url, raw), svc)
     try:
         assert ZFile(f).pread(ref.size, 0) == want                 # everything now cached
-        off, ln = ref.block_range(ref.nblocks // 2)
+        off, _ = ref.block_range(ref.nblocks // 2)
         cache_file = tmp_path / "cache" / url_name(url)
         with open(cache_file, "r+b") as c:                          # flip bytes on disk
             c.seek(off + 10)
@@ -177,7 +180,7 @@ def test_corrupted_cache_block_is_evicted_and_refetched_by_zfile(registry_token,
         assert z.pread(ref.size, 0) == want
         assert z.retries >= 1
         assert len(_downloads(tmp_path, url)) > before             # refetched from the registry
-        assert open(cache_file, "rb").read() == raw                 # and repaired in the cache
+        assert cache_file.read_bytes() == raw                 # and repaired in the cache
     finally:
         f.close()
 
@@ -192,7 +195,7 @@ def test_download_cache_mode_uses_layer_dir(registry_none, tmp_path):
         assert f.pread(5000, 400_000) == data[400_000:405_000]
         dl = layer_dir / ".download"
         assert dl.stat().st_size == len(data)
-        assert open(dl, "rb").read()[400_000:405_000] == data[400_000:405_000]
+        assert dl.read_bytes()[400_000:405_000] == data[400_000:405_000]
         assert not (tmp_path / "cache").exists() or not os.listdir(tmp_path / "cache")
     finally:
         f.close()

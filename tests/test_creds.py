@@ -6,6 +6,7 @@ import json
 import os
 import socketserver
 import threading
+from typing import ClassVar
 
 from overlaybd.registry.creds import CredentialProvider, candidate_keys, match_auths
 
@@ -77,7 +78,7 @@ def test_secrets_never_logged(tmp_path, capfd):
 
 
 class _CredHandler(http.server.BaseHTTPRequestHandler):
-    seen = []
+    seen: ClassVar[list] = []
 
     def log_message(self, *a):
         pass

@@ -6,9 +6,11 @@ import random
 import threading
 
 import pytest
+# the registry fixtures (registry_none, registry_factory, ...) are used by name
+from registry_fixtures import *
+from registry_fixtures import service_config
 
 from overlaybd.cache import open_remote_layer, start_background_download
-from registry_fixtures import registry_factory, registry_none, service_config  # noqa: F401
 
 pytestmark = pytest.mark.registry
 KiB = 1024

@@ -4,18 +4,21 @@ import errno
 import hashlib
 import http.server
 import os
+import pathlib
 import threading
 import time
 import urllib.error
 import urllib.request
+from typing import ClassVar
 
 import pytest
+# the registry fixtures (registry_none, registry_factory, ...) are used by name
+from registry_fixtures import *
+from registry_fixtures import service_config
 
 from overlaybd.cache import open_remote_layer
 from overlaybd.errors import RemoteError
 from overlaybd.registry import RegistryBlob, RegistryContext, context_for
-from registry_fixtures import (proxy, registry_basic, registry_factory, registry_none,  # noqa: F401
-                               registry_redirect, registry_token, service_config)
 
 pytestmark = pytest.mark.registry
 MODES = ["registry_none", "registry_basic", "registry_token", "registry_redirect"]
@@ -43,7 +46,7 @@ def test_ranged_reads_return_the_pushed_bytes(mode, request, tmp_path):
         assert f.pread(len(data), 0) == data
     finally:
         f.close()
-    log = open(os.path.join(reg.dir, "registry.log")).read()
+    log = pathlib.Path(reg.dir, "registry.log").read_text()
     assert f'"{svc.user_agent}"' in log                     # userAgent is sent
 
 
@@ -158,7 +161,7 @@ def test_forward_proxy_carries_blob_reads(registry_token, proxy, tmp_path):
         assert f.pread(len(data), 0) == data
     finally:
         f.close()
-    log = open(proxy.log).read()
+    log = pathlib.Path(proxy.log).read_text()
     assert log.count(f"GET {url} HTTP/1.1") >= 2          # size probe + data reads
     assert registry_token.env["token_url"].split("/token")[0] in log   # token fetched via proxy too
 
@@ -169,7 +172,7 @@ def test_no_proxy_bypasses_the_proxy(registry_none, proxy, tmp_path):
     svc = service_config(tmp_path, proxyConfig={"httpProxy": proxy.url, "noProxy": "localhost,127.0.0.0/8"})
     blob = RegistryBlob(url, RegistryContext.from_service(svc))
     assert blob.pread(len(data), 0) == data
-    assert "/v2/np/x/blobs/" not in open(proxy.log).read()
+    assert "/v2/np/x/blobs/" not in pathlib.Path(proxy.log).read_text()
 
 
 def test_context_is_shared_per_config(tmp_path):
@@ -179,7 +182,7 @@ def test_context_is_shared_per_config(tmp_path):
 
 class _P2PHandler(http.server.BaseHTTPRequestHandler):
     """A stand-in P2P agent: GET /accelerator/<blob url> fetches <blob url> and relays it."""
-    seen = []
+    seen: ClassVar[list] = []
 
     def log_message(self, *a):
         pass

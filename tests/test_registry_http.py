@@ -5,6 +5,7 @@ import http.server
 import os
 import re
 import threading
+from typing import ClassVar
 
 import pytest
 
@@ -18,8 +19,8 @@ DATA = os.urandom(300_000)
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    script = []          # per-request behaviours, consumed in order; then "ok"
-    log = []
+    script: ClassVar[list] = []      # per-request behaviours, consumed in order; then "ok"
+    log: ClassVar[list] = []
 
     def log_message(self, *a):
         pass

@@ -272,3 +272,14 @@ def test_unknown_opcode_sense_bytes(rw, op):
     assert c.status == S.CHECK_CONDITION
     assert c.sense[:18] == bytes([0x70, 0, 5, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0])
     assert c.sense[18:] == bytes(96 - 18)
+
+
+def test_empty_serial_and_unreadable_serial(tmp_path):
+    from overlaybd.tcmu.scsi import ScsiDisk
+    d = ScsiDisk(100, serial="", cfgstring="overlaybd/x")
+    r = d.execute(inquiry(1, 0x80), 255)
+    assert r.status == S.GOOD and r.data == bytes([0, 0x80, 0, 1, 0])
+    r = d.execute(inquiry(1, 0x83), 255)
+    assert r.status == S.GOOD and r.data[4:8] == bytes([2, 1, 0, 9])
+    r = ScsiDisk(100, serial=None).execute(inquiry(1, 0x80), 255)
+    assert r.sense[:18] == S.fixed_sense(S.HARDWARE_ERROR, S.ASC_INTERNAL_TARGET_FAILURE)

@@ -25,7 +25,7 @@ from .eviction import store_for
 from .filecache import CachedBlob, known_size
 from .switch import SwitchFile
 
-__all__ = ["open_remote_layer", "start_background_download", "SwitchFile", "p2p_reachable"]
+__all__ = ["SwitchFile", "open_remote_layer", "p2p_reachable", "start_background_download"]
 
 
 def p2p_reachable(address, timeout=0.5):

@@ -83,7 +83,7 @@ class DownloadHandle:
                 try:
                     self._job(sw, full)
                     self.results[d] = "switched"
-                except Exception as e:              # any failure: retry later or drop
+                except Exception as e:              # noqa: BLE001 - any failure: retry later or drop
                     tries += 1
                     mismatch = isinstance(e, DigestMismatch)
                     logger.warning("background download of {} into {} failed (attempt {}/{}): {}",
@@ -129,8 +129,8 @@ class DownloadHandle:
                 if not full and not holes(fd, off, off + n):
                     continue                            # resumed / filled by the download cache
                 mv = memoryview(buf)[:n]
-                _twice(lambda: src.fetch_into(mv, off))
-                _twice(lambda: _pwrite_all(fd, mv, off))
+                _twice(src.fetch_into, mv, off)
+                _twice(_pwrite_all, fd, mv, off)
                 throttle.wait(n, self.stopped)
             os.fsync(fd)
             got = "sha256:" + _sha256_fd(fd, size)
@@ -144,11 +144,11 @@ class DigestMismatch(Exception):
     pass
 
 
-def _twice(op):
+def _twice(op, *args):
     try:
-        return op()
-    except Exception:                   # RemoteError or OSError: one more attempt
-        return op()
+        return op(*args)
+    except Exception:                   # noqa: BLE001 - RemoteError or OSError: one more attempt
+        return op(*args)
 
 
 def _pwrite_all(fd, mv, off):

@@ -170,7 +170,7 @@ class CacheStore:
         while not self._stop.wait(interval):
             try:
                 self.evict_pass()
-            except Exception as e:              # the timer must survive anything
+            except Exception as e:              # noqa: BLE001 - the timer must survive anything
                 logger.error("cache {}: eviction pass failed: {}", self.root, e)
 
     def stop(self):

@@ -15,7 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
-from .sparse import PAGE, RangeLock, align_down, align_up, fully_present, holes, punch_hole
+from .sparse import (
+    PAGE,
+    RangeLock,
+    align_down,
+    align_up,
+    fully_present,
+    holes,
+    punch_hole,
+)
 
 MAX_READAHEAD = 16 << 20
 PREFETCH_DEPTH = 2
@@ -175,7 +183,7 @@ class CachedBlob:
         try:
             if self.fd >= 0 and not fully_present(self.fd, s, e):
                 self._fill_span(s, e)
-        except Exception as err:                # a prefetch failure only costs a later miss
+        except Exception as err:                # noqa: BLE001 - a failed prefetch is a later miss
             logger.debug("cache {}: prefetch [{}, {}) failed: {}", self.cache_path, s, e, err)
         finally:
             with self._idle:

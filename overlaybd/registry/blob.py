@@ -18,7 +18,13 @@ import time
 import urllib3
 
 from ..errors import RemoteError
-from .auth import HttpFailure, Resolver, drain_small, failure_for_status, transport_failure
+from .auth import (
+    HttpFailure,
+    Resolver,
+    drain_small,
+    failure_for_status,
+    transport_failure,
+)
 from .client import HttpClient, HttpSettings
 from .creds import CredentialProvider
 

@@ -47,7 +47,7 @@ class HttpSettings:
     def from_service(cls, svc):
         cert = getattr(svc, "cert", None)
         proxy = getattr(svc, "proxy", None)
-        g = lambda o, k: (getattr(o, k, "") or "") if o is not None else ""  # noqa: E731
+        g = lambda o, k: (getattr(o, k, "") or "") if o is not None else ""
         return cls(g(cert, "cert_file"), g(cert, "key_file"), g(cert, "ca_file"),
                    g(proxy, "http_proxy"), g(proxy, "https_proxy"), g(proxy, "no_proxy"),
                    g(proxy, "ca_file"))
@@ -104,7 +104,7 @@ def manager(settings: HttpSettings, proxy_url=""):
             _pid = os.getpid()
         m = _managers.get(key)
         if m is None:
-            kw = dict(num_pools=32, maxsize=16, block=False, ssl_context=_ssl_context(settings))
+            kw = {"num_pools": 32, "maxsize": 16, "block": False, "ssl_context": _ssl_context(settings)}
             if proxy_url:
                 pctx = None
                 if proxy_url.startswith("https://"):

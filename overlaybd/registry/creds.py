@@ -94,7 +94,7 @@ class CredentialProvider:
         """Build from svc.credential (attributes mode, path, timeout, ...); None -> no creds."""
         if cred is None:
             return cls()
-        g = lambda k, d="": getattr(cred, k, d) or d  # noqa: E731
+        g = lambda k, d="": getattr(cred, k, d) or d
         return cls(g("mode"), g("path"), g("timeout", 1), g("client_cert_path"), g("client_key_path"),
                    g("server_ca_path"))
 

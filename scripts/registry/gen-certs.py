@@ -29,7 +29,7 @@ def _write(d, stem, key, cert):
 
 def main(d):
     os.makedirs(d, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     life = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=30))
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("overlaybd test CA")).issuer_name(_name("overlaybd test CA"))

@@ -39,16 +39,15 @@ def free_port():
 def crypto_python():
     """A Python interpreter that can import ``cryptography`` (needed by the token server)."""
     for py in (sys.executable, "/usr/bin/python3"):
-        if py and subprocess.run([py, "-c", "import cryptography"], capture_output=True).returncode == 0:
+        if py and subprocess.run([py, "-c", "import cryptography"], capture_output=True, check=False).returncode == 0:
             return py
     raise RuntimeError("no python with the 'cryptography' module; run scripts/registry/install.sh")
 
 
 def _spawn(d, name, argv):
-    log = open(os.path.join(d, f"{name}.log"), "ab")
-    p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         start_new_session=True, cwd=d)
-    log.close()
+    with open(os.path.join(d, f"{name}.log"), "ab") as log:
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True, cwd=d)
     with open(os.path.join(d, f"{name}.pid"), "w") as f:
         f.write(str(p.pid))
     return p
@@ -213,7 +212,8 @@ def kill_pidfile(d, name):
     """Kill the process recorded in ``d/<name>.pid`` (TERM, then KILL after 5 s)."""
     pf = os.path.join(d, f"{name}.pid")
     try:
-        pid = int(open(pf).read().strip())
+        with open(pf) as f:
+            pid = int(f.read().strip())
     except (OSError, ValueError):
         return False
     try:
@@ -244,7 +244,8 @@ def stop(d):
 
 def set_password(d, password):
     """Rotate the password: htpasswd (registry restarted: 2.8 reads it once) and token passwd file."""
-    env = json.load(open(os.path.join(d, "env.json")))
+    with open(os.path.join(d, "env.json")) as f:
+        env = json.load(f)
     env["password"] = password
     if env["auth"] == "basic":
         _write_htpasswd(d, env["user"], password)

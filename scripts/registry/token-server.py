@@ -38,7 +38,7 @@ def gen_keys(d):
     os.makedirs(d, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "overlaybd-test-token-signer")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
@@ -119,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
         claims = {"iss": c.issuer, "sub": user, "aud": service, "exp": now + c.ttl, "nbf": now - 10,
                   "iat": now, "jti": uuid.uuid4().hex, "access": access}
         tok = sign_jwt(c.key, c.kid, claims)
-        issued = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        issued = datetime.datetime.fromtimestamp(now, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self.reply(200, {"token": tok, "access_token": tok, "expires_in": c.ttl, "issued_at": issued})
 
 
