@@ -7,6 +7,7 @@ import pathlib
 import threading
 
 import pytest
+
 # the registry fixtures (registry_none, registry_factory, ...) are used by name
 from registry_fixtures import *
 from registry_fixtures import service_config

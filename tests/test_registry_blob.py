@@ -12,6 +12,7 @@ import urllib.request
 from typing import ClassVar
 
 import pytest
+
 # the registry fixtures (registry_none, registry_factory, ...) are used by name
 from registry_fixtures import *
 from registry_fixtures import service_config
@@ -250,3 +251,31 @@ def test_tls_with_client_certificate_and_ca_file(registry_factory, tmp_path):
     no_cert.cert.ca_file = env["ca"]
     with pytest.raises(RemoteError):              # the registry wants a client certificate
         RegistryBlob(url, RegistryContext.from_service(no_cert))
+
+
+def test_registry_restarted_while_a_stream_of_reads_runs(registry_factory, tmp_path):
+    reg = registry_factory("token")
+    data = os.urandom(4 * 1024 * 1024)
+    url = reg.push(data)
+    reg.cred_file(str(tmp_path / "cred.json"))
+    blob = RegistryBlob(url, RegistryContext.from_service(service_config(tmp_path)))
+    got, progress, errors = bytearray(), threading.Event(), []
+
+    def reader():
+        try:
+            for off in range(0, len(data), 64 * 1024):
+                got.extend(blob.pread(64 * 1024, off))
+                if off >= 1024 * 1024:
+                    progress.set()
+                time.sleep(0.005)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            progress.set()
+    t = threading.Thread(target=reader)
+    t.start()
+    assert progress.wait(30)
+    reg.stop_registry()                    # mid-stream: the next reads hit a dead port
+    time.sleep(1.0)
+    reg.start_registry()
+    t.join(60)
+    assert errors == [] and bytes(got) == data
