@@ -100,12 +100,12 @@ def _hexval(c):
 class ScsiDisk:
     """One TCMU disk: 512-byte blocks, unmap enabled, write cache off, WP when read-only."""
 
-    def __init__(self, num_lbas, block_size=512, read_only=False, serial="", cfgstring="",
+    def __init__(self, num_lbas, block_size=512, read_only=False, serial=None, cfgstring="",
                  write_cache=False):
         self.num_lbas = num_lbas
         self.block_size = block_size
         self.read_only = read_only
-        self.serial = serial          # configfs wwn/vpd_unit_serial
+        self.serial = serial          # configfs wwn/vpd_unit_serial; None: unreadable
         self.cfgstring = cfgstring    # "overlaybd/<config>[;<dev_id>]"
         self.write_cache = write_cache
 
@@ -223,7 +223,7 @@ class ScsiDisk:
                            S.VPD_BLOCK_DEVICE_CHARACTERISTICS, S.VPD_LOGICAL_BLOCK_PROVISIONING])
             return bytes([0, page, 0, len(pages)]) + pages
         if page == S.VPD_SERIAL:
-            if not self.serial:
+            if self.serial is None:
                 return HW_ERROR
             sn = self.serial.encode()[:255]
             # page length counts a NUL terminator, as libtcmu's does
@@ -251,7 +251,7 @@ class ScsiDisk:
         return None
 
     def _vpd_device_id(self):
-        if not self.serial:
+        if self.serial is None:
             return HW_ERROR
         sn = self.serial.encode()[:240]
         out = bytearray([0, S.VPD_DEVICE_ID, 0, 0])

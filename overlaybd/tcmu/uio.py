@@ -97,12 +97,15 @@ def configfs_dir(info, root=CONFIGFS_CORE):
 
 
 def unit_serial(info, root=CONFIGFS_CORE):
-    """The device's VPD unit serial (configfs wwn/vpd_unit_serial), or ""."""
+    """The device's VPD unit serial from configfs wwn/vpd_unit_serial
+    ("T10 VPD Unit Serial Number: <serial>"; often empty), or None if unreadable."""
     try:
         text = _read(os.path.join(configfs_dir(info, root), "wwn", "vpd_unit_serial"))
     except OSError:
-        return ""
-    return text.partition(":")[2].strip() if ":" in text else text
+        return None
+    if ":" not in text:
+        return None
+    return text.partition(":")[2].strip()
 
 
 def set_action(info, action, value, root=CONFIGFS_CORE):

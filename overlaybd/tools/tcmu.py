@@ -1,0 +1,82 @@
+"""overlaybd-tcmu [path to overlaybd.json]: the TCMU daemon serving overlaybd devices."""
+
+import argparse
+import os
+import resource
+import sys
+
+from loguru import logger
+
+from ..errors import OverlaybdError
+
+DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
+NOFILE = 1048576
+MODULE_DIR = "/sys/module/target_core_user"
+
+
+def raise_nofile():
+    """Raise RLIMIT_NOFILE to 1,048,576 where the hard limit allows (as upstream does)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for want in ((max(hard, NOFILE), max(hard, NOFILE)), (hard, hard)):
+        if soft >= want[0]:
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, want)
+            return
+        except (ValueError, OSError):
+            continue
+
+
+def module_missing_message():
+    return ("overlaybd-tcmu: the kernel module target_core_user is not loaded "
+            f"({MODULE_DIR} does not exist).\n"
+            "Load it with `modprobe target_core_user` (and `modprobe tcm_loop` for local "
+            "SCSI disks); if modprobe cannot find it, install your distribution's kernel "
+            "modules package (e.g. linux-modules-extra-$(uname -r) on Ubuntu).")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="overlaybd-tcmu",
+        description="Serve overlaybd images as SCSI disks through the kernel's TCMU "
+                    "(target_core_user) backstore.  Devices are created through configfs "
+                    "with dev_config=overlaybd/<config.v1.json>[;<id>].")
+    p.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
+                   help=f"path to overlaybd.json (default {DEFAULT_CONFIG})")
+    args = p.parse_args(argv)
+
+    from ..image import load_service_config
+    from ..log import setup_from_config
+    try:
+        svc = load_service_config(None if args.config == DEFAULT_CONFIG else args.config)
+    except OverlaybdError as e:
+        print(f"overlaybd-tcmu: {e}", file=sys.stderr)
+        return 1
+    try:
+        setup_from_config(svc.log)
+    except OSError as e:
+        print(f"overlaybd-tcmu: cannot open the log {svc.log.path}: {e.strerror}", file=sys.stderr)
+        return 1
+    if not os.path.isdir(MODULE_DIR):
+        logger.error("target_core_user is not loaded")
+        print(module_missing_message(), file=sys.stderr)
+        return 1
+    raise_nofile()
+
+    from ..tcmu.daemon import Daemon, image_backend
+    from ..workers import Engine
+    w = svc.worker
+    engine = Engine(workers=w.workers, chunk_size=w.chunk_size_kb << 10,
+                    cache_bytes=w.cache_size_mb << 20, heartbeat_sec=w.heartbeat_sec)
+    validate, opener = image_backend(svc)
+    logger.info("overlaybd-tcmu starting: config {}, {} worker(s)", svc.path, w.workers)
+    try:
+        return Daemon(engine, validate, opener).run()
+    except OverlaybdError as e:
+        logger.error("{}", e)
+        print(f"overlaybd-tcmu: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

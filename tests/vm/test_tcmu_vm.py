@@ -1,0 +1,152 @@
+"""overlaybd-tcmu end to end in a real kernel (User-Mode Linux 6.1 with target_core_user and
+tcm_loop): one guest boot runs tests/vm/guest_e2e.sh, each test checks one part of it."""
+
+import hashlib
+import json
+import pathlib
+
+import pytest
+
+from overlaybd.image import open_image
+from overlaybd.lsmt import create_rw
+from tests.conftest import GOLDEN
+from tests.vm.uml import REPO, need_uml, run_in_uml
+
+pytestmark = pytest.mark.vm
+MiB = 1 << 20
+
+
+def _write_json(path, obj):
+    path.write_text(json.dumps(obj))
+
+
+def _image_config(w, name, **extra):
+    cfg = {"lowers": [{"file": str(GOLDEN / f"layer{i}.lsmt")} for i in (1, 2, 3)],
+           "resultFile": str(w / f"{name}.result")}
+    cfg.update(extra)
+    _write_json(w / f"{name}.json", cfg)
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory):
+    need_uml()
+    w = tmp_path_factory.mktemp("vm-e2e")
+    for workers in (0, 2):
+        _write_json(w / f"obd-{workers}.json", {
+            "logConfig": {"logPath": str(w / "out" / "daemon.log"), "logLevel": 0, "logSizeMB": 64},
+            "workerConfig": {"workers": workers}, "enableAudit": False,
+            "cacheConfig": {"cacheType": "file", "cacheDir": str(w / "cache")}})
+    for name in ("golden", "golden2", "dup", "multi3", "multi4", "multi5"):
+        _image_config(w, name)
+    _image_config(w, "bad", lowers=[{"file": "/nonexistent/layer.lsmt"}])
+    create_rw(w / "up.data", w / "up.index", 1 << 30).close()
+    _image_config(w, "rw", upper={"data": str(w / "up.data"), "index": str(w / "up.index")})
+    p = run_in_uml(["bash", "tests/vm/guest_e2e.sh", w], rw=[w], timeout=420)
+    out = w / "out"
+    if p.returncode != 0:
+        log = (out / "daemon.log").read_text()[-4000:] if (out / "daemon.log").exists() else ""
+        pytest.fail(f"guest script failed ({p.returncode}):\n{p.stderr[-4000:]}\n{log}")
+    return Results(out)
+
+
+class Results:
+    def __init__(self, out):
+        self.out = pathlib.Path(out)
+
+    def __getitem__(self, key):
+        f = self.out / key
+        assert f.exists(), f"the guest recorded no '{key}' (see {self.out}/daemon.log)"
+        return f.read_text()
+
+
+@pytest.fixture(scope="module")
+def head64():
+    """sha256 of the first 64 MiB of the golden image, read on the host."""
+    img = open_image(str(GOLDEN / "config.v1.json"), write_result=False)
+    try:
+        return hashlib.sha256(img.pread(64 * MiB, 0)).hexdigest()
+    finally:
+        img.close()
+
+
+def test_golden_image_reads_back_exactly(guest, golden_manifest):
+    assert guest["golden_create_rc"] == "0"
+    assert guest["golden_result"] == "success"
+    assert guest["golden_size"] == str(golden_manifest["virtual_size"])
+    assert guest["golden_sha"] == golden_manifest["merged"]["sha256"]
+
+
+def test_read_only_image_is_write_protected(guest):
+    assert guest["golden_ro"] == "1"
+    assert "WP=1" in guest["sg_modes.txt"]
+    raw = guest["sg_raw_write.txt"]
+    assert "Illegal Request" in raw
+    assert "asc=0x30" in raw.lower().replace(" ", "") or "30 05" in raw or "0x3005" in raw.lower()
+
+
+def test_scsi_identity_seen_by_sg3_utils(guest):
+    inq = guest["sg_inq.txt"]
+    assert "LIO-ORG" in inq and "TCMU device" in inq and "0002" in inq
+    assert "Hardware Error" not in inq
+    assert "Maximum unmap block descriptor count: 4" in guest["sg_inq_b0.txt"]
+    assert "00 b2 00 04 00 e4 00 00" in guest["sg_inq_b2.txt"]
+    assert "Last LBA=2097151" in guest["sg_readcap16.txt"]
+    assert "Last LBA=2097151" in guest["sg_readcap10.txt"]
+
+
+def test_device_without_netlink_reply(guest, head64):
+    assert guest["nlreply_create_rc"] == "0"
+    assert guest["nlreply_head_sha"] == head64
+
+
+def test_duplicated_dev_id_is_refused(guest):
+    assert guest["dup_rc"] == "1"
+    assert guest["dup_result"].startswith("failed:duplicated dev_id 1")
+
+
+def test_bad_config_fails_enable_with_reason(guest):
+    assert guest["bad_rc"] == "1"
+    assert guest["bad_result"] == "failed:failed to open local file /nonexistent/layer.lsmt"
+    assert "/nonexistent/layer.lsmt" in guest["bad.err"]
+
+
+def test_three_devices_at_once_and_removal(guest, head64):
+    for i in (3, 4, 5):
+        assert guest[f"multi{i}_rc"] == "0"
+        assert guest[f"multi{i}_sha"] == head64
+    before, after = map(int, guest["multi_remove_uio"].split())
+    assert before - after == 3
+    assert "dev_3" not in guest["multi_remove_list"]
+
+
+def test_writable_image_survives_remove_and_reopen(guest):
+    assert guest["rw_create_rc"] == "0"
+    assert guest["rw_ro"] == "0"
+    assert guest["rw_mkfs_rc"] == "0"
+    assert guest["rw_removed"] == "gone"
+    assert guest["rw_recreate_rc"] == "0"
+    written = guest["rw_written.sha"]
+    assert len(written.splitlines()) == 3
+    assert guest["rw_read.sha"] == written
+
+
+def test_restart_reattaches_live_devices(guest, head64):
+    assert guest["stop1_rc"] == "0"
+    assert guest["restart_head_sha1"] == head64
+    assert guest["restart_head_sha2"] == head64
+    assert guest["restart_new_rc"] == "0"
+    assert guest["restart_new_sha"] == head64
+    assert guest["final_list"].strip() == ""
+    assert guest["final_uio"] == "0"
+    assert guest["stop2_rc"] == "0"
+
+
+def test_daemon_log_format(guest):
+    lines = guest["daemon.log"].splitlines()
+    assert lines
+    import re
+    alog = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{6}\|(DEBUG|INFO |WARN |ERROR|FATAL)\|"
+                      r"th=[0-9A-F]{16}\|[^|]+:\d+\|[^:|]+:")
+    assert all(alog.match(line) for line in lines if not line.startswith((" ", "Traceback")))
+    assert any("reopening the log" in line for line in lines)
+    assert str(REPO)  # the checkout the guest ran

@@ -1,0 +1,29 @@
+"""Running commands in the User-Mode-Linux fixture (scripts/uml) from tests."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+from tests.conftest import need
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+RUN = REPO / "scripts" / "uml" / "run-in-uml.sh"
+UML_DIR = pathlib.Path(os.environ.get("OVERLAYBD_UML_DIR", "/var/cache/overlaybd-uml"))
+
+
+def need_uml():
+    """Skip (fail in CI) unless the UML kernel is installed and we are root."""
+    need(os.geteuid() == 0, "the UML fixture needs root (configfs, modules)")
+    need((UML_DIR / "pkg/usr/bin/linux.uml").exists(),
+         f"UML kernel not installed in {UML_DIR}: run `sudo make deps` (scripts/uml/install.sh)")
+
+
+def run_in_uml(args, rw=(), timeout=600, mem_mb=2048):
+    """Run ``args`` in a fresh guest from the repository root; returns CompletedProcess."""
+    cmd = [str(RUN), "-t", str(timeout), "-m", str(mem_mb)]
+    for d in rw:
+        cmd += ["--rw", str(d)]
+    env = dict(os.environ, OBD_PYTHON=sys.executable)
+    return subprocess.run(cmd + ["--"] + [str(a) for a in args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout + 60)
