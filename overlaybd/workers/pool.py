@@ -27,6 +27,7 @@ from collections import deque
 from typing import Callable
 
 import multiprocess
+import psutil
 from loguru import logger
 
 from ..shm.channel import Channel, PassFd
@@ -107,6 +108,11 @@ class WorkerPool:
         slot.hb.beat()          # the grace period of a starting worker
         proc.start()
         child.close()
+        if slot.cpu is not None:          # pinned before start() returns: no unpinned window
+            try:
+                psutil.Process(proc.pid).cpu_affinity([slot.cpu])
+            except psutil.NoSuchProcess:
+                pass                      # died at once: the sentinel reports it
         slot.proc = proc
         slot.channel = Channel(parent)
         self._sentinels[proc.sentinel] = slot

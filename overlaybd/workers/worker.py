@@ -178,7 +178,8 @@ class Worker:
 
 
 def worker_main(index: int, sock, cpu: int | None, settings: dict) -> None:
-    """Process entry point (the ``target`` of the worker's Process)."""
+    """Process entry point (the ``target`` of the worker's Process).  The supervisor pins the
+    process right after starting it; pinning here too covers the instants before that."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the supervisor's business
     if cpu is not None:
         psutil.Process().cpu_affinity([cpu])

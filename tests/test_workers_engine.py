@@ -1,0 +1,254 @@
+"""The engine with 0, 1 and 2 workers on a raw-file backend (docs/engine.md)."""
+
+import os
+
+import psutil
+import pytest
+
+from overlaybd.workers import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, ST_GOOD, ST_READ_ERR,
+                               ST_WRITE_PROTECT, CommandError, Engine)
+from overlaybd.workers.split import route, split_iovs
+from workers_fixtures import DEV, AppendLog, AppendLogOpener, FailingOpener, Harness, MiB, shm_names_of
+
+WORKERS = [0, 1, 2]
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_reads_land_in_the_data_area(tmp_path, workers):
+    h = Harness(tmp_path, workers)
+    try:
+        cases = []    # (cmd_id, device offset, length, mapping offset, iovec size)
+        moff = 4096
+        for i, (off, n, iov) in enumerate([(0, 4096, None), (MiB - 512, 1024, None),
+                                           (3 * MiB + 512, 3 * MiB, 4096), (512, 65536, 512 * 3),
+                                           (7 * MiB, MiB, 8192)]):
+            cases.append((i, off, n, moff, iov))
+            h.submit(i, OP_READ, off, n, moff, iov)
+            moff += n + 4096
+        h.wait_for(range(len(cases)))
+        for i, off, n, moff, _ in cases:
+            assert h.completions[i] == [ST_GOOD]
+            assert h.data(moff, n) == h.src[off:off + n], f"command {i}"
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_command_spanning_chunks_completes_once_after_all_parts(tmp_path, workers):
+    h = Harness(tmp_path, workers, chunk_size=64 * 1024)
+    try:
+        # 2 MiB over 32 chunks, in 4 KiB iovecs: many parts, some several per chunk.
+        h.submit(1, OP_READ, 64 * 1024 - 4096, 2 * MiB, 0, 4096)
+        h.wait_for([1])
+        for _ in range(5):
+            h.engine.wait(0.01)
+        assert h.completions == {1: [ST_GOOD]}
+        assert h.data(0, 2 * MiB) == h.src[64 * 1024 - 4096:64 * 1024 - 4096 + 2 * MiB]
+        assert h.engine.in_flight == 0
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_write_then_read_across_chunks(tmp_path, workers):
+    h = Harness(tmp_path, workers, writable=True)
+    try:
+        payload = os.urandom(3 * MiB)
+        h.mm[0:len(payload)] = payload
+        off = MiB // 2
+        h.submit(1, OP_WRITE, off, len(payload), 0, 64 * 1024)
+        h.wait_for([1])
+        h.submit(2, OP_READ, off - 4096, len(payload) + 8192, 8 * MiB, 4096)
+        h.wait_for([2])
+        assert h.completions[1] == [ST_GOOD] and h.completions[2] == [ST_GOOD]
+        expect = h.src[off - 4096:off] + payload + h.src[off + len(payload):off + len(payload) + 4096]
+        assert h.data(8 * MiB, len(payload) + 8192) == expect
+        h.submit(3, OP_DISCARD, off, 2 * MiB)
+        h.submit(4, OP_FLUSH, 0, 0)
+        h.wait_for([3, 4])
+        h.submit(5, OP_READ, off, 2 * MiB, 0)
+        h.wait_for([5])
+        assert h.completions[3] == h.completions[4] == h.completions[5] == [ST_GOOD]
+        assert h.data(0, 2 * MiB) == bytes(2 * MiB)
+    finally:
+        assert h.close() == [0] * workers
+    content = h.path.read_bytes()
+    assert content[off + 2 * MiB:off + len(payload)] == payload[2 * MiB:]
+
+
+class CountingFsync:
+    """Opener whose backends record every fsync in a file, one line per process."""
+
+    def __init__(self, path, log):
+        self.path, self.log = str(path), str(log)
+
+    def __call__(self):
+        from overlaybd.workers.rawfile import RawFile
+        f = RawFile(self.path, writable=True)
+        log = self.log
+
+        def fsync():
+            with open(log, "a") as out:
+                out.write(f"{os.getpid()}\n")
+        f.fsync = fsync
+        return f
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_flush_reaches_every_worker(tmp_path, workers):
+    log = tmp_path / "fsync.log"
+    img = tmp_path / "img"
+    img.write_bytes(bytes(MiB))
+    h = Harness(tmp_path, workers, opener=CountingFsync(img, log))
+    try:
+        h.submit(1, OP_FLUSH, 0, 0)
+        h.wait_for([1])
+        assert h.completions[1] == [ST_GOOD]
+        assert sorted(map(int, log.read_text().split())) == sorted(h.engine.worker_pids())
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_read_only_backend_refuses_writes(tmp_path, workers):
+    h = Harness(tmp_path, workers)
+    try:
+        h.submit(1, OP_WRITE, 0, 4096, 0)
+        h.submit(2, OP_DISCARD, 0, 4096)
+        h.submit(3, OP_FLUSH, 0, 0)
+        h.submit(4, OP_READ, len(h.src) - 512, 1024, 0)     # runs past the end: short read
+        h.wait_for([1, 2, 3, 4])
+        assert h.completions == {1: [ST_WRITE_PROTECT], 2: [ST_WRITE_PROTECT], 3: [ST_GOOD],
+                                 4: [ST_READ_ERR]}
+    finally:
+        h.close()
+
+
+def test_bad_commands_raise_naming_the_field(tmp_path):
+    h = Harness(tmp_path, 1)
+    try:
+        cases = [((DEV + 1, 1, OP_READ, 0, 512, [(0, 512)]), "dev"),
+                 ((DEV, 1, 99, 0, 512, [(0, 512)]), "op"),
+                 ((DEV, 1, OP_READ, 100, 512, [(0, 512)]), "offset"),
+                 ((DEV, 1, OP_READ, 0, 500, [(0, 500)]), "length"),
+                 ((DEV, 1, OP_READ, 0, 1024, [(0, 512)]), "iovs"),
+                 ((DEV, 1, OP_READ, 0, 512, [(h.map_size - 256, 512)]), "iovs")]
+        for args, field in cases:
+            with pytest.raises(CommandError) as e:
+                h.engine.submit(*args)
+            assert e.value.field == field
+        h.submit(5, OP_READ, 0, 512, 0)
+        with pytest.raises(CommandError) as e:
+            h.submit(5, OP_READ, 0, 512, 0)
+        assert e.value.field == "cmd_id"
+        h.wait_for([5])
+        h.submit(6, OP_READ, 0, 0, 0)                   # zero-length: completes, no parts
+        h.wait_for([6])
+        assert h.completions == {5: [ST_GOOD], 6: [ST_GOOD]}
+    finally:
+        h.close()
+
+
+def test_worker_that_cannot_open_the_backend_fails_commands_not_itself(tmp_path):
+    h = Harness(tmp_path, 1)
+    try:
+        fd = os.memfd_create("other")
+        os.ftruncate(fd, MiB)
+        h.engine.add_device(DEV + 1, FailingOpener(), fd, MiB)
+        h.engine.submit(DEV + 1, 1, OP_READ, 0, 512, [(0, 512)])
+        h.submit(2, OP_READ, 0, 512, 0)
+        h.wait_for([2])
+        while h.engine.in_flight:
+            h.engine.wait(0.05)
+        assert h.completions == {2: [ST_GOOD]} and h.other == {DEV + 1: {1: [ST_READ_ERR]}}
+        h.engine.remove_device(DEV + 1)
+        os.close(fd)
+        assert h.engine.restarts == 0
+    finally:
+        h.close()
+
+
+def test_inline_add_device_reports_open_errors(tmp_path):
+    e = Engine(workers=0)
+    e.start()
+    fd = os.memfd_create("x")
+    os.ftruncate(fd, 4096)
+    with pytest.raises(OSError):
+        e.add_device(1, FailingOpener(), fd, 4096)
+    e.stop()
+    os.close(fd)
+
+
+def test_workers_are_pinned_round_robin(tmp_path):
+    allowed = sorted(os.sched_getaffinity(0))
+    h = Harness(tmp_path, 3)
+    try:
+        h.submit(1, OP_READ, 0, 4096, 0)
+        h.wait_for([1])
+        got = [psutil.Process(pid).cpu_affinity() for pid in h.engine.worker_pids()]
+        assert got == [[allowed[i % len(allowed)]] for i in range(3)]
+    finally:
+        h.close()
+
+
+def test_clean_stop_drains_flushes_and_leaves_no_shm(tmp_path):
+    before = shm_names_of(os.getpid())
+    h = Harness(tmp_path, 2, writable=True, chunk_size=256 * 1024)
+    pids = h.engine.worker_pids()
+    payload = os.urandom(2 * MiB)
+    h.mm[16 * MiB:18 * MiB] = payload
+    h.submit(0, OP_WRITE, 0, 2 * MiB, 16 * MiB, 128 * 1024)
+    for i in range(1, 40):                         # nothing waited for: all in flight at stop
+        h.submit(i, OP_READ, 2 * MiB + i * 65536, 65536, i * 65536)
+    codes = h.close(drain=True)
+    assert codes == [0, 0]
+    assert sorted(h.completions) == list(range(40))
+    assert all(s == [ST_GOOD] for s in h.completions.values())
+    assert h.path.read_bytes()[:2 * MiB] == payload
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert shm_names_of(os.getpid()) == before
+
+
+def test_shared_allocator_keeps_multi_process_appends_apart(tmp_path):
+    """Writable uppers written by several workers: positions from a SharedCounter, records
+    appended with O_APPEND; replaying the log gives back exactly what was written."""
+    from overlaybd.shm import SharedCounter
+    size = 4 * MiB
+    data, log = tmp_path / "data", tmp_path / "log"
+    data.write_bytes(b"H" * 4096)
+    log.write_bytes(b"")
+    counter = SharedCounter(initial=4096)
+    h = Harness(tmp_path, 2, size=size, chunk_size=64 * 1024,
+                opener=AppendLogOpener(str(data), str(log), size, counter))
+    try:
+        expect = bytearray(size)
+        for i in range(64):
+            off = (i * 7 % 60) * 65536
+            n = 65536 + (i % 3) * 4096
+            buf = os.urandom(n)
+            h.mm[i * 131072:i * 131072 + n] = buf
+            expect[off:off + n] = buf
+            h.submit(i, OP_WRITE, off, n, i * 131072, 16384)
+            h.wait_for([i])          # in order: overlapping writes must land in order
+        assert all(s == [ST_GOOD] for s in h.completions.values())
+    finally:
+        h.close()
+    got, recs = AppendLog.replay(data, log, size)
+    assert got == bytes(expect)
+    spans = sorted((pos, pos + n) for _, pos, n in recs)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two appends overlap"
+    assert spans[0][0] == 4096 and counter.value == spans[-1][1]
+    counter.close()
+
+
+def test_split_never_crosses_chunks_and_routes_stably():
+    parts = split_iovs(1000 * 512, [(0, 4096)] * 300, 65536, 8)
+    assert sum(n for _, n, _ in parts) == 300 * 4096
+    pos = 1000 * 512
+    for off, n, iovs in parts:
+        assert off == pos and len(iovs) <= 8 and sum(x for _, x in iovs) == n
+        assert off // 65536 == (off + n - 1) // 65536
+        pos += n
+    assert {route(3, 17, 4) for _ in range(5)} == {route(3, 17, 4)}
+    assert {route(3, c, 2) for c in range(64)} == {0, 1}
