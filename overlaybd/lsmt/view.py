@@ -87,10 +87,11 @@ class SectorView:
         if end <= off:
             return b""
         rows = self._rows(off >> 9, (end + 511) >> 9)
-        buf = bytearray(end - off)
-        if rows:
-            self.fill(memoryview(buf), off, end, rows, False)
-        return bytes(buf)
+        if not rows:
+            return bytes(end - off)
+        mv = scratch(end - off)
+        self.fill(mv, off, end, rows, True)
+        return bytes(mv)
 
     def preadinto(self, buf, off: int) -> int:
         mv = memoryview(buf).cast("B")
@@ -236,20 +237,25 @@ class IndexView(SectorView):
         if i >= 0:
             o = offs[i]
             e = (o + lens[i]) << 9
-            if e > off and e >= end and not zeros[i]:       # one data entry covers it all
-                t = tags[i]
-                pos = (moffs[i] << 9) + off - (o << 9)
-                fd = self._fds[t]
-                got = os.preadv(fd, [mv], pos) if fd is not None else \
-                    self._raw_read(t, mv, pos)
-                if got < end - off:
-                    self.short_read(t, mv, pos, got)
+            if e > off:
+                if e < end:
+                    self._fill(mv, off, end, i, True)
+                elif zeros[i]:
+                    mv[:] = zero_view(end - off)[:end - off]
+                else:                                       # one data entry covers it all
+                    t = tags[i]
+                    pos = (moffs[i] << 9) + off - (o << 9)
+                    fd = self._fds[t]
+                    got = os.preadv(fd, [mv], pos) if fd is not None else \
+                        self._raw_read(t, mv, pos)
+                    if got < end - off:
+                        self.short_read(t, mv, pos, got)
                 return end - off
-            if e <= off:
-                i += 1
+        i += 1
+        if i >= len(offs) or offs[i] << 9 >= end:       # one hole covers it all
+            mv[:] = zero_view(end - off)[:end - off]
         else:
-            i = 0
-        self._fill(mv, off, end, i, True)
+            self._fill(mv, off, end, i, True)
         return end - off
 
     def _fill(self, mv, off: int, end: int, i: int, zero_holes: bool) -> None:
