@@ -204,8 +204,9 @@ def test_close_seal_then_reopen(tmp_path, sparse):
 
 def test_max_io_size(tmp_path):
     layer = new_layer(tmp_path, False)
-    with pytest.raises(OverlaybdError):
-        layer.set_max_io_size(511 * 1024)
+    for bad in (511 * 1024, 0, 8 * MiB):        # not 4 KiB-aligned; empty; > 16383 sectors
+        with pytest.raises(OverlaybdError):
+            layer.set_max_io_size(bad)
     layer.set_max_io_size(64 * 1024)
     layer.pwrite(pattern(256 * 1024, 1), 0)
     assert len(layer.index) == 4 and layer.pread(256 * 1024, 0) == pattern(256 * 1024, 1)
@@ -266,3 +267,21 @@ def test_flatten_stack_to_one_layer_equals_view(tmp_path, golden_manifest):
     assert flat_layer.pread(65536, 1 << 29) == pattern(65536, 9)
     assert sha256_view(flat_layer) == sha256_view(merged)
     merged.close()
+
+
+def test_update_vsize(tmp_path, sparse):
+    layer = new_layer(tmp_path, sparse, vsize=MiB)
+    layer.pwrite(b"\x03" * 4096, 0)
+    layer.update_vsize(2 * MiB)
+    assert layer.size == 2 * MiB
+    for name in (["rw.data"] if sparse else ["rw.data", "rw.index"]):
+        with open(tmp_path / name, "rb") as f:
+            assert HeaderTrailer.unpack(f.read(4096)).virtual_size == 2 * MiB
+    if sparse:
+        assert os.path.getsize(tmp_path / "rw.data") == 2 * MiB + 4096
+    assert layer.pwrite(b"", 4096) == 0 and len(layer.index) == 1
+    layer.close()
+    again = open_rw(tmp_path / "rw.data", tmp_path / "rw.index")
+    assert again.size == 2 * MiB and again.pread(4096, 0) == b"\x03" * 4096
+    with pytest.raises(OverlaybdError):
+        layer.pwrite(b"x" * 512, 0)              # closed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+import struct
 import uuid as _uuid
 from array import array
 
@@ -20,6 +21,7 @@ from .ro import DATA_BEGIN, decode_valid, read_block, read_header, validate_mapp
 from .view import SectorView, check_aligned
 
 MAX_IO_SIZE = 4 << 20
+VSIZE_FIELD_OFFSET = 48                 # virtual_size in the header struct (§1.1)
 _PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -96,9 +98,12 @@ class WritableLayer(SectorView):
         return self.index.block_count()
 
     def set_max_io_size(self, n: int) -> None:
-        if n <= 0 or n % 4096:
-            raise OverlaybdError(f"max io size {n} is not a positive multiple of 4 KiB",
-                                 path=self.path, field="max_io_size", errno=_errno.EINVAL)
+        """Writes are split into pieces of at most ``n`` bytes (a multiple of 4 KiB that a
+        single mapping can describe)."""
+        if n <= 0 or n % 4096 or n > MAX_LENGTH << 9:
+            raise OverlaybdError(f"max io size {n} is not a positive multiple of 4 KiB up to "
+                                 f"{MAX_LENGTH << 9 & ~4095}", path=self.path,
+                                 field="max_io_size", errno=_errno.EINVAL)
         self.max_io_size = n
 
     def set_rw_tag(self, tag: int) -> None:
@@ -181,16 +186,12 @@ class WritableLayer(SectorView):
         self.vsize = vsize
         files = [self.data] + ([self.index_file] if not self.sparse and self.index_file else [])
         for f in files:
-            ht = HeaderTrailer.unpack(read_block(f, HT_SPACE, 0, "header", f.path))
-            ht.virtual_size = vsize
-            _pwrite_all(f.fd, ht.pack()[:HT_SPACE], 0)
+            read_header(f, f.path)
+            _pwrite_all(f.fd, struct.pack("<Q", vsize), VSIZE_FIELD_OFFSET)
         self.header.virtual_size = vsize
         if self.sparse:
             os.ftruncate(self.data.fd, vsize + HT_SPACE)
             self._data_end = vsize + HT_SPACE
-
-    def data_end(self) -> int:
-        return self._data_end
 
     def close(self) -> None:
         if self.closed:
