@@ -13,6 +13,9 @@
 #   tcmu-dev.sh remove ID [--hba N]              tear down: link, lun, tpgt, naa dir, device
 #   tcmu-dev.sh uio ID [--hba N]                 prints /dev/uioN
 #   tcmu-dev.sh list [--hba N]
+#   tcmu-dev.sh fileio ID FILE        a kernel target_core_file backstore of FILE (a baseline
+#                                     for benchmarks) on tcm_loop -> prints /dev/sdX
+#   tcmu-dev.sh remove-fileio ID
 set -euo pipefail
 CFS=/sys/kernel/config/target
 die() { echo "tcmu-dev: $*" >&2; exit 1; }
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do case "$1" in
     --no-dev-id) devid=0; shift ;; --dev-id) dev_id=$2; shift 2 ;; --wait) wait=$2; shift 2 ;;
     *) args+=("$1"); shift ;; esac; done
 D=$CFS/core/user_$HBA/dev_$id
+case "$cmd" in fileio|remove-fileio) D=$CFS/core/fileio_$HBA/dev_$id ;; esac
 find_disk() {
     local t=$1 addr end b
     addr=$(cat "$t/address")
@@ -83,7 +87,14 @@ print(r if not r or os.path.isabs(r) else os.path.join(os.path.dirname(p), r))' 
     [ $lun = 1 ] || exit 0
     attach_lun ;;
 lun) [ -d "$D" ] || die "no device dev_$id"; attach_lun ;;
-remove)
+fileio)
+    [ ${#args[@]} -ge 1 ] || die "usage: fileio ID FILE"
+    ensure
+    mkdir -p "$D"
+    echo -n "fd_dev_name=${args[0]},fd_dev_size=$(stat -c %s "${args[0]}")" > "$D/control"
+    echo -n 1 > "$D/enable"
+    attach_lun ;;
+remove|remove-fileio)
     naa=$(naa_of "$id"); t=$CFS/loopback/$naa/tpgt_1
     if [ -d "$t" ]; then
         rm -f "$t/lun/lun_0/dev_$id"
