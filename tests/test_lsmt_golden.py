@@ -127,3 +127,24 @@ def test_commit_of_committed_merge_is_a_fixed_point():
     assert out.getvalue()[4096:layer.trailer.index_offset] == \
         original[4096:layer.trailer.index_offset]
     assert sha256_view(again) == sha256_view(layer)
+
+
+def test_255_layers_merge_with_slot_tags():
+    from overlaybd.lsmt import MAX_LAYERS
+    try:
+        from .lsmt_fixtures import sealed_bytes
+    except ImportError:
+        from lsmt_fixtures import sealed_bytes
+    # layer k (bottom first) writes sector k with byte k; the top one also covers sector 0
+    files = []
+    for k in range(MAX_LAYERS):
+        rows = [(k, 1, 8)] + ([(0, 1, 8)] if k == MAX_LAYERS - 1 else [])
+        rows.sort()
+        data = bytes([k]) * 512
+        files.append(BytesFile(sealed_bytes([(r[0], 1, 8) for r in rows], data, 1 << 20),
+                               path=f"l{k}"))
+    merged = open_merged(files)
+    assert merged.pread(512, 0) == bytes([254]) * 512
+    assert merged.pread(512, 5 * 512) == bytes([5]) * 512
+    tags = {r[0]: r[4] for r in merged.index.rows()}
+    assert tags[0] == 0 and tags[254] == 0 and tags[1] == 253 and tags[5] == 249

@@ -160,3 +160,15 @@ def test_merge_matches_sector_model():
             assert all(s <= r[0] and r[0] + r[1] <= s + n for r in look)
             assert {o + k for o, l, *_ in look for k in range(l)} == \
                 {x for x in want if s <= x < s + n}
+
+
+def test_merge_size_limit():
+    layers = [SegmentIndex.from_rows([(0, 1, 8), (10, 1, 8)]),
+              SegmentIndex.from_rows([(5, 1, 8)])]
+    assert len(merge_indexes(layers, max_size=3)) == 3
+    try:
+        merge_indexes(layers, max_size=2)
+    except ValueError as e:
+        assert "limit 2" in str(e)
+    else:
+        raise AssertionError("merge over the size limit was accepted")
