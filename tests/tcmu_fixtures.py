@@ -10,6 +10,7 @@ from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile, RawFileOpener
 
 SERIAL = "d3adbeef-0123-4567-89ab-cdef01234567"
+DISKS = {}     # config path -> (disk file, read-only): what the fake "image" opener serves
 
 
 class Harness:
@@ -25,17 +26,18 @@ class Harness:
         wwn.mkdir(parents=True, exist_ok=True)
         (wwn / "vpd_unit_serial").write_text(f"T10 VPD Unit Serial Number: {SERIAL}\n")
         self.read_only = read_only
+        config = f"{tmp_path}/{name}.json"
+        DISKS[config] = (self.path, read_only)
         if daemon is None:
-            path, ro = self.path, read_only
             daemon = Daemon(Engine(workers=0),
-                            validate=lambda cfg: RawFile(path, writable=not ro),
-                            opener=lambda cfg: RawFileOpener(path, not ro),
+                            validate=lambda cfg: RawFile(DISKS[cfg][0], not DISKS[cfg][1]),
+                            opener=lambda cfg: RawFileOpener(DISKS[cfg][0], not DISKS[cfg][1]),
                             use_netlink=False, sys_uio=str(tmp_path / "no-uio"),
                             configfs=str(cfs), module_params=str(tmp_path / "no-params"))
             daemon.start()
         self.daemon = daemon
         self.fk = FakeKernel(**(fk_kwargs or {}))
-        self.cfgstring = f"overlaybd/{tmp_path}/{name}.json" + (f";{dev_id}" if dev_id else "")
+        self.cfgstring = f"overlaybd/{config}" + (f";{dev_id}" if dev_id else "")
         self.info = UioInfo(minor, f"tcm-user/1/{name}/{self.cfgstring}", "1", name, self.cfgstring)
         self.status = daemon.add_device(self.info, self.fk.handle())
 

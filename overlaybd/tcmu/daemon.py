@@ -84,6 +84,7 @@ class Daemon:
         self.devices = {}               # key -> Device
         self.by_fd = {}                 # event fd -> Device
         self.stopping = False
+        self.started = False
         self._sig_r = self._sig_w = -1
         self._signals = []
 
@@ -101,6 +102,9 @@ class Daemon:
     def start(self):
         """Open netlink (holding new netlink commands back meanwhile), start the engine and
         attach to every overlaybd device already present."""
+        if self.started:
+            return
+        self.started = True
         self.engine.start()
         if self.use_netlink:
             self._module_param("block_netlink", 1)
@@ -180,6 +184,7 @@ class Daemon:
                     "read-only" if read_only else "writable", info.config_path)
         # the kernel only wakes us for kicks raised after open(): drain what is queued now
         self._service(dev)
+        self.engine.poll()
         self._kick_all()
         return 0
 

@@ -1,0 +1,172 @@
+"""The supervisor loop over fake kernels: several devices, worker processes, removal,
+refusals, signals and a draining shutdown."""
+
+import os
+import signal
+import struct
+import threading
+
+import pytest
+
+from overlaybd.abi import scsi as S
+from overlaybd.tcmu.daemon import Daemon
+from overlaybd.tcmu.fakekernel import FakeKernel
+from overlaybd.tcmu.uio import UioInfo
+from overlaybd.workers import Engine
+from overlaybd.workers.rawfile import RawFile, RawFileOpener
+from tests.tcmu_fixtures import Harness, file_bytes, sense_of
+
+MiB = 1 << 20
+
+
+def read10(lba, n):
+    return bytes([S.READ_10, 0]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
+
+
+def write10(lba, n):
+    return bytes([S.WRITE_10, 0]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
+
+
+def test_two_devices_share_one_daemon(tmp_path):
+    a = Harness(tmp_path, content=b"A" * MiB, name="a", dev_id="1", minor=0)
+    b = Harness(tmp_path, content=b"B" * MiB, name="b", dev_id="2", minor=1, daemon=a.daemon)
+    assert (a.status, b.status) == (0, 0)
+    try:
+        assert a.run(read10(0, 8), data_in_len=4096).data == b"A" * 4096
+        assert b.run(read10(0, 8), data_in_len=4096).data == b"B" * 4096
+    finally:
+        a.close()
+        b.fk.close()
+
+
+def test_duplicated_dev_id_and_foreign_subtype_are_refused(tmp_path):
+    a = Harness(tmp_path, name="a", dev_id="5", minor=0)
+    try:
+        dup = Harness(tmp_path, name="b", dev_id="5", minor=1, daemon=a.daemon)
+        assert dup.status < 0
+        dup.fk.close()
+        fk = FakeKernel()
+        info = UioInfo(2, "tcm-user/1/c/qcow//x.img", "1", "c", "qcow//x.img")
+        assert a.daemon.add_device(info, fk.handle()) < 0
+        fk.close()
+        assert sorted(a.daemon.devices) == [0]
+    finally:
+        a.close()
+
+
+def test_commands_queued_before_attach_are_served_at_once(tmp_path):
+    """The kernel only wakes a reader for kicks after open(): queued work must not wait."""
+    content = os.urandom(MiB)
+    path = tmp_path / "d.img"
+    path.write_bytes(content)
+    d = Daemon(Engine(workers=0), lambda c: RawFile(path), lambda c: RawFileOpener(path),
+               use_netlink=False, sys_uio=str(tmp_path / "none"), configfs=str(tmp_path))
+    d.start()
+    fk = FakeKernel()
+    cid = fk.submit(read10(3, 2), data_in_len=1024, notify=False)
+    info = UioInfo(0, "tcm-user/1/d/overlaybd/x", "1", "d", "overlaybd/x")
+    assert d.add_device(info, fk.handle()) == 0
+    [c] = fk.reap()
+    assert c.cmd_id == cid and c.data == content[1536:2560]
+    assert fk.count_kicks() == 1
+    d.shutdown()
+    fk.close()
+
+
+def test_worker_processes_map_the_same_data_area(tmp_path):
+    """workers=2: the data area (a memfd, like /dev/uioN) is mapped by the worker processes,
+    which read into it and write from it directly; out-of-order completions all land."""
+    content = os.urandom(4 * MiB)
+    path = tmp_path / "d.img"
+    path.write_bytes(content)
+    d = Daemon(Engine(workers=2, chunk_size=64 << 10), lambda c: RawFile(path, True),
+               lambda c: RawFileOpener(path, True), use_netlink=False,
+               sys_uio=str(tmp_path / "none"), configfs=str(tmp_path))
+    d.start()
+    fk = FakeKernel(data_size=8 * MiB)
+    info = UioInfo(0, "tcm-user/1/d/overlaybd/x", "1", "d", "overlaybd/x")
+    try:
+        assert d.add_device(info, fk.handle()) == 0
+        want = {}
+        for k in range(12):
+            lba = k * 300
+            want[fk.submit(read10(lba, 256), data_in_len=256 * 512, split=16384)] = \
+                content[lba * 512:(lba + 256) * 512]
+        payload = os.urandom(128 * 1024)
+        wid = fk.submit(write10(5000, 256), data_out=payload, split=8192)
+        got = {}
+        for _ in range(400):
+            d.run_once(0.05)
+            for c in fk.reap():
+                got[c.cmd_id] = c
+            if len(got) == len(want) + 1:
+                break
+        assert got[wid].status == S.GOOD
+        for cid, data in want.items():
+            assert got[cid].status == S.GOOD and got[cid].data == data
+        assert file_bytes(path, 5000 * 512, len(payload)) == payload
+    finally:
+        assert d.shutdown() == 0
+        fk.close()
+
+
+def test_removal_waits_for_inflight_and_closes(tmp_path):
+    h = Harness(tmp_path, content=b"x" * MiB)
+    fk, d = h.fk, h.daemon
+    fk.submit(read10(0, 8), data_in_len=4096)
+    d.run_once(0.05)
+    assert d.remove_device(0) == 0
+    assert fk.reap()[0].data == b"x" * 4096     # completed before the device went away
+    assert d.devices == {} and fk.handle().closed is False
+    d.shutdown()
+    fk.close()
+
+
+def test_sigterm_drains_and_exits_zero_and_sighup_reopens(tmp_path):
+    h = Harness(tmp_path, content=b"q" * MiB)
+    fk, d = h.fk, h.daemon
+    cid = fk.submit(read10(0, 16), data_in_len=8192)
+    reopened = []
+    import overlaybd.log as olog
+    orig = olog.reopen
+    olog.reopen = lambda: reopened.append(1)
+    timers = [threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGHUP)),
+              threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGTERM))]
+    try:
+        for t in timers:
+            t.start()
+        assert d.run() == 0
+    finally:
+        olog.reopen = orig
+        for t in timers:
+            t.cancel()
+    assert reopened == [1]
+    [c] = fk.reap()
+    assert c.cmd_id == cid and c.data == b"q" * 8192
+    assert d.stopping and d.devices == {}
+    # nothing queued after the stop is taken
+    fk.submit(read10(0, 1), data_in_len=512)
+    assert fk.reap() == []
+    fk.close()
+
+
+def test_write_error_and_bad_buffers_give_sense_not_crash(tmp_path):
+    h = Harness(tmp_path, size=MiB)
+    try:
+        os.chmod(h.path, 0o444)
+        c = h.run(read10(2047, 1), data_in_len=512)
+        assert c.status == S.GOOD
+        c = h.run(read10(2048, 1), data_in_len=512)
+        assert sense_of(c) == (S.ILLEGAL_REQUEST, S.ASC_LBA_OUT_OF_RANGE)
+        c = h.run(read10(0, 8), data_in_len=512)          # buffers shorter than the command
+        assert sense_of(c) == (S.HARDWARE_ERROR, S.ASC_INTERNAL_TARGET_FAILURE)
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("bad", [b"", b"\x00" * 3])
+def test_tiny_mapping_is_refused(tmp_path, bad):
+    from overlaybd.errors import FormatError
+    from overlaybd.tcmu.ring import Ring
+    with pytest.raises(FormatError):
+        Ring(bytearray(bad))
