@@ -285,3 +285,26 @@ def test_update_vsize(tmp_path, sparse):
     assert again.size == 2 * MiB and again.pread(4096, 0) == b"\x03" * 4096
     with pytest.raises(OverlaybdError):
         layer.pwrite(b"x" * 512, 0)              # closed
+
+
+def test_live_snapshot_restack(tmp_path):
+    """Seal the upper in place, put it on top of the lowers, continue in a new upper."""
+    lowers = golden_lowers()
+    upper = new_layer(tmp_path, False, vsize=0, name="u1")
+    img = stack(upper, lowers)
+    img.pwrite(pattern(8192, 4), 0)
+    img.discard(1 << 20, 4096)
+    view = img.pread(2 * MiB, 0)
+    sealed = close_seal(img)
+    from overlaybd.lsmt import add_top_layer
+    merged = add_top_layer(lowers, sealed)
+    assert len(merged.layers) == 4 and merged.pread(2 * MiB, 0) == view
+    fresh = open_merged([LocalFile(GOLDEN / n) for n in ("layer1.lsmt", "layer2.lsmt",
+                                                          "layer3.lsmt")] +
+                        [LocalFile(tmp_path / "u1.data")])
+    assert merged.index.rows() == fresh.index.rows()
+    img2 = stack(new_layer(tmp_path, False, vsize=0, name="u2"), merged)
+    img2.pwrite(b"\x11" * 512, 4096)
+    assert img2.pread(2 * MiB, 0) == view[:4096] + b"\x11" * 512 + view[4608:]
+    img2.close()
+    fresh.close()

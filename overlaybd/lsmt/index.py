@@ -169,8 +169,10 @@ def _full_row(r):
 
 
 # -- merge ("fill the gaps", §1.6 step 3) -----------------------------------------------------
-def merge_indexes(indexes, max_size: int = MAX_INDEX_SIZE) -> SegmentIndex:
-    """Merge indexes given TOP FIRST into one; each entry's tag becomes its slot (0 = top).
+def merge_indexes(indexes, max_size: int = MAX_INDEX_SIZE, keep_tags: bool = False
+                  ) -> SegmentIndex:
+    """Merge indexes given TOP FIRST into one; each entry's tag becomes its slot (0 = top),
+    or stays as it is with ``keep_tags``.
 
     Every gap left by the layers above is filled from the next lower layer, edges trimmed;
     zeroed entries are real entries and mask lower layers.  Raises ValueError if the result
@@ -178,15 +180,16 @@ def merge_indexes(indexes, max_size: int = MAX_INDEX_SIZE) -> SegmentIndex:
     """
     cur = None
     for slot, idx in enumerate(indexes):
-        o, ln, mo, zr, _ = idx.numpy()
+        o, ln, mo, zr, tg = idx.numpy()
         o = o.astype(np.int64)
         ln = ln.astype(np.int64)
         mo = mo.astype(np.int64)
         zr = zr.astype(np.uint8)
+        tg = tg.copy() if keep_tags else np.full(o.shape, slot, dtype=np.uint8)
         if cur is None:
-            cur = [o, ln, mo, zr, np.full(o.shape, slot, dtype=np.uint8)]
+            cur = [o, ln, mo, zr, tg]
         elif o.size:
-            pieces = _fill_gaps(cur, o, ln, mo, zr, slot)
+            pieces = _fill_gaps(cur, o, ln, mo, zr, tg)
             if pieces[0].size:
                 cur = _merge_sorted(cur, pieces)
         if cur[0].size > max_size:
@@ -196,8 +199,8 @@ def merge_indexes(indexes, max_size: int = MAX_INDEX_SIZE) -> SegmentIndex:
     return SegmentIndex.from_numpy(*cur)
 
 
-def _fill_gaps(cur, o, ln, mo, zr, slot):
-    """Pieces of the lower layer (o, ln, mo, zr) that fall into the gaps of ``cur``."""
+def _fill_gaps(cur, o, ln, mo, zr, tg):
+    """Pieces of the lower layer (o, ln, mo, zr, tg) that fall into the gaps of ``cur``."""
     c_off, c_len = cur[0], cur[1]
     gs = np.concatenate(([0], c_off + c_len))
     ge = np.concatenate((c_off, [_BIG]))
@@ -217,7 +220,7 @@ def _fill_gaps(cur, o, ln, mo, zr, slot):
     pe = np.minimum(e[li], ge[gi])
     z = zr[li]
     pm = mo[li] + np.where(z != 0, 0, ps - o[li])
-    return [ps, pe - ps, pm, z, np.full(total, slot, dtype=np.uint8)]
+    return [ps, pe - ps, pm, z, tg[li]]
 
 
 def _merge_sorted(a, b):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from ..abi.lsmt import MAX_INDEX_SIZE, MAX_LAYERS
 from ..errors import FormatError, OverlaybdError
 from .index import SegmentIndex, merge_indexes
@@ -78,3 +80,23 @@ def open_merged(files, own: bool = True) -> MergedFile:
         raise FormatError(str(e), path=", ".join(file_name(f) for f in files),
                           field="index_size") from e
     return MergedFile(layers, index, vsize, own=own)
+
+
+def add_top_layer(merged: MergedFile, f, own: bool = True) -> MergedFile:
+    """A new view with layer ``f`` (a file object or SealedLayer, e.g. a just close_sealed
+    upper) on top of ``merged``'s layers, reusing the merged index: its tags move down one
+    slot and the new layer becomes slot 0 (the live-snapshot "restack").  ``merged`` must not
+    be used afterwards (the new view owns its layers if ``own``)."""
+    if len(merged.layers) + 1 > MAX_LAYERS:
+        raise OverlaybdError(f"too many layers ({len(merged.layers) + 1} > {MAX_LAYERS})",
+                             field="layers")
+    top = _open_layer(f)
+    o, ln, mo, zr, tg = merged.index.numpy()
+    lower = SegmentIndex.from_numpy(o, ln, mo, zr, tg.astype(np.uint8) + np.uint8(1))
+    try:
+        index = merge_indexes([top.index, lower], MAX_INDEX_SIZE, keep_tags=True)
+    except ValueError as e:
+        raise FormatError(str(e), path=top.path, field="index_size") from e
+    vsize = top.virtual_size or merged.size
+    merged.own = False
+    return MergedFile(merged.layers + [top], index, vsize, own=own)
