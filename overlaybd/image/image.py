@@ -32,8 +32,9 @@ class ImageOpenError(OverlaybdError):
 class Image:
     """The virtual disk of an image: a file object with the writable calls when it has an upper."""
 
-    def __init__(self, config, view, upper, layers, svc):
+    def __init__(self, config, view, upper, layers, svc, download=None):
         self.config = config
+        self.download = download
         self.svc = svc
         self.view = view
         self.upper = upper
@@ -67,6 +68,9 @@ class Image:
             self.view.fsync()
 
     def close(self):
+        if self.download is not None:
+            self.download.stop()
+            self.download = None
         for obj in [self.view, *self.layers]:
             try:
                 obj.close()
@@ -76,7 +80,8 @@ class Image:
 
 
 def open_lower(cfg, i, lower, svc):
-    """Open lower ``i`` and decode it (tar -> zfile); returns the decoded file object."""
+    """Open lower ``i`` and decode it (tar -> zfile).  Returns (decoded file, source): the
+    source is a ``SwitchFile`` for remote layers (background download switches it)."""
     src = None
     for cand in lower.local_candidates():
         if os.path.exists(cand):
@@ -84,6 +89,9 @@ def open_lower(cfg, i, lower, svc):
                 src = LocalFile(cand)
             except OverlaybdError as e:
                 raise ImageOpenError(f"failed to open local file {cand}", e) from e
+            if svc.enable_audit and svc.audit_path:
+                from ..cache import SwitchFile     # audits slow local reads (file:pread)
+                src = SwitchFile(src, cand, local=True)
             break
     if src is None:
         if not lower.digest:
@@ -98,13 +106,14 @@ def open_lower(cfg, i, lower, svc):
             reason = getattr(e, "reason", None) or f"failed to open remote file {url}: {e}"
             raise ImageOpenError(reason, e) from e
     try:
-        return detect.open_blob(src)
+        return detect.open_blob(src), src
     except OverlaybdError as e:
         src.close()
         raise ImageOpenError(f"failed to open layer {i}: {e}", e) from e
 
 
 def _open_lowers(cfg, svc):
+    """[(decoded file, source)] for every lower, opened in parallel."""
     if not cfg.lowers:
         return []
     with ThreadPoolExecutor(min(OPEN_PARALLEL, len(cfg.lowers))) as ex:
@@ -116,7 +125,7 @@ def _open_lowers(cfg, svc):
             except OverlaybdError as e:
                 first_err = first_err or e
     if first_err is not None:
-        for f in files:
+        for f, _ in files:
             f.close()
         raise first_err
     return files
@@ -148,7 +157,8 @@ def open_image(config_path, svc=None, write_result=True):
 
 
 def _assemble(cfg, svc):
-    layers = _open_lowers(cfg, svc)
+    opened = _open_lowers(cfg, svc)
+    layers = [f for f, _ in opened]
     try:
         lower_view = None
         if layers:
@@ -169,7 +179,13 @@ def _assemble(cfg, svc):
         for f in layers:
             f.close()
         raise
-    return Image(cfg, view, upper, layers, svc)
+    download = None
+    if not cfg.record_trace_path:
+        from ..cache import start_background_download
+        remote = [src for _, src in opened if getattr(src, "ctx", None) is not None]
+        if remote:
+            download = start_background_download(remote, cfg.download)
+    return Image(cfg, view, upper, layers, svc, download)
 
 
 def _result_file_of(config_path):

@@ -79,6 +79,7 @@ class ExporterConfig:
 class CertConfig:
     cert_file: str = ""
     key_file: str = ""
+    ca_file: str = ""          # new: an extra CA trusted for registries
 
 
 @dataclass
@@ -199,7 +200,8 @@ def _parse(o):
                                 port=ex.get("port", int, 9863, minimum=0),
                                 update_interval=ex.get("updateInterval", int, 60000000))
     ce = o.obj("certConfig")
-    s.cert = CertConfig(cert_file=ce.get("certFile", str, ""), key_file=ce.get("keyFile", str, ""))
+    s.cert = CertConfig(cert_file=ce.get("certFile", str, ""), key_file=ce.get("keyFile", str, ""),
+                        ca_file=ce.get("caFile", str, ""))
     sv = o.obj("serviceConfig")
     s.service = ServiceEndpoint(enable=sv.get("enable", bool, False),
                                 address=sv.get("address", str, ServiceEndpoint.address))
