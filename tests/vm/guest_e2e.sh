@@ -120,8 +120,15 @@ $DEV remove 6 2>>"$OUT/steps.err"
 
 # 7. restart: SIGTERM exits 0, a new daemon (worker processes this time) re-attaches
 log "restart"
+# a full read of dev 1 runs across the restart: commands queued while no daemon serves the ring
+# are failed BUSY by the new daemon's reset_ring and retried by the SCSI layer
+( dd if="$d1" bs=1M iflag=direct 2>/dev/null | sha > "$OUT/restart_busy_sha" ) &
+ddpid=$!
+sleep 1
 stop_daemon stop1_rc
+sleep 1
 start_daemon 2 || exit 1
+wait $ddpid
 rec restart_head_sha1 "$(head_sha "$d1" 64)"
 rec restart_head_sha2 "$(head_sha "$d2" 64)"
 # and it still takes new devices

@@ -130,8 +130,10 @@ def test_writable_image_survives_remove_and_reopen(guest):
     assert guest["rw_read.sha"] == written
 
 
-def test_restart_reattaches_live_devices(guest, head64):
+def test_restart_reattaches_live_devices(guest, head64, golden_manifest):
     assert guest["stop1_rc"] == "0"
+    # a read that spanned the restart got every byte right
+    assert guest["restart_busy_sha"].strip() == golden_manifest["merged"]["sha256"]
     assert guest["restart_head_sha1"] == head64
     assert guest["restart_head_sha2"] == head64
     assert guest["restart_new_rc"] == "0"
