@@ -170,3 +170,64 @@ def test_tiny_mapping_is_refused(tmp_path, bad):
     from overlaybd.tcmu.ring import Ring
     with pytest.raises(FormatError):
         Ring(bytearray(bad))
+
+
+def test_slow_image_open_does_not_stall_other_devices(tmp_path):
+    """Netlink ADDED opens the image in a thread: I/O of live devices keeps flowing, and
+    two devices opening at once with one dev_id are told apart."""
+    import time
+    live = Harness(tmp_path, content=b"L" * MiB, name="live", dev_id="1", minor=0)
+    d = live.daemon
+    gate = threading.Event()
+    slow = tmp_path / "slow.img"
+    slow.write_bytes(b"S" * MiB)
+    orig_validate = d.validate
+
+    def validate(cfg):
+        if cfg.endswith("slow.json"):
+            assert gate.wait(10)
+            return RawFile(slow)
+        return orig_validate(cfg)
+
+    d.validate = validate
+    orig_opener = d.opener
+    d.opener = lambda cfg: RawFileOpener(slow) if cfg.endswith("slow.json") else orig_opener(cfg)
+    fk = FakeKernel()
+    replies = []
+    cfg = f"overlaybd/{tmp_path}/slow.json;2"
+    info = UioInfo(1, f"tcm-user/1/slow/{cfg}", "1", "slow", cfg)
+    d._open_async(info, fk.handle(), replies.append)
+    dup = UioInfo(2, f"tcm-user/1/dup/{cfg}", "1", "dup", cfg)
+    d._open_async(dup, FakeKernel().handle(), replies.append)
+    assert replies == [-2]                         # same dev_id as the device being opened
+    t0 = time.monotonic()
+    assert live.run(read10(0, 1), data_in_len=512).data == b"L" * 512
+    assert time.monotonic() - t0 < 5 and replies == [-2]
+    gate.set()
+    for _ in range(100):
+        d.run_once(0.05)
+        if len(replies) == 2:
+            break
+    assert replies == [-2, 0] and sorted(d.devices) == [0, 1]
+    fk.submit(read10(0, 1), data_in_len=512)
+    d.run_once(0.05)
+    assert fk.reap()[0].data == b"S" * 512
+    live.close()
+    fk.close()
+
+
+def test_open_in_progress_at_shutdown_is_refused(tmp_path):
+    live = Harness(tmp_path, name="live", minor=0)
+    d = live.daemon
+    gate = threading.Event()
+    d.validate = lambda cfg: (gate.wait(10), RawFile(live.path))[1]
+    replies = []
+    cfg = "overlaybd/x.json;9"
+    fk = FakeKernel()
+    d._open_async(UioInfo(1, f"tcm-user/1/x/{cfg}", "1", "x", cfg), fk.handle(), replies.append)
+    threading.Timer(0.2, gate.set).start()
+    assert d.shutdown() == 0
+    assert replies == [-108]                      # -ESHUTDOWN: the kernel's enable fails
+    assert fk.handle().closed is False and 1 not in d.devices
+    live.fk.close()
+    fk.close()

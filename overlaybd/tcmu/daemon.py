@@ -13,6 +13,8 @@ import os
 import select
 import signal
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
@@ -25,6 +27,7 @@ from .ring import Ring
 
 SECTOR = 512
 KICK = b"\0\0\0\0"
+OPEN_THREADS = 8                # images opened at once (remote opens can take seconds)
 
 
 def _write_failure(config_path, reason):
@@ -85,6 +88,10 @@ class Daemon:
         self.by_fd = {}                 # event fd -> Device
         self.stopping = False
         self.started = False
+        self.opening = {}               # minor -> UioInfo whose image is being opened
+        self._opened = deque()          # (info, handle, reply, future) ready to finish
+        self._openers = ThreadPoolExecutor(OPEN_THREADS, thread_name_prefix="open")
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._sig_r = self._sig_w = -1
         self._signals = []
 
@@ -130,45 +137,105 @@ class Daemon:
             logger.error("cannot re-attach to {} ({})", info.name, os.strerror(-st))
         return st
 
-    def _open_uio(self, info):
+    def _uio_handle(self, info):
         try:
-            handle = uio.UioHandle(info.dev_path, uio.map_size(info.minor, self.sys_uio))
+            return uio.UioHandle(info.dev_path, uio.map_size(info.minor, self.sys_uio))
         except OverlaybdError as e:
             logger.error("{}: {}", info.name, e)
-            return -(e.errno or errno.EIO)
+            return None
+
+    def _open_uio(self, info):
+        handle = self._uio_handle(info)
+        if handle is None:
+            return -errno.EIO
         st = self.add_device(info, handle)
         if st:
             handle.close()
         return st
 
     # ---- devices ----
-    def add_device(self, info, handle):
-        """Serve ``info`` through ``handle`` (an open uio or a fake); 0 or -errno."""
+    def _precheck(self, info):
+        """Refusals that need no I/O: 0 or -errno."""
         if info.subtype != uio.SUBTYPE:
             logger.error("device {}: handler subtype '{}' is not '{}'", info.name, info.subtype,
                          uio.SUBTYPE)
             return -errno.ENOENT
-        if info.minor in self.devices:
+        if info.minor in self.devices or info.minor in self.opening:
             logger.error("device {}: uio{} is already served", info.name, info.minor)
             return -errno.EEXIST
         if info.dev_id:
-            for d in self.devices.values():
-                if d.info.dev_id == info.dev_id:
-                    reason = f"duplicated dev_id {info.dev_id} (already used by {d.info.dev_name})"
+            others = [d.info for d in self.devices.values()] + list(self.opening.values())
+            for o in others:
+                if o.dev_id == info.dev_id:
+                    reason = f"duplicated dev_id {info.dev_id} (already used by {o.dev_name})"
                     logger.error("device {}: {}", info.name, reason)
-                    if d.info.config_path != info.config_path:
+                    if o.config_path != info.config_path:
                         _write_failure(info.config_path, reason)
                     return -errno.ENOENT
+        return 0
+
+    def add_device(self, info, handle):
+        """Serve ``info`` through ``handle`` (an open uio or a fake); 0 or -errno.  The image
+        is opened in the calling thread."""
+        st = self._precheck(info)
+        if st:
+            return st
         try:
-            ring = Ring(handle.mm, info.dev_path)
             backend = self.validate(info.config_path)
         except OverlaybdError as e:
-            logger.error("device {}: {}", info.name, e)
+            return self._finish_add(info, handle, None, e)
+        return self._finish_add(info, handle, backend, None)
+
+    def _open_async(self, info, handle, reply):
+        """Open the image of ``info`` in a thread; ``reply(status)`` runs in the loop after."""
+        st = self._precheck(info)
+        if st:
+            reply(st)
+            return
+        self.opening[info.minor] = info
+
+        def done(fut):
+            self._opened.append((info, handle, reply, fut))
+            try:
+                os.write(self._wake_w, b"o")
+            except BlockingIOError:
+                pass
+
+        self._openers.submit(self.validate, info.config_path).add_done_callback(done)
+
+    def _collect_opened(self):
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        while self._opened:
+            info, handle, reply, fut = self._opened.popleft()
+            self.opening.pop(info.minor, None)
+            err = fut.exception()
+            if self.stopping:
+                if err is None:
+                    fut.result().close()
+                st = -errno.ESHUTDOWN
+            else:
+                st = self._finish_add(info, handle, None if err else fut.result(), err)
+            if st:
+                handle.close()
+            reply(st)
+
+    def _finish_add(self, info, handle, backend, error):
+        """Second half of adding a device, in the loop's thread: 0 or -errno."""
+        if error is not None:
+            logger.error("device {}: {}", info.name, error)
             return -errno.ENOENT
         try:
             size, read_only = backend.size, bool(getattr(backend, "read_only", True))
         finally:
             backend.close()
+        try:
+            ring = Ring(handle.mm, info.dev_path)
+        except OverlaybdError as e:
+            logger.error("device {}: {}", info.name, e)
+            return -errno.ENOENT
         disk = scsi.ScsiDisk(size // SECTOR, SECTOR, read_only,
                              serial=uio.unit_serial(info, self.configfs), cfgstring=info.cfgstring)
         try:
@@ -284,7 +351,11 @@ class Daemon:
                 elif self.stopping:
                     st = -errno.ESHUTDOWN
                 else:
-                    st = self._open_uio(info)
+                    handle = self._uio_handle(info)
+                    if handle is not None:
+                        self._open_async(info, handle, lambda st, ev=ev: self.netlink.reply(
+                            ev.cmd, st, ev.dev_index))
+                        continue
                 self.netlink.reply(ev.cmd, st, ev.dev_index)
             elif ev.cmd == T.CMD_REMOVED_DEVICE:
                 st = self.remove_device(ev.minor) if ev.minor in self.devices else 0
@@ -328,7 +399,7 @@ class Daemon:
 
     def run_once(self, timeout=1.0):
         """One pass of the loop: wait for any fd, then serve it."""
-        fds = list(self.by_fd) + [self.engine.fileno()]
+        fds = list(self.by_fd) + [self.engine.fileno(), self._wake_r]
         if self.netlink is not None:
             fds.append(self.netlink.fileno())
         if self._sig_r >= 0:
@@ -337,6 +408,8 @@ class Daemon:
         for fd in ready:
             if fd == self._sig_r:
                 self._handle_signals()
+            elif fd == self._wake_r:
+                self._collect_opened()
             elif self.netlink is not None and fd == self.netlink.fileno():
                 self._netlink_events()
             elif fd in self.by_fd:
@@ -369,6 +442,8 @@ class Daemon:
     def shutdown(self, timeout=60.0):
         """Finish the commands in flight, flush and stop the engine, close every device."""
         self.stopping = True
+        self._openers.shutdown(wait=True)
+        self._collect_opened()          # opens still running are refused (-ESHUTDOWN)
         deadline = time.monotonic() + timeout
         while self.in_flight() and time.monotonic() < deadline:
             self.engine.wait(0.1)
@@ -388,5 +463,7 @@ class Daemon:
         if self.netlink is not None:
             self.netlink.close()
             self.netlink = None
+        os.close(self._wake_r)
+        os.close(self._wake_w)
         logger.info("overlaybd-tcmu stopped")
         return rc
