@@ -167,3 +167,11 @@ def test_tools_fail_cleanly_on_bad_input(tmp_path, capsys):
     assert tool("commit", "--uuid", "not-a-uuid", tmp_path / "d", tmp_path / "i",
                 tmp_path / "o3") == 1
     assert "uuid" in capsys.readouterr().err.lower()
+
+
+def test_zfile_refuses_blocks_no_reader_could_read(tmp_path, capsys):
+    src = tmp_path / "random"
+    src.write_bytes(random.Random(3).randbytes(1 << 18))
+    assert tool("zfile", "--bs", 64, src, tmp_path / "out") == 1
+    assert "use a smaller block size" in capsys.readouterr().err
+    assert tool("zfile", "-f", "--bs", 32, src, tmp_path / "out") == 0

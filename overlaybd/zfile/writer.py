@@ -117,6 +117,13 @@ class ZFileWriter:
         return out
 
     def _emit(self, stored):
+        big = max(map(len, stored))
+        if big > abi.MAX_BLOCK_SIZE:
+            # upstream writes such a block and then cannot read it back (MAX_READ_SIZE)
+            i = len(self._lens) + next(k for k, b in enumerate(stored) if len(b) == big)
+            raise OverlaybdError(f"block {i} compresses to {big} bytes > {abi.MAX_BLOCK_SIZE}: "
+                                 "no ZFile reader could read it back; use a smaller block size",
+                                 field="block_size")
         self._lens.extend(map(len, stored))
         self._sink.write(b"".join(stored))
 
