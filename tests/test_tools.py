@@ -174,4 +174,5 @@ def test_zfile_refuses_blocks_no_reader_could_read(tmp_path, capsys):
     src.write_bytes(random.Random(3).randbytes(1 << 18))
     assert tool("zfile", "--bs", 64, src, tmp_path / "out") == 1
     assert "use a smaller block size" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()           # nothing half-written is left
     assert tool("zfile", "-f", "--bs", 32, src, tmp_path / "out") == 0

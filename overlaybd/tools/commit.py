@@ -5,7 +5,7 @@ import sys
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import parser, run
+from .common import parser, removed_on_error, run
 from .layerout import LayerOutput, add_layer_options
 
 PROG = "overlaybd-commit"
@@ -60,11 +60,12 @@ def _main(a):
     try:
         expected = _allocated_bytes(src)
         out = LayerOutput(out_path, a, expected, overwrite_header=True, what=PROG)
-        try:
-            lsmt.commit(src, out, uuid=a.uuid, parent_uuid=a.parent_uuid,
-                        message=a.message.encode())
-        finally:
-            out.close()
+        with removed_on_error(out_path):
+            try:
+                lsmt.commit(src, out, uuid=a.uuid, parent_uuid=a.parent_uuid,
+                            message=a.message.encode())
+            finally:
+                out.close()
     finally:
         src.close()
     print("", file=sys.stderr)      # upstream prints the uploaded digest (empty) here

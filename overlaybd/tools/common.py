@@ -1,6 +1,7 @@
 """What every tool shares: argument parsing, error reporting, logging level, progress."""
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -83,6 +84,17 @@ class CountingWriter:
 
     def __getattr__(self, name):
         return getattr(self.out, name)
+
+
+@contextlib.contextmanager
+def removed_on_error(path):
+    """Remove a half-written output file if the block fails (nothing half-made is left)."""
+    try:
+        yield
+    except BaseException:
+        if path != "-" and os.path.exists(path):
+            os.unlink(path)
+        raise
 
 
 def open_output(path, force=False, exclusive=True):

@@ -4,7 +4,7 @@ import sys
 
 from .. import lsmt
 from ..image import open_image
-from .common import parser, run
+from .common import parser, removed_on_error, run
 from .layerout import LayerOutput, add_layer_options
 
 PROG = "overlaybd-merge"
@@ -33,10 +33,11 @@ def _main(a):
         a.force = True              # upstream opens the output with O_TRUNC
         out = LayerOutput(a.output, a, img.view.allocated_sectors() * 512,
                           overwrite_header=False, what=PROG)
-        try:
-            lsmt.commit(img.view, out)
-        finally:
-            out.close()
+        with removed_on_error(a.output):
+            try:
+                lsmt.commit(img.view, out)
+            finally:
+                out.close()
     finally:
         img.close()
     print("", file=sys.stderr)

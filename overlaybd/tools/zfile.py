@@ -5,7 +5,7 @@ import sys
 from .. import tar, zfile
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import CountingWriter, Progress, open_output, parser, run
+from .common import CountingWriter, Progress, open_output, parser, removed_on_error, run
 from .layerout import BLOCK_SIZES_KB
 
 PROG = "overlaybd-zfile"
@@ -46,7 +46,7 @@ def _main(a):
         if not zfile.is_zfile(src):
             raise OverlaybdError("not a ZFile", path=a.files[0])
         z = zfile.ZFile(src)
-        with open_output(a.files[1], force=a.force) as out:
+        with open_output(a.files[1], force=a.force) as out, removed_on_error(a.files[1]):
             prog = Progress(PROG, z.size)
             zfile.decompress(z, CountingWriter(out, prog))
             prog.finish()
@@ -58,7 +58,7 @@ def _main(a):
         total, dst = src.size, a.files[1]
     else:
         raise SystemExit(f"{PROG}: expected <src> <dst> or <dst>")
-    with open_output(dst, force=a.force) as out:
+    with open_output(dst, force=a.force) as out, removed_on_error(dst):
         prog = Progress(PROG, total, enabled=None if total else False)
         sink = tar.TarWriter(out) if a.tar else out
         zfile.compress(_Counting(src, prog), sink, algorithm=a.algorithm, block_size=a.bs << 10,
