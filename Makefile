@@ -4,10 +4,11 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv install test unit lint bench demo clean
+.PHONY: help deps venv install install-service test unit lint bench demo clean
 
 help:
 	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
+	@echo "make install-service - install under /opt/overlaybd, /etc/overlaybd and the systemd unit"
 	@echo "make deps     - install system packages the tests need (apt, UML kernel, registry)"
 	@echo "make test     - deps + install, then run every test (unit, registry, real kernel)"
 	@echo "make unit     - only the tests that need neither the kernel nor the registry"
@@ -25,6 +26,9 @@ venv: $(PY)
 
 install: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
+
+install-service:
+	bash scripts/install-service.sh
 
 test: deps install
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
