@@ -140,3 +140,30 @@ def test_two_processes_exchange_100k_descriptors():
     ev_data.close()
     ev_space.close()
 
+
+
+def _churn(region, n):
+    ring = Ring(region.buf, 0)
+    for i in range(n):
+        ring.push(entry(i))
+        ring.pop()
+
+
+def test_counters_are_never_seen_torn_by_another_process():
+    """struct.pack_into zero-fills before writing: a counter written that way is sometimes
+    read as 0 by another process.  The ring's counters must never be."""
+    region = SharedRegion.create(Ring.footprint(4, 16), "test")
+    ring = Ring(region.buf, 0, 4, 16, init=True)
+    proc = multiprocess.get_context("fork").Process(target=_churn, args=(region, 100_000))
+    proc.start()
+    reads = last_head = last_tail = 0
+    while proc.is_alive() or reads == 0:
+        for _ in range(1000):
+            head, tail = ring._load_head(), ring._load_tail()
+            assert head >= last_head and tail >= last_tail, "a counter went backwards"
+            last_head, last_tail = head, tail
+            reads += 1
+    proc.join()
+    assert proc.exitcode == 0 and ring._load_head() == 100_000
+    ring.close()
+    region.close()

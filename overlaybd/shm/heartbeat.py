@@ -1,37 +1,39 @@
 """Worker heartbeats in shared memory (64 bytes per worker, written only by that worker).
 
-Layout (native u64s): ``beat_ns`` (CLOCK_MONOTONIC, comparable across processes), ``pid``,
+Layout (native u64s, accessed with :func:`overlaybd.shm.words.u64_words`): ``beat_ns`` (CLOCK_MONOTONIC, comparable across processes), ``pid``,
 ``parts_done``, ``state`` (one of the ``STATE_*`` values).
 """
 
 from __future__ import annotations
 
-import struct
 import time
+
+from .words import u64_words
 
 HEARTBEAT_SIZE = 64
 STATE_STARTING, STATE_READY, STATE_STOPPING = 0, 1, 2
-_U64 = struct.Struct("Q")
-_BEAT, _PID, _DONE, _STATE = 0, 8, 16, 24
+_BEAT, _PID, _DONE, _STATE = 0, 1, 2, 3
 
 
 class Heartbeat:
     def __init__(self, buf, offset: int = 0):
-        self.buf = buf
-        self.offset = offset
+        self.words = u64_words(buf, offset, 4)
 
     def init(self) -> None:
         for field in (_BEAT, _PID, _DONE, _STATE):
-            _U64.pack_into(self.buf, self.offset + field, 0)
+            self.words[field] = 0
 
     def beat(self) -> None:
-        _U64.pack_into(self.buf, self.offset + _BEAT, time.monotonic_ns())
+        self.words[_BEAT] = time.monotonic_ns()
 
     def _get(self, field):
-        return _U64.unpack_from(self.buf, self.offset + field)[0]
+        return self.words[field]
 
     def _set(self, field, value):
-        _U64.pack_into(self.buf, self.offset + field, value)
+        self.words[field] = value
+
+    def close(self) -> None:
+        self.words.release()
 
     @property
     def last_beat_ns(self) -> int:

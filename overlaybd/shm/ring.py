@@ -12,9 +12,9 @@ Layout at ``offset`` in a shared buffer (all integers native-endian, 8-byte alig
 ``head`` and ``tail`` live on separate cache lines and are each written by one side only, so no
 lock is needed: the producer fills a slot, then publishes it by storing ``head + 1``; the
 consumer reads the slot, then frees it by storing ``tail + 1``.  The counters are read and
-written with the native ``Q`` format, which CPython copies with one aligned 8-byte ``memcpy``
-(a single load/store), so a side never sees a torn counter.  On x86-64 (TSO) the slot bytes are
-visible before the counter that publishes them.
+accessed through :func:`overlaybd.shm.words.u64_words` (one aligned 8-byte load or store; not
+``struct.pack_into``, which zero-fills before writing), so a side never sees a torn counter.
+On x86-64 (TSO) the slot bytes are visible before the counter that publishes them.
 
 Entries are packed and unpacked in place (``reserve``/``commit``, ``peek``/``release``) by the
 codecs in :mod:`overlaybd.shm.descriptor`; ``push``/``pop`` copy whole slots for convenience.
@@ -25,10 +25,10 @@ from __future__ import annotations
 import struct
 
 from ..errors import FormatError
+from .words import u64_words
 
 RING_MAGIC = 0x4F424452  # "OBDR"
 HEADER_SIZE = 128
-_U64 = struct.Struct("Q")
 _INFO = struct.Struct("III")
 _HEAD, _INFO_OFF, _TAIL = 0, 8, 64
 
@@ -50,8 +50,7 @@ class Ring:
                 raise ValueError(f"{name}: slot size must be a positive multiple of 8, got {slot_size}")
             if offset + self.footprint(slots, slot_size) > len(buf):
                 raise ValueError(f"{name}: {slots} slots of {slot_size} bytes do not fit the buffer")
-            _U64.pack_into(buf, offset + _HEAD, 0)
-            _U64.pack_into(buf, offset + _TAIL, 0)
+            buf[offset:offset + HEADER_SIZE] = bytes(HEADER_SIZE)
             _INFO.pack_into(buf, offset + _INFO_OFF, RING_MAGIC, slots, slot_size)
         magic, got_slots, got_size = _INFO.unpack_from(buf, offset + _INFO_OFF)
         if magic != RING_MAGIC:
@@ -69,9 +68,11 @@ class Ring:
         self.slot_size = got_size
         self._mask = got_slots - 1
         self._base = offset + HEADER_SIZE
+        self._head_w = u64_words(buf, offset + _HEAD, 1)
+        self._tail_w = u64_words(buf, offset + _TAIL, 1)
         # Cached copies of the other side's counter: refreshed only when they look exhausted.
-        self._head = _U64.unpack_from(buf, offset + _HEAD)[0]
-        self._tail = _U64.unpack_from(buf, offset + _TAIL)[0]
+        self._head = self._head_w[0]
+        self._tail = self._tail_w[0]
 
     @staticmethod
     def footprint(slots: int, slot_size: int) -> int:
@@ -80,14 +81,15 @@ class Ring:
 
     # -- counters ------------------------------------------------------------------------------
     def _load_head(self) -> int:
-        return _U64.unpack_from(self.buf, self.offset + _HEAD)[0]
+        return self._head_w[0]
 
     def _load_tail(self) -> int:
-        return _U64.unpack_from(self.buf, self.offset + _TAIL)[0]
+        return self._tail_w[0]
 
     def __len__(self) -> int:
         """Entries published and not yet consumed (a snapshot)."""
-        return self._load_head() - self._load_tail()
+        tail = self._tail_w[0]          # tail first: it can only grow, so this never goes negative
+        return self._head_w[0] - tail
 
     def free(self) -> int:
         """Slots the producer can still fill (a snapshot)."""
@@ -105,7 +107,7 @@ class Ring:
 
     def commit(self) -> None:
         """Publish the slot returned by the last :meth:`reserve`."""
-        _U64.pack_into(self.buf, self.offset + _HEAD, self._load_head() + 1)
+        self._head_w[0] += 1
 
     def push(self, data) -> bool:
         """Copy ``data`` (at most ``slot_size`` bytes) into the next slot; False when full."""
@@ -130,7 +132,7 @@ class Ring:
 
     def release(self) -> None:
         """Free the slot returned by the last :meth:`peek`."""
-        _U64.pack_into(self.buf, self.offset + _TAIL, self._load_tail() + 1)
+        self._tail_w[0] += 1
 
     def pop(self) -> bytes | None:
         """Copy out and free the oldest entry; None when empty."""
@@ -144,6 +146,11 @@ class Ring:
     # -- recovery ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Empty the ring.  Only when neither side is running (e.g. its peer was reaped)."""
-        _U64.pack_into(self.buf, self.offset + _HEAD, 0)
-        _U64.pack_into(self.buf, self.offset + _TAIL, 0)
+        self._head_w[0] = 0
+        self._tail_w[0] = 0
         self._head = self._tail = 0
+
+    def close(self) -> None:
+        """Release the views on ``buf`` (needed before the mapping can be closed)."""
+        self._head_w.release()
+        self._tail_w.release()

@@ -66,6 +66,8 @@ class _Slot:
 
     def close(self) -> None:
         self.sub_event.close()
+        for part in (self.hb, self.sub, self.comp):
+            part.close()
         self.hb = self.sub = self.comp = None
         self.region.close()
 
@@ -261,12 +263,21 @@ class WorkerPool:
         for slot in self.slots:
             self._send(slot, ("stop",))
         deadline = time.monotonic() + timeout
-        codes = []
-        for slot in self.slots:
-            slot.proc.join(max(deadline - time.monotonic(), 0))
-            if slot.proc.is_alive():
-                logger.error("worker {} did not stop within {}s; killing it", slot.index, timeout)
-            codes.append(self._reap(slot))
+        waiting = {s.proc.sentinel: s for s in self.slots}
+        while waiting:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select(list(waiting), [], [], min(left, 0.1))
+            for fd in ready:
+                del waiting[fd]
+            for fd, slot in list(waiting.items()):
+                if slot.hb.age() > self.heartbeat_sec:     # stopped or wedged: it will not exit
+                    logger.error("worker {} stalled while stopping; killing it", slot.index)
+                    self._kill(slot)
+        for slot in waiting.values():
+            logger.error("worker {} did not stop within {}s; killing it", slot.index, timeout)
+        codes = [self._reap(slot) for slot in self.slots]
         self.close()
         return codes
 

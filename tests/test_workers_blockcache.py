@@ -1,0 +1,84 @@
+"""The per-worker block cache: bytes equal the wrapped file's, bounded LRU, evict."""
+
+import random
+
+import pytest
+
+from overlaybd.io import BytesFile
+from overlaybd.workers import BlockCache
+
+
+class CountingFile(BytesFile):
+    def __init__(self, data):
+        super().__init__(data, path="inner")
+        self.reads = []
+        self.evicted = []
+
+    def pread(self, n, off):
+        self.reads.append((off, n))
+        return super().pread(n, off)
+
+    def evict(self, off, n):
+        self.evicted.append((off, n))
+
+
+DATA = random.Random(5).randbytes(100_000)      # not a multiple of the block size
+
+
+@pytest.mark.parametrize("capacity", [0, 4096, 3 * 4096, 1 << 20])
+def test_reads_equal_the_wrapped_file(capacity):
+    inner = CountingFile(DATA)
+    c = BlockCache(inner, 4096, capacity)
+    rnd = random.Random(capacity)
+    for _ in range(300):
+        off = rnd.randrange(0, len(DATA) + 5000)
+        n = rnd.randrange(0, 20000)
+        assert c.pread(n, off) == DATA[off:off + n], (off, n)
+        buf = bytearray(n)
+        got = c.preadinto(memoryview(buf), off)
+        assert bytes(buf[:got]) == DATA[off:off + n]
+    assert c.size == len(DATA) and c.path == "inner"
+    assert len(c.blocks) <= capacity // 4096
+
+
+def test_lru_keeps_the_recent_blocks_and_batches_misses():
+    inner = CountingFile(DATA)
+    c = BlockCache(inner, 4096, 2 * 4096)
+    assert c.pread(8192, 0) == DATA[:8192]
+    assert inner.reads == [(0, 8192)]                 # two missing blocks, one read
+    c.pread(100, 10)                                  # hit block 0: now most recent
+    c.pread(100, 3 * 4096)                            # miss block 3: evicts block 1
+    assert list(c.blocks) == [0, 3] and c.hits == 1 and c.misses == 3
+    inner.reads.clear()
+    c.pread(100, 5)
+    assert inner.reads == []
+    c.pread(100, 4096)
+    assert inner.reads == [(4096, 4096)]
+
+
+def test_tail_block_is_short_and_cached():
+    inner = CountingFile(DATA)
+    c = BlockCache(inner, 4096, 1 << 20)
+    last = len(DATA) // 4096 * 4096
+    assert c.pread(8192, last - 100) == DATA[last - 100:]
+    inner.reads.clear()
+    assert c.pread(50, len(DATA) - 50) == DATA[-50:]
+    assert inner.reads == [] and c.pread(10, len(DATA)) == b""
+
+
+def test_evict_drops_blocks_and_passes_down():
+    inner = CountingFile(DATA)
+    c = BlockCache(inner, 4096, 1 << 20)
+    c.pread(5 * 4096, 0)
+    c.evict(4096, 4097)                               # blocks 1 and 2
+    assert sorted(c.blocks) == [0, 3, 4] and inner.evicted == [(4096, 4097)]
+    inner.reads.clear()
+    assert c.pread(3 * 4096, 0) == DATA[:3 * 4096]
+    assert inner.reads == [(4096, 8192)]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        BlockCache(BytesFile(b""), 0, 10)
+    with pytest.raises(ValueError):
+        BlockCache(BytesFile(b""), 4096, -1)
