@@ -7,9 +7,16 @@ import pickle
 import multiprocess
 import posix_ipc
 import pytest
-
-from overlaybd.shm import Channel, PassFd, SharedCounter, SharedRegion, stale_names, sweep_stale
 from workers_fixtures import shm_names_of
+
+from overlaybd.shm import (
+    Channel,
+    PassFd,
+    SharedCounter,
+    SharedRegion,
+    stale_names,
+    sweep_stale,
+)
 
 
 def test_region_leaves_no_name_and_is_shared():

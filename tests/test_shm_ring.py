@@ -1,6 +1,5 @@
 """SPSC rings and descriptors: wrap-around, full/empty, round trips, two processes."""
 
-import os
 import select
 
 import multiprocess
@@ -8,8 +7,15 @@ import pytest
 
 from overlaybd.errors import FormatError
 from overlaybd.shm import Event, Ring, SharedRegion
-from overlaybd.shm.descriptor import (COMPLETION_SIZE, MAX_IOVS, PART_SIZE, Part, pack_completion,
-                                      pack_part, unpack_completion, unpack_part)
+from overlaybd.shm.descriptor import (
+    MAX_IOVS,
+    PART_SIZE,
+    Part,
+    pack_completion,
+    pack_part,
+    unpack_completion,
+    unpack_part,
+)
 
 
 def make_ring(slots, slot_size=16):

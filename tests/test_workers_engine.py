@@ -1,14 +1,32 @@
 """The engine with 0, 1 and 2 workers on a raw-file backend (docs/engine.md)."""
 
+import itertools
 import os
 
 import psutil
 import pytest
+from workers_fixtures import (
+    DEV,
+    AppendLog,
+    AppendLogOpener,
+    FailingOpener,
+    Harness,
+    MiB,
+    shm_names_of,
+)
 
-from overlaybd.workers import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, ST_GOOD, ST_READ_ERR,
-                               ST_WRITE_PROTECT, CommandError, Engine)
+from overlaybd.workers import (
+    OP_DISCARD,
+    OP_FLUSH,
+    OP_READ,
+    OP_WRITE,
+    ST_GOOD,
+    ST_READ_ERR,
+    ST_WRITE_PROTECT,
+    CommandError,
+    Engine,
+)
 from overlaybd.workers.split import route, split_iovs
-from workers_fixtures import DEV, AppendLog, AppendLogOpener, FailingOpener, Harness, MiB, shm_names_of
 
 WORKERS = [0, 1, 2]
 
@@ -237,7 +255,7 @@ def test_shared_allocator_keeps_multi_process_appends_apart(tmp_path):
     got, recs = AppendLog.replay(data, log, size)
     assert got == bytes(expect)
     spans = sorted((pos, pos + n) for _, pos, n in recs)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), "two appends overlap"
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), "two appends overlap"
     assert spans[0][0] == 4096 and counter.value == spans[-1][1]
     counter.close()
 
@@ -252,3 +270,16 @@ def test_split_never_crosses_chunks_and_routes_stably():
         pos += n
     assert {route(3, 17, 4) for _ in range(5)} == {route(3, 17, 4)}
     assert {route(3, c, 2) for c in range(64)} == {0, 1}
+
+
+def test_spawned_workers_get_everything_through_the_channel(tmp_path):
+    """With the spawn start method nothing is inherited: rings, eventfds, the data area and
+    the opener all reach the worker through the control channel."""
+    h = Harness(tmp_path, 1, start_method="spawn")
+    try:
+        h.submit(1, OP_READ, MiB, 2 * MiB, 4096, 65536)
+        h.wait_for([1])
+        assert h.completions == {1: [ST_GOOD]}
+        assert h.data(4096, 2 * MiB) == h.src[MiB:3 * MiB]
+    finally:
+        assert h.close() == [0]

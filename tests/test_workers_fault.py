@@ -6,9 +6,9 @@ import random
 import signal
 
 import psutil
+from workers_fixtures import Harness
 
 from overlaybd.workers import OP_READ, OP_WRITE, ST_GOOD
-from workers_fixtures import Harness
 
 CHUNK = 64 * 1024
 

@@ -9,5 +9,18 @@ from .region import SharedRegion, stale_names, sweep_stale
 from .ring import Ring
 from .wakeup import Event
 
-__all__ = ["Channel", "PassFd", "SharedCounter", "COMPLETION_SIZE", "MAX_IOVS", "PART_SIZE", "Part",
-           "Heartbeat", "SharedRegion", "stale_names", "sweep_stale", "Ring", "Event"]
+__all__ = [
+           "COMPLETION_SIZE",
+           "MAX_IOVS",
+           "PART_SIZE",
+           "Channel",
+           "Event",
+           "Heartbeat",
+           "Part",
+           "PassFd",
+           "Ring",
+           "SharedCounter",
+           "SharedRegion",
+           "stale_names",
+           "sweep_stale",
+]

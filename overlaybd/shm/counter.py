@@ -34,7 +34,7 @@ class SharedCounter:
         self._tlock = threading.Lock()
 
     @classmethod
-    def _attach(cls, fd: int) -> "SharedCounter":
+    def _attach(cls, fd: int) -> SharedCounter:
         return cls(_region=SharedRegion.attach(fd))
 
     def __reduce__(self):

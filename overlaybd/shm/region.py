@@ -38,7 +38,7 @@ class SharedRegion:
         self.buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     @classmethod
-    def create(cls, size: int, purpose: str = "shm") -> "SharedRegion":
+    def create(cls, size: int, purpose: str = "shm") -> SharedRegion:
         """Create a zero-filled region; its name is already gone when this returns."""
         if size <= 0:
             raise ValueError(f"shared region size must be positive, got {size}")
@@ -57,7 +57,7 @@ class SharedRegion:
             raise
 
     @classmethod
-    def attach(cls, fd: int) -> "SharedRegion":
+    def attach(cls, fd: int) -> SharedRegion:
         """Map a region from a descriptor received from its creator (takes ownership of fd)."""
         return cls(fd, os.fstat(fd).st_size, owner=False)
 

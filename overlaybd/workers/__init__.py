@@ -2,8 +2,29 @@
 
 from .blockcache import BlockCache
 from .engine import CommandError, Engine
-from .ops import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, ST_FLUSH_ERR, ST_GOOD, ST_READ_ERR,
-                  ST_WRITE_ERR, ST_WRITE_PROTECT)
+from .ops import (
+                  OP_DISCARD,
+                  OP_FLUSH,
+                  OP_READ,
+                  OP_WRITE,
+                  ST_FLUSH_ERR,
+                  ST_GOOD,
+                  ST_READ_ERR,
+                  ST_WRITE_ERR,
+                  ST_WRITE_PROTECT,
+)
 
-__all__ = ["BlockCache", "CommandError", "Engine", "OP_DISCARD", "OP_FLUSH", "OP_READ", "OP_WRITE",
-           "ST_FLUSH_ERR", "ST_GOOD", "ST_READ_ERR", "ST_WRITE_ERR", "ST_WRITE_PROTECT"]
+__all__ = [
+                  "OP_DISCARD",
+                  "OP_FLUSH",
+                  "OP_READ",
+                  "OP_WRITE",
+                  "ST_FLUSH_ERR",
+                  "ST_GOOD",
+                  "ST_READ_ERR",
+                  "ST_WRITE_ERR",
+                  "ST_WRITE_PROTECT",
+                  "BlockCache",
+                  "CommandError",
+                  "Engine",
+]

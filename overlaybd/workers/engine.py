@@ -14,7 +14,7 @@ import os
 import select
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import OverlaybdError
 from ..shm.descriptor import MAX_IOVS, Part

@@ -12,8 +12,18 @@ import time
 
 from loguru import logger
 
-from .ops import (FAILED, OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, ST_FLUSH_ERR, ST_GOOD,
-                  ST_READ_ERR, ST_WRITE_ERR, ST_WRITE_PROTECT)
+from .ops import (
+    FAILED,
+    OP_DISCARD,
+    OP_FLUSH,
+    OP_READ,
+    OP_WRITE,
+    ST_FLUSH_ERR,
+    ST_GOOD,
+    ST_READ_ERR,
+    ST_WRITE_ERR,
+    ST_WRITE_PROTECT,
+)
 
 
 class RetryPolicy:

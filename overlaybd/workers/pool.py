@@ -24,14 +24,20 @@ import signal
 import socket
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 import multiprocess
 import psutil
 from loguru import logger
 
 from ..shm.channel import Channel, PassFd
-from ..shm.descriptor import COMPLETION_SIZE, PART_SIZE, Part, pack_part, unpack_completion
+from ..shm.descriptor import (
+    COMPLETION_SIZE,
+    PART_SIZE,
+    Part,
+    pack_part,
+    unpack_completion,
+)
 from ..shm.heartbeat import HEARTBEAT_SIZE, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
