@@ -4,6 +4,7 @@ re-executed; every command completes exactly once, GOOD, with the right bytes.""
 import os
 import random
 import signal
+import time
 
 import psutil
 from workers_fixtures import Harness
@@ -103,3 +104,47 @@ def test_stalled_worker_is_detected_by_heartbeat_and_replaced(tmp_path):
         if stopped is not None and psutil.pid_exists(stopped):
             os.kill(stopped, signal.SIGKILL)
         h.close()
+
+
+def _supervisor(path, map_fd, report_w):
+    from overlaybd.workers import Engine
+    from overlaybd.workers.rawfile import RawFileOpener
+    e = Engine(workers=2, heartbeat_sec=0.4)
+    e.start()
+    e.add_device(1, RawFileOpener(path), map_fd, 1 << 20)
+    os.write(report_w, " ".join(map(str, e.worker_pids())).encode())
+    signal.pause()
+
+
+def _running(pid):
+    """Alive and not a zombie (an orphan's zombie may wait for a lazy init to reap it)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_workers_exit_and_nothing_is_left_when_the_supervisor_is_killed(tmp_path):
+    import multiprocess
+    from workers_fixtures import shm_names_of
+    img = tmp_path / "img"
+    img.write_bytes(bytes(1 << 20))
+    map_fd = os.memfd_create("area")
+    os.ftruncate(map_fd, 1 << 20)
+    r, w = os.pipe()
+    sup = multiprocess.get_context("fork").Process(target=_supervisor, args=(str(img), map_fd, w))
+    sup.start()
+    pids = [int(x) for x in os.read(r, 100).split()]
+    assert len(pids) == 2
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.join()
+    deadline = time.monotonic() + 10
+    for pid in pids:                       # orphans notice within a heartbeat interval
+        while _running(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                raise AssertionError(f"worker {pid} outlived its supervisor")
+            time.sleep(0.05)
+    assert shm_names_of(sup.pid) == []
+    for fd in (r, w, map_fd):
+        os.close(fd)

@@ -189,5 +189,8 @@ class Device:
                 logger.error("dev {}: close failed: {}", self.dev, e)
         self.backend = None
         self.view.release()
-        self.mapping.close()
+        try:
+            self.mapping.close()
+        except BufferError:      # a backend kept a view of the data area: the GC unmaps it later
+            logger.warning("dev {}: data area still referenced at close", self.dev)
 
