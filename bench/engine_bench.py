@@ -1,12 +1,14 @@
 """Engine throughput: commands/s for 4 KiB and 1 MiB random reads with workers 0, 1 and 2
-against the same raw-file backend, each printed as a ratio to workers=0 in the same run.
+against the same backend, each printed as a ratio to workers=0 in the same run.
 
-    python3 -m bench.engine_bench [--seconds 3] [--depth 32] [--mib 256] [--iov-kb 0]
+    python3 -m bench.engine_bench [--seconds 3] [--depth 32] [--mib 128] [--iov-kb 0]
+                                  [--backend raw,zfile]
 
-The backend is a file of random bytes, read once beforehand so that it is in the page cache
-(the engine's own cost is what is measured, not the disk).  A memfd stands in for the kernel's
-data area; ``--depth`` commands are kept in flight (closed loop).  ``--iov-kb`` cuts each
-command's buffer into iovecs of that size (0: one iovec), like a fragmented TCMU data area.
+Backends: ``raw``, a raw file (cheap reads: what the engine itself costs), and ``zfile``, the
+same bytes as a zstd ZFile (decompression makes reads CPU-bound: what workers are for).  The
+files are read once beforehand so that they are in the page cache.  A memfd stands in for the
+kernel's data area; ``--depth`` commands are kept in flight (closed loop).  ``--iov-kb`` cuts
+each command's buffer into iovecs of that size (0: one iovec), like a fragmented data area.
 """
 
 from __future__ import annotations
@@ -14,17 +16,30 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import tempfile
 import time
 
+from overlaybd.io import LocalFile
 from overlaybd.workers import OP_READ, ST_GOOD, Engine
 from overlaybd.workers.rawfile import RawFileOpener
+from overlaybd.zfile import ZFile, compress
 
 MiB = 1 << 20
 DEV = 1
 
 
-def measure(path, file_size, workers, io_size, depth, seconds, iov, seed=1):
+class ZFileOpener:
+    """Opens a ZFile read-only in whichever process calls it (picklable)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self):
+        return ZFile(LocalFile(self.path))
+
+
+def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1):
     """Commands per second (closed loop, ``depth`` in flight) after a short warm-up."""
     rnd = random.Random(seed)
     map_size = depth * io_size
@@ -42,7 +57,7 @@ def measure(path, file_size, workers, io_size, depth, seconds, iov, seed=1):
 
     engine = Engine(workers=workers, on_complete=on_complete, cache_bytes=0)
     engine.start()
-    engine.add_device(DEV, RawFileOpener(path), fd, map_size)
+    engine.add_device(DEV, opener, fd, map_size)
     step = iov or io_size
     t0 = time.monotonic()
     warm_end = t0 + min(0.5, seconds / 4)
@@ -75,33 +90,42 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--depth", type=int, default=32)
-    p.add_argument("--mib", type=int, default=256, help="backend file size")
+    p.add_argument("--mib", type=int, default=128, help="backend size")
     p.add_argument("--iov-kb", type=int, default=0)
+    p.add_argument("--backend", default="raw,zfile", help="comma-separated: raw, zfile")
     p.add_argument("--dir", default=None)
     args = p.parse_args(argv)
-    with tempfile.NamedTemporaryFile(prefix="engine-bench-", dir=args.dir, delete=False) as f:
-        path = f.name
-        rnd = random.Random(7)
-        for _ in range(args.mib):
-            f.write(rnd.randbytes(MiB))
+    d = tempfile.mkdtemp(prefix="engine-bench-", dir=args.dir)
+    raw, zpath = os.path.join(d, "image.raw"), os.path.join(d, "image.zfile")
     try:
-        with open(path, "rb") as f:                  # warm the page cache
-            while f.read(16 * MiB):
-                pass
+        with open(raw, "wb") as f:           # compressible: random 1 KiB then 3 KiB of zeros
+            rnd = random.Random(7)
+            f.writelines(rnd.randbytes(1024) + bytes(3072) for _ in range(args.mib * 256))
+        openers = {"raw": RawFileOpener(raw)}
+        if "zfile" in args.backend:
+            with open(zpath, "wb") as out:
+                compress(LocalFile(raw), out, algorithm="zstd")
+            openers["zfile"] = ZFileOpener(zpath)
+        for path in (raw, zpath):
+            if os.path.exists(path):
+                with open(path, "rb") as f:          # warm the page cache
+                    while f.read(16 * MiB):
+                        pass
         cpus = len(os.sched_getaffinity(0))
-        print(f"engine: random reads, depth {args.depth}, {args.mib} MiB backend in page cache, "
+        print(f"engine: random reads, depth {args.depth}, {args.mib} MiB in page cache, "
               f"{cpus} CPUs, {args.seconds:.0f}s per point")
-        for io_size in (4096, MiB):
-            base = None
-            for workers in (0, 1, 2):
-                rate = measure(path, args.mib * MiB, workers, io_size, args.depth, args.seconds,
-                               args.iov_kb << 10)
-                base = base or rate
-                print(f"  {io_size // 1024:>5} KiB reads  workers={workers}: {rate:>9.0f} cmds/s "
-                      f"{rate * io_size / MiB:>8.1f} MiB/s   x{rate / base:.2f} of workers=0",
-                      flush=True)
+        for name in args.backend.split(","):
+            for io_size in (4096, MiB):
+                base = None
+                for workers in (0, 1, 2):
+                    rate = measure(openers[name], args.mib * MiB, workers, io_size, args.depth,
+                                   args.seconds, args.iov_kb << 10)
+                    base = base or rate
+                    print(f"  {name:5} {io_size // 1024:>5} KiB reads  workers={workers}: "
+                          f"{rate:>9.0f} cmds/s {rate * io_size / MiB:>8.1f} MiB/s   "
+                          f"x{rate / base:.2f} of workers=0", flush=True)
     finally:
-        os.unlink(path)
+        shutil.rmtree(d, ignore_errors=True)
     return 0
 
 

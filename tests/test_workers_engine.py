@@ -5,6 +5,8 @@ import os
 
 import psutil
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from workers_fixtures import (
     DEV,
     AppendLog,
@@ -283,3 +285,25 @@ def test_spawned_workers_get_everything_through_the_channel(tmp_path):
         assert h.data(4096, 2 * MiB) == h.src[MiB:3 * MiB]
     finally:
         assert h.close() == [0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 64), st.lists(st.integers(1, 40), min_size=1, max_size=30),
+       st.sampled_from([512, 4096, 65536]))
+def test_split_covers_every_byte_once_in_order(first_sector, iov_sectors, chunk):
+    """Each part stays in one chunk and holds <= MAX_IOVS iovecs; concatenated, the parts map
+    the same device bytes to the same data-area bytes as the command."""
+    from overlaybd.shm.descriptor import MAX_IOVS
+    iovs, moff = [], 0
+    for n in iov_sectors:
+        iovs.append((moff, n * 512))
+        moff += n * 512 + 512                     # gaps between buffers
+    want = [(first_sector * 512 + i, m) for i, m in enumerate(
+        m for off, n in iovs for m in range(off, off + n))]
+    got = []
+    for off, n, piov in split_iovs(first_sector * 512, iovs, chunk, MAX_IOVS):
+        assert off // chunk == (off + n - 1) // chunk and len(piov) <= MAX_IOVS
+        flat = [m for o, k in piov for m in range(o, o + k)]
+        assert len(flat) == n
+        got.extend((off + i, m) for i, m in enumerate(flat))
+    assert got == want

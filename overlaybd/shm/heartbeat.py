@@ -1,7 +1,9 @@
-"""Worker heartbeats in shared memory (64 bytes per worker, written only by that worker).
+"""Worker heartbeats in shared memory (64 bytes per worker).
 
-Layout (native u64s, accessed with :func:`overlaybd.shm.words.u64_words`): ``beat_ns`` (CLOCK_MONOTONIC, comparable across processes), ``pid``,
-``parts_done``, ``state`` (one of the ``STATE_*`` values).
+Layout (native u64s, accessed with :func:`overlaybd.shm.words.u64_words`): ``beat_ns``
+(CLOCK_MONOTONIC, comparable across processes), ``pid``, ``parts_done``, ``state`` (one of the
+``STATE_*`` values) -- written by the worker -- and ``ctl_sent``, written by the supervisor:
+the count of control messages it has sent, so the worker learns of one without a syscall.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ from .words import u64_words
 
 HEARTBEAT_SIZE = 64
 STATE_STARTING, STATE_READY, STATE_STOPPING = 0, 1, 2
-_BEAT, _PID, _DONE, _STATE = 0, 1, 2, 3
+_BEAT, _PID, _DONE, _STATE, _CTL = 0, 1, 2, 3, 4
 
 
 class Heartbeat:
     def __init__(self, buf, offset: int = 0):
-        self.words = u64_words(buf, offset, 4)
+        self.words = u64_words(buf, offset, 5)
 
     def init(self) -> None:
-        for field in (_BEAT, _PID, _DONE, _STATE):
+        for field in (_BEAT, _PID, _DONE, _STATE, _CTL):
             self.words[field] = 0
 
     def beat(self) -> None:
@@ -47,3 +49,4 @@ class Heartbeat:
     pid = property(lambda self: self._get(_PID), lambda self, v: self._set(_PID, v))
     parts_done = property(lambda self: self._get(_DONE), lambda self, v: self._set(_DONE, v))
     state = property(lambda self: self._get(_STATE), lambda self, v: self._set(_STATE, v))
+    ctl_sent = property(lambda self: self._get(_CTL), lambda self, v: self._set(_CTL, v))

@@ -5,6 +5,10 @@ commands are split at chunk boundaries and the parts run in N pinned worker proc
 (:mod:`overlaybd.workers.pool`).  Either way ``on_complete(dev, cmd_id, status)`` is called only
 from :meth:`Engine.poll`, once per command, after all its parts are done; the status is the
 first failure among the parts, or ``ST_GOOD``.
+
+Workers are woken in batches: a part submitted is guaranteed to be running once the caller
+next calls :meth:`Engine.poll`, :meth:`Engine.wait` or :meth:`Engine.fileno` (the daemon loop
+does all three every turn), or as soon as enough parts are waiting for a worker.
 """
 
 from __future__ import annotations
@@ -202,8 +206,14 @@ class Engine:
             self.on_complete(*done.popleft())
 
     def fileno(self) -> int:
-        """Readable when :meth:`poll` has work (completions, a worker to replace)."""
-        return self.pool.fileno() if self.pool is not None else self._ready.fileno()
+        """Readable when :meth:`poll` has work (completions, a worker to replace).
+
+        Also wakes the workers for parts submitted so far: a caller about to select on it
+        must not wait for work nobody started."""
+        if self.pool is None:
+            return self._ready.fileno()
+        self.pool.kick()
+        return self.pool.fileno()
 
     def wait(self, timeout: float | None = None) -> None:
         """Sleep until :meth:`fileno` is readable (or ``timeout``), then :meth:`poll`."""

@@ -14,6 +14,10 @@ consumed, and the dead process can no longer post one once reaped).
 
 At most ``ring_slots`` parts are outstanding per worker (published, completion not yet
 consumed), which keeps both rings from ever filling; the rest wait in a backlog.
+
+Wake-ups are batched: :meth:`submit` publishes at once but signals a worker only when
+``WAKE_BATCH`` parts are waiting for it; :meth:`kick` (called by :meth:`poll` and by the
+engine's ``poll``/``wait``/``fileno``) signals the rest.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from ..shm.ring import Ring
 from ..shm.wakeup import Event
 from .worker import worker_main
 
+WAKE_BATCH = 16
+
 
 class _Slot:
     """One worker position: its shared memory survives the processes that come and go."""
@@ -69,6 +75,7 @@ class _Slot:
         self.proc = None
         self.channel: Channel | None = None
         self.restarts = 0
+        self.unsignalled = 0                    # parts published since the last wake-up
 
     def close(self) -> None:
         self.sub_event.close()
@@ -134,6 +141,7 @@ class WorkerPool:
         """Send a control message; a worker that cannot take it is killed (and later replaced)."""
         try:
             slot.channel.send(msg)
+            slot.hb.ctl_sent += 1
         except OSError as e:
             logger.error("worker {}: control message {} failed ({}); killing it", slot.index, msg[0], e)
             self._kill(slot)
@@ -202,7 +210,20 @@ class WorkerPool:
             slot.backlog.append(part)
             return
         self._publish(slot, part)
+        slot.unsignalled += 1
+        if slot.unsignalled >= WAKE_BATCH:
+            self._wake(slot)
+
+    @staticmethod
+    def _wake(slot: _Slot) -> None:
+        slot.unsignalled = 0
         slot.sub_event.set()
+
+    def kick(self) -> None:
+        """Wake every worker that has parts published since its last wake-up."""
+        for slot in self.slots:
+            if slot.unsignalled:
+                self._wake(slot)
 
     def _publish(self, slot: _Slot, part: Part) -> None:
         off = slot.sub.reserve()
@@ -218,7 +239,7 @@ class WorkerPool:
             self._publish(slot, slot.backlog.popleft())
             n += 1
         if n:
-            slot.sub_event.set()
+            self._wake(slot)
 
     def _drain(self, slot: _Slot) -> None:
         comp = slot.comp
@@ -243,6 +264,7 @@ class WorkerPool:
 
     def poll(self) -> None:
         """Consume completions, replace dead or stalled workers, publish backlogs."""
+        self.kick()
         events = self.epoll.poll(0)
         self.comp_event.clear()
         for slot in self.slots:

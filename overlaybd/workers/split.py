@@ -21,6 +21,10 @@ def route(dev: int, chunk: int, workers: int) -> int:
 
 def split_iovs(offset: int, iovs, chunk_size: int, max_iovs: int):
     """``[(offset, length, iovs), ...]`` for a READ/WRITE at ``offset`` with ``iovs``."""
+    if len(iovs) == 1:                       # the common case: one buffer within one chunk
+        moff, n = iovs[0]
+        if n and offset // chunk_size == (offset + n - 1) // chunk_size:
+            return [(offset, n, ((moff, n),))]
     parts = []
     pos = start = offset
     cur: list = []

@@ -5,8 +5,12 @@ Start-up (see :mod:`overlaybd.workers.pool`): the supervisor sends over the cont
 ring, completion ring) and of the two eventfds, then one ``add`` message per device (opener,
 uio descriptor, mapping size).  Later messages: ``add``, ``remove``, ``stop``.
 
-Main loop: clear the submission event, take control messages, drain the submission ring
-(execute, post a completion, signal), and only then sleep on the event and the channel.  A
+Main loop: clear the submission event, drain the submission ring (execute, post a completion),
+and only then sleep on the event and the channel.  Control messages are taken whenever the
+supervisor's ``ctl_sent`` count (heartbeat word) differs from the worker's -- it is checked
+before every part, so a part published after an ``add``/``remove`` always sees it applied.
+The completion event is signalled every ``SIGNAL_EVERY`` parts and whenever the submission ring
+is found empty, so the supervisor wakes once per burst, not once per part.  A
 thread beats the heartbeat every ``heartbeat_sec / 4`` s: it stops when the process is stopped
 or killed, not while a slow backend read (which the spec retries for a long time) is running.
 """
@@ -33,6 +37,7 @@ from .execute import Device, RetryPolicy
 from .ops import FAILED, ST_GOOD, ST_READ_ERR
 
 BATCH = 64
+SIGNAL_EVERY = 16
 
 
 class _Stop(Exception):
@@ -48,6 +53,7 @@ class Worker:
         self.devices: dict[int, Device] = {}
         self.retry = RetryPolicy(settings["read_retry_sec"])
         init = channel.recv()
+        self.ctl_seen = 1
         if init[0] != "init":
             raise RuntimeError(f"worker {index}: expected an init message, got {init[0]!r}")
         _, region_fd, hb_off, sub_off, comp_off, sub_fd, comp_fd = init
@@ -76,6 +82,7 @@ class Worker:
             if msg is None:
                 return
             block = False
+            self.ctl_seen += 1
             kind = msg[0]
             if kind == "add":
                 _, dev, opener, fd, map_size = msg
@@ -119,7 +126,6 @@ class Worker:
             time.sleep(0.001)
         pack_completion(self.comp.buf, off, tag, status)
         self.comp.commit()
-        self.comp_event.set()
 
     def _drain(self) -> int:
         done = 0
@@ -135,6 +141,8 @@ class Worker:
                 self.sub.release()
                 continue
             self.sub.release()
+            if self.hb.ctl_sent != self.ctl_seen:
+                self._control()
             d = self._device(part.dev)
             if d is None:
                 logger.error("worker {}: part for unknown device {}", self.index, part.dev)
@@ -144,6 +152,8 @@ class Worker:
             self._complete(part.tag, status)
             self.hb.parts_done += 1
             done += 1
+            if done % SIGNAL_EVERY == 0 or self.sub.peek() < 0:
+                self.comp_event.set()
         return done
 
     def run(self) -> int:
@@ -158,10 +168,13 @@ class Worker:
         try:
             while True:
                 self.sub_event.clear()
-                self._control()
+                if self.hb.ctl_sent != self.ctl_seen:
+                    self._control()
                 if self._drain():
                     continue
                 r, _, _ = select.select(fds, [], [], hb_interval)
+                if self.channel.fileno() in r:
+                    self._control()            # also notices a closed channel (EOF)
                 if not r and os.getppid() != self.ppid:
                     logger.error("worker {}: supervisor is gone, exiting", self.index)
                     return 1
