@@ -307,3 +307,37 @@ def test_split_covers_every_byte_once_in_order(first_sector, iov_sectors, chunk)
         assert len(flat) == n
         got.extend((off + i, m) for i, m in enumerate(flat))
     assert got == want
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_device_number_reused_after_remove_reads_the_new_backend(tmp_path, workers):
+    from overlaybd.workers.rawfile import RawFileOpener
+    h = Harness(tmp_path, workers)
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(reversed(h.src)))
+    try:
+        for round_, path in enumerate([other, h.path, other]):
+            h.engine.remove_device(DEV)
+            h.engine.add_device(DEV, RawFileOpener(path), h.map_fd, h.map_size)
+            h.submit(round_, OP_READ, 0, 3 * MiB, 0, 65536)      # no wait in between
+            h.wait_for([round_])
+            assert h.data(0, 3 * MiB) == path.read_bytes()[:3 * MiB], f"round {round_}"
+    finally:
+        h.close()
+
+
+def test_unpicklable_opener_is_refused_and_leaves_the_engine_working(tmp_path):
+    h = Harness(tmp_path, 1)
+    try:
+        fd = os.memfd_create("other")
+        os.ftruncate(fd, MiB)
+        with pytest.raises(CommandError) as e:
+            h.engine.add_device(DEV + 1, lambda: None, fd, MiB)
+        assert e.value.field == "opener"
+        os.close(fd)
+        os.kill(h.engine.worker_pids()[0], 9)          # a replacement must not choke on it
+        h.submit(1, OP_READ, 0, 4096, 0)
+        h.wait_for([1])
+        assert h.completions == {1: [ST_GOOD]} and h.engine.restarts == 1
+    finally:
+        h.close()

@@ -72,14 +72,20 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def send(self, obj) -> None:
+    @staticmethod
+    def encode(obj) -> tuple[bytes, list[int]]:
+        """The packet and descriptors :meth:`send` would send; raises if ``obj`` cannot go."""
         f = io.BytesIO()
         p = _Pickler(f)
         p.dump(obj)
         data = f.getvalue()
         if len(data) > MAX_MESSAGE or len(p.fds) > MAX_FDS:
             raise ValueError(f"control message too large: {len(data)} bytes, {len(p.fds)} fds")
-        socket.send_fds(self.sock, [data], p.fds)
+        return data, p.fds
+
+    def send(self, obj) -> None:
+        data, fds = self.encode(obj)
+        socket.send_fds(self.sock, [data], fds)
 
     def recv(self, block: bool = True):
         """The next message; None if ``block`` is False and none is waiting.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 import select
 import time
 from collections import deque
@@ -116,7 +117,11 @@ class Engine:
             d = Device(dev, opener, uio_fd, map_size, self.retry, backend=opener())
             self._inline[dev] = d
         else:
-            self.pool.add_device(dev, opener, uio_fd, map_size)
+            try:
+                self.pool.add_device(dev, opener, uio_fd, map_size)
+            except (pickle.PicklingError, TypeError, AttributeError) as e:
+                raise CommandError(f"the opener cannot be sent to the workers: {e}",
+                                   path=f"dev {dev}", field="opener") from e
         self._map_sizes[dev] = map_size
 
     def remove_device(self, dev: int, timeout: float = 30.0) -> None:

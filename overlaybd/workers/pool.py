@@ -186,6 +186,8 @@ class WorkerPool:
 
     # -- devices -------------------------------------------------------------------------------
     def add_device(self, dev: int, opener, fd: int, map_size: int) -> None:
+        """Raises TypeError (or another pickling error) if ``opener`` cannot be pickled."""
+        Channel.encode(("add", dev, opener, PassFd(fd), map_size))
         dup = os.dup(fd)
         os.set_inheritable(dup, False)
         old = self.devices.pop(dev, None)
