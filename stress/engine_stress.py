@@ -22,6 +22,7 @@ import time
 import psutil
 
 from overlaybd.workers import OP_READ, ST_GOOD, Engine
+from overlaybd.workers.ops import STATUSES
 from overlaybd.workers.rawfile import RawFileOpener
 
 DEV = 1
@@ -76,7 +77,7 @@ def run(args) -> int:
             return
         slot, off, n = entry
         if status != ST_GOOD:
-            errors.append(f"command {cmd_id} ({off}+{n}) status {status}")
+            errors.append(f"command {cmd_id} ({off}+{n}) status {STATUSES.get(status, status)}")
         elif mm[slot * max_io:slot * max_io + n] != src[off:off + n]:
             errors.append(f"command {cmd_id} ({off}+{n}): wrong bytes")
         free_slots.append(slot)
@@ -133,6 +134,9 @@ def run(args) -> int:
         for i, pid in enumerate(engine.worker_pids()):
             sampler.sample(pid, f"worker {i}")
         restarts = engine.restarts
+        for w in engine.stats():
+            print(f"worker {w['index']} (cpu {w['cpu']}, pid {w['pid']}): {w['restarts']} restarts, "
+                  f"{w['parts_done']} parts done by the current process")
         codes = engine.stop(drain=True, timeout=30)
     finally:
         mm.close()

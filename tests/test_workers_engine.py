@@ -207,6 +207,9 @@ def test_workers_are_pinned_round_robin(tmp_path):
         h.wait_for([1])
         got = [psutil.Process(pid).cpu_affinity() for pid in h.engine.worker_pids()]
         assert got == [[allowed[i % len(allowed)]] for i in range(3)]
+        stats = h.engine.stats()
+        assert [w["cpu"] for w in stats] == [allowed[i % len(allowed)] for i in range(3)]
+        assert sum(w["parts_done"] for w in stats) == 1 and all(w["restarts"] == 0 for w in stats)
     finally:
         h.close()
 

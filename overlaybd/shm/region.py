@@ -31,10 +31,9 @@ def unique_name(purpose: str = "shm") -> str:
 class SharedRegion:
     """``size`` bytes of shared memory: ``.buf`` (an mmap) and ``.fd`` (to pass to others)."""
 
-    def __init__(self, fd: int, size: int, owner: bool):
+    def __init__(self, fd: int, size: int):
         self.fd = fd
         self.size = size
-        self.owner = owner
         self.buf = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
     @classmethod
@@ -51,7 +50,7 @@ class SharedRegion:
             shm.unlink()
         os.set_inheritable(fd, False)
         try:
-            return cls(fd, size, owner=True)
+            return cls(fd, size)
         except BaseException:
             os.close(fd)
             raise
@@ -59,7 +58,7 @@ class SharedRegion:
     @classmethod
     def attach(cls, fd: int) -> SharedRegion:
         """Map a region from a descriptor received from its creator (takes ownership of fd)."""
-        return cls(fd, os.fstat(fd).st_size, owner=False)
+        return cls(fd, os.fstat(fd).st_size)
 
     def close(self) -> None:
         """Unmap and close the descriptor.  Views on ``buf`` must have been released."""
@@ -69,12 +68,6 @@ class SharedRegion:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _pid_alive(pid: int) -> bool:

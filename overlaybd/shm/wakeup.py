@@ -8,7 +8,6 @@ then drains its ring, and only then waits; a producer publishes to the ring, the
 from __future__ import annotations
 
 import os
-import select
 
 
 class Event:
@@ -34,11 +33,6 @@ class Event:
             return True
         except BlockingIOError:
             return False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until set (without clearing it) or ``timeout`` seconds; True if set."""
-        r, _, _ = select.select([self.fd], [], [], timeout)
-        return bool(r)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -114,8 +114,12 @@ class Engine:
         if dev in self._map_sizes:
             raise CommandError("device already added", path=f"dev {dev}", field="dev")
         if self.pool is None:
-            d = Device(dev, opener, uio_fd, map_size, self.retry, backend=opener())
-            self._inline[dev] = d
+            backend = opener()            # errors reach the caller, as the contract wants
+            try:
+                self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend)
+            except BaseException:
+                backend.close()
+                raise
         else:
             try:
                 self.pool.add_device(dev, opener, uio_fd, map_size)
@@ -232,6 +236,10 @@ class Engine:
 
     def worker_pids(self) -> list[int]:
         return self.pool.pids() if self.pool is not None else []
+
+    def stats(self) -> list[dict]:
+        """Per worker: ``index, pid, cpu, parts_done, restarts, heartbeat_age, outstanding``."""
+        return self.pool.stats() if self.pool is not None else []
 
     @property
     def restarts(self) -> int:

@@ -288,6 +288,12 @@ class WorkerPool:
     def pids(self) -> list[int]:
         return [s.proc.pid for s in self.slots]
 
+    def stats(self) -> list[dict]:
+        """Per worker: pid, cpu, parts done by the current process, restarts, heartbeat age."""
+        return [{"index": s.index, "pid": s.proc.pid, "cpu": s.cpu, "parts_done": s.hb.parts_done,
+                 "restarts": s.restarts, "heartbeat_age": s.hb.age(),
+                 "outstanding": len(s.inflight) + len(s.backlog)} for s in self.slots]
+
     def stop(self, timeout: float = 30.0) -> list[int | None]:
         """Ask every worker to flush and exit; returns their exit codes (killed after timeout)."""
         for slot in self.slots:

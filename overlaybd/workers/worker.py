@@ -149,8 +149,8 @@ class Worker:
                 status = FAILED.get(part.op, ST_READ_ERR)
             else:
                 status = d.execute(part.op, part.offset, part.length, part.iovs)
+            self.hb.parts_done += 1         # before the completion: counted once it is seen
             self._complete(part.tag, status)
-            self.hb.parts_done += 1
             done += 1
             if done % SIGNAL_EVERY == 0 or self.sub.peek() < 0:
                 self.comp_event.set()
