@@ -64,3 +64,7 @@ def _write_all(fd, data):
 def main(argv=None):
     a = build_parser().parse_args(argv)
     return run(PROG, _main, a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -41,3 +41,7 @@ def _main(a):
 def main(argv=None):
     a = build_parser().parse_args(argv)
     return run(PROG, _main, a)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
