@@ -148,3 +148,28 @@ def test_workers_exit_and_nothing_is_left_when_the_supervisor_is_killed(tmp_path
     assert shm_names_of(sup.pid) == []
     for fd in (r, w, map_fd):
         os.close(fd)
+
+
+def test_a_part_that_keeps_killing_workers_fails_alone(tmp_path):
+    from workers_fixtures import PoisonOpener
+
+    from overlaybd.workers import ST_READ_ERR
+    from overlaybd.workers.pool import MAX_DEATHS
+    h = Harness(tmp_path, 2, chunk_size=CHUNK, heartbeat_sec=30)
+    h.engine.remove_device(7)
+    poison = 5 * CHUNK
+    h.engine.add_device(7, PoisonOpener(h.path, poison), h.map_fd, h.map_size)
+    try:
+        for i in range(20):
+            h.submit(i, OP_READ, i * CHUNK // 2, 4096, i * 4096)
+        h.wait_for(range(20))
+        for i in range(20):
+            off = i * CHUNK // 2
+            if off == poison:
+                assert h.completions[i] == [ST_READ_ERR]
+            else:
+                assert h.completions[i] == [ST_GOOD]
+                assert h.data(i * 4096, 4096) == h.src[off:off + 4096]
+        assert h.engine.restarts == MAX_DEATHS
+    finally:
+        h.close()

@@ -148,3 +148,25 @@ class Harness:
         self.mm.close()
         os.close(self.map_fd)
         return codes
+
+
+class PoisonFile(RawFile):
+    """A raw file that kills its process when asked to read at ``poison`` (a crashing backend)."""
+
+    def __init__(self, path, poison):
+        super().__init__(path)
+        self.poison = poison
+
+    def preadinto(self, buf, off):
+        if off == self.poison:
+            os.kill(os.getpid(), 9)
+        return super().preadinto(buf, off)
+
+
+class PoisonOpener(RawFileOpener):
+    def __init__(self, path, poison):
+        super().__init__(path)
+        self.poison = poison
+
+    def __call__(self):
+        return PoisonFile(self.path, self.poison)

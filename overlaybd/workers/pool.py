@@ -10,7 +10,9 @@ is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion rin
 rings reset, and a replacement is forked on the same CPU.  Every part that was in flight on the
 dead worker is published again, in its original order, to the replacement, so no command is
 lost and none completes twice (a part leaves the in-flight table only when its completion is
-consumed, and the dead process can no longer post one once reaped).
+consumed, and the dead process can no longer post one once reaped).  The one exception is a
+"poison" part, one that was executing when ``MAX_DEATHS`` workers died: it completes with the
+error status of its operation rather than crash workers forever.
 
 At most ``ring_slots`` parts are outstanding per worker (published, completion not yet
 consumed), which keeps both rings from ever filling; the rest wait in a backlog.
@@ -46,9 +48,11 @@ from ..shm.heartbeat import HEARTBEAT_SIZE, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
+from .ops import FAILED, OPS, ST_READ_ERR
 from .worker import worker_main
 
 WAKE_BATCH = 16
+MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
 
 
 class _Slot:
@@ -107,6 +111,7 @@ class WorkerPool:
         self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size)
         self._sentinels: dict[int, _Slot] = {}
         self._next_hb_check = 0.0
+        self._deaths: dict[int, int] = {}         # part tag -> deaths of workers running it
         self.restarts = 0
 
     # -- processes -----------------------------------------------------------------------------
@@ -115,6 +120,7 @@ class WorkerPool:
             self._spawn(slot)
 
     def _spawn(self, slot: _Slot) -> None:
+        self.settings["supervisor_pid"] = os.getpid()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent.settimeout(max(self.heartbeat_sec, 1.0))
         proc = self.ctx.Process(target=worker_main, args=(slot.index, child, slot.cpu, self.settings),
@@ -170,7 +176,7 @@ class WorkerPool:
         pid = slot.proc.pid
         code = self._reap(slot)
         self._drain(slot)                 # what it completed before dying counts
-        pending = list(slot.inflight.values())
+        pending = self._blame(slot, list(slot.inflight.values()))
         pending.extend(slot.backlog)
         slot.inflight.clear()
         slot.backlog = deque(pending)
@@ -183,6 +189,26 @@ class WorkerPool:
                        slot.index, pid, reason, code, len(pending))
         self._spawn(slot)
         self._publish_backlog(slot)
+
+    def _blame(self, slot: _Slot, inflight: list[Part]) -> list[Part]:
+        """The parts to redo: all but one that has now died with its worker MAX_DEATHS times.
+
+        A worker takes parts in order and completes each before taking the next, so after its
+        completions are drained the in-flight parts it had already taken -- those beyond the
+        ``len(sub)`` still in its ring -- are (at most) the one it was executing when it died.
+        """
+        running = inflight[:max(len(inflight) - len(slot.sub), 0)]
+        for part in running:
+            deaths = self._deaths.get(part.tag, 0) + 1
+            self._deaths[part.tag] = deaths
+            if deaths >= MAX_DEATHS:
+                logger.error("worker {}: {} at {}+{} of dev {} died with its worker {} times; "
+                             "failing it", slot.index, OPS.get(part.op, part.op), part.offset,
+                             part.length, part.dev, deaths)
+                del self._deaths[part.tag]
+                inflight.remove(part)
+                self.on_part_done(part, FAILED.get(part.op, ST_READ_ERR))
+        return inflight
 
     # -- devices -------------------------------------------------------------------------------
     def add_device(self, dev: int, opener, fd: int, map_size: int) -> None:
@@ -255,6 +281,8 @@ class WorkerPool:
             if part is None:
                 logger.error("worker {}: completion for unknown part {}", slot.index, tag)
                 continue
+            if self._deaths:
+                self._deaths.pop(tag, None)
             self.on_part_done(part, status)
 
     def outstanding(self) -> int:

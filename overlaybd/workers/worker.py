@@ -49,9 +49,12 @@ class Worker:
         self.index = index
         self.channel = channel
         self.settings = settings
-        self.ppid = os.getppid()
+        self.ppid = settings["supervisor_pid"]  # not getppid(): it may already have died
         self.devices: dict[int, Device] = {}
         self.retry = RetryPolicy(settings["read_retry_sec"])
+        while not select.select([channel], [], [], 1.0)[0]:
+            if os.getppid() != self.ppid:
+                raise SystemExit(1)           # the supervisor died before sending anything
         init = channel.recv()
         self.ctl_seen = 1
         if init[0] != "init":
@@ -175,7 +178,7 @@ class Worker:
                 r, _, _ = select.select(fds, [], [], hb_interval)
                 if self.channel.fileno() in r:
                     self._control()            # also notices a closed channel (EOF)
-                if not r and os.getppid() != self.ppid:
+                if os.getppid() != self.ppid:
                     logger.error("worker {}: supervisor is gone, exiting", self.index)
                     return 1
         except _Stop as stop:
