@@ -99,3 +99,19 @@ def test_background_download_switches_and_survives_registry_stop(tmp_path, regis
         assert sha256_of(img) == golden_manifest["merged"]["sha256"]
     finally:
         img.close()
+
+
+def test_cache_dir_without_hole_reporting_is_bypassed(tmp_path, registry_none, golden_manifest,
+                                                      monkeypatch):
+    """On a filesystem that calls every byte data (hostfs, some FUSE mounts), an empty cache file
+    would look fully cached: the layer must be read from the registry instead, never as zeros."""
+    import overlaybd.cache as cache
+    monkeypatch.setattr(cache, "reports_holes", lambda d: False)
+    base, lowers = push_image(registry_none, "img/noholes", golden_manifest["stacks"]["lz4"])
+    svc = service_config(tmp_path)
+    img = open_image(write_cfg(tmp_path, base, lowers), svc)
+    try:
+        assert sha256_of(img) == golden_manifest["merged"]["sha256"]
+    finally:
+        img.close()
+    assert not list((tmp_path / "cache").glob("sha256:*"))

@@ -23,6 +23,7 @@ from ..registry.blob import RegistryBlob, context_for
 from .download import start_background_download
 from .eviction import store_for
 from .filecache import CachedBlob, known_size
+from .sparse import reports_holes
 from .switch import SwitchFile
 
 __all__ = ["SwitchFile", "open_remote_layer", "p2p_reachable", "start_background_download"]
@@ -73,6 +74,13 @@ def open_remote_layer(url, lower, svc):
         store = store_for(cache.dir, cache.size_gb)
         os.makedirs(store.root, exist_ok=True)      # it may have been cleaned by hand
         path = os.path.join(store.root, url.rstrip("/").rsplit("/", 1)[-1])
+    if not reports_holes(os.path.dirname(path)):
+        logger.warning("cache {} is on a filesystem that does not report holes (SEEK_HOLE): "
+                       "presence of cached data cannot be known there, so {} is read without "
+                       "the cache; put the cache on ext4, xfs, btrfs or tmpfs",
+                       os.path.dirname(path), url)
+        blob = RegistryBlob(url, ctx, on_read=_download_audit(url))
+        return SwitchFile(blob, url, lower, ctx)
 
     size = known_size(path, size_hint)
     blob = None

@@ -42,6 +42,38 @@ def punch_hole(fd, off, n):
         raise OSError(e, f"fallocate(PUNCH_HOLE): {os.strerror(e)}")
 
 
+_HOLE_SUPPORT = {}
+_HOLE_LOCK = threading.Lock()
+
+
+def reports_holes(directory):
+    """True when files in ``directory`` report their holes (``SEEK_HOLE`` finds one in a fresh
+    sparse file).  Filesystems without it (hostfs, some FUSE and network filesystems) call a
+    whole file data, which would make an empty cache file look fully cached: the caches must
+    not be used there.  Probed once per filesystem (st_dev)."""
+    dev = os.stat(directory).st_dev
+    with _HOLE_LOCK:
+        if dev not in _HOLE_SUPPORT:
+            _HOLE_SUPPORT[dev] = _probe_holes(directory)
+        return _HOLE_SUPPORT[dev]
+
+
+def _probe_holes(directory):
+    fd = -1
+    path = os.path.join(directory, f".hole-probe.{os.getpid()}.{threading.get_ident()}")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.ftruncate(fd, 1 << 20)
+        os.pwrite(fd, b"x" * PAGE, 512 << 10)
+        return os.lseek(fd, 0, os.SEEK_HOLE) == 0 and os.lseek(fd, 0, os.SEEK_DATA) == 512 << 10
+    except OSError:
+        return False
+    finally:
+        if fd >= 0:
+            os.close(fd)
+            os.unlink(path)
+
+
 def holes(fd, start, end):
     """The holes (unallocated ranges) of ``[start, end)`` as a list of (s, e), in order.
     Bytes at or past the end of the file count as a hole."""
