@@ -46,6 +46,11 @@ class Part(NamedTuple):
 def pack_part(buf, off: int, part: Part) -> None:
     """Write ``part`` into ``buf`` at ``off`` (a ring slot)."""
     n = len(part.iovs)
+    if n == 1:
+        moff, ln = part.iovs[0]
+        _PARTS[1].pack_into(buf, off, part.tag, part.offset, part.dev, part.length, part.op, 1, 0, 0,
+                            moff, ln)
+        return
     if n > MAX_IOVS:
         raise ValueError(f"part {part.tag}: {n} iovecs, at most {MAX_IOVS} fit a descriptor")
     flat = [x for iov in part.iovs for x in iov]

@@ -68,6 +68,7 @@ class Engine:
         self._map_sizes: dict[int, int] = {}
         self._inline: dict[int, Device] = {}
         self._tags = itertools.count(1)
+        self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
         self._started = False
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -144,30 +145,38 @@ class Engine:
 
     # -- commands ------------------------------------------------------------------------------
     def _check(self, dev, cmd_id, op, offset, length, iovs):
-        where = f"dev {dev} cmd {cmd_id}"
+        def bad(message, field):
+            return CommandError(message, path=f"dev {dev} cmd {cmd_id}", field=field)
         map_size = self._map_sizes.get(dev)
         if map_size is None:
-            raise CommandError("unknown device", path=where, field="dev")
+            raise bad("unknown device", "dev")
         if op not in OPS:
-            raise CommandError(f"unknown op {op}", path=where, field="op")
+            raise bad(f"unknown op {op}", "op")
         if (dev, cmd_id) in self._cmds:
-            raise CommandError("command id already in flight", path=where, field="cmd_id")
+            raise bad("command id already in flight", "cmd_id")
         if op == OP_FLUSH:
             return
         if offset < 0 or offset % SECTOR:
-            raise CommandError(f"offset {offset} is not a multiple of {SECTOR}", path=where, field="offset")
+            raise bad(f"offset {offset} is not a multiple of {SECTOR}", "offset")
         if length < 0 or length % SECTOR:
-            raise CommandError(f"length {length} is not a multiple of {SECTOR}", path=where, field="length")
-        if op in (OP_READ, OP_WRITE):
+            raise bad(f"length {length} is not a multiple of {SECTOR}", "length")
+        if op == OP_READ or op == OP_WRITE:
             total = 0
             for moff, n in iovs:
                 if moff < 0 or n < 0 or moff + n > map_size:
-                    raise CommandError(f"iovec ({moff}, {n}) outside the {map_size}-byte data area",
-                                       path=where, field="iovs")
+                    raise bad(f"iovec ({moff}, {n}) outside the {map_size}-byte data area", "iovs")
                 total += n
             if total != length:
-                raise CommandError(f"iovecs hold {total} bytes, command length is {length}",
-                                   path=where, field="iovs")
+                raise bad(f"iovecs hold {total} bytes, command length is {length}", "iovs")
+
+    def _route(self, dev: int, chunk: int) -> int:
+        key = (dev, chunk)
+        worker = self._routes.get(key)
+        if worker is None:
+            if len(self._routes) >= 1 << 16:
+                self._routes.clear()
+            worker = self._routes[key] = route(dev, chunk, self.workers)
+        return worker
 
     def submit(self, dev: int, cmd_id: int, op: int, offset: int, length: int, iovs) -> None:
         """Start a command; its completion is reported by a later :meth:`poll`."""
@@ -182,8 +191,8 @@ class Engine:
         else:
             split = split_iovs(offset, iovs, self.chunk_size, MAX_IOVS) if op != OP_DISCARD \
                 else split_range(offset, length, self.chunk_size)
-            pieces = [(route(dev, off // self.chunk_size, self.workers), off, n, v)
-                      for off, n, v in split]
+            cs = self.chunk_size
+            pieces = [(self._route(dev, off // cs), off, n, v) for off, n, v in split]
         if not pieces:
             self._done.append((dev, cmd_id, ST_GOOD))
             self._ready.set()
