@@ -82,3 +82,27 @@ def test_bad_arguments():
         BlockCache(BytesFile(b""), 0, 10)
     with pytest.raises(ValueError):
         BlockCache(BytesFile(b""), 4096, -1)
+
+
+def test_over_a_golden_zfile_reads_equal_the_plain_layer():
+    """The intended place: above a decompressing layer.  Reads through the cache over an
+    upstream ZFile equal the plain (decompressed) layer, and repeated reads stop hitting it."""
+    import pathlib
+
+    from overlaybd.io import LocalFile
+    from overlaybd.zfile import ZFile
+    golden = pathlib.Path(__file__).parent / "data" / "golden"
+    plain = (golden / "layer1.lsmt").read_bytes()
+    z = ZFile(LocalFile(golden / "layer1.lz4.zfile"))
+    c = BlockCache(z, z.block_size, 64 * z.block_size)
+    rnd = random.Random(11)
+    for _ in range(200):
+        off = rnd.randrange(0, len(plain))
+        n = rnd.randrange(1, 3 * z.block_size)
+        assert c.pread(n, off) == plain[off:off + n]
+    c.pread(8192, 4096)
+    c.hits = c.misses = 0
+    for _ in range(3):
+        assert c.pread(8192, 4096) == plain[4096:12288]
+    assert c.misses == 0 and c.hits == 6
+    c.close()
