@@ -344,3 +344,28 @@ def test_unpicklable_opener_is_refused_and_leaves_the_engine_working(tmp_path):
         assert h.completions == {1: [ST_GOOD]} and h.engine.restarts == 1
     finally:
         h.close()
+
+
+def test_commands_submitted_from_on_complete_run_without_another_poll(tmp_path):
+    """A caller that selects on a fileno() it fetched once still sees its commands and their
+    follow-ups run (heartbeat 60 s: the worker's own 15 s timeout cannot be what wakes it)."""
+    import select
+    h = Harness(tmp_path, 1, heartbeat_sec=60)
+    fd = h.engine.fileno()
+    chained = []
+
+    def on_complete(dev, cmd_id, status):
+        h.completions.setdefault(cmd_id, []).append(status)
+        if cmd_id == 1:
+            h.submit(2, OP_READ, 4096, 4096, 8192)
+            chained.append(2)
+    h.engine.on_complete = on_complete
+    try:
+        h.submit(1, OP_READ, 0, 4096, 0)
+        while 2 not in h.completions:
+            assert select.select([fd], [], [], 10)[0], "the chained command never ran"
+            h.engine.poll()
+        assert h.completions == {1: [ST_GOOD], 2: [ST_GOOD]}
+        assert h.data(8192, 4096) == h.src[4096:8192]
+    finally:
+        h.close()

@@ -222,6 +222,8 @@ class Engine:
         done = self._done
         while done:
             self.on_complete(*done.popleft())
+        if self.pool is not None:
+            self.pool.kick()          # commands on_complete submitted (e.g. the next UNMAP piece)
 
     def fileno(self) -> int:
         """Readable when :meth:`poll` has work (completions, a worker to replace).

@@ -17,9 +17,11 @@ error status of its operation rather than crash workers forever.
 At most ``ring_slots`` parts are outstanding per worker (published, completion not yet
 consumed), which keeps both rings from ever filling; the rest wait in a backlog.
 
-Wake-ups are batched: :meth:`submit` publishes at once but signals a worker only when
-``WAKE_BATCH`` parts are waiting for it; :meth:`kick` (called by :meth:`poll` and by the
-engine's ``poll``/``wait``/``fileno``) signals the rest.
+Wake-ups are batched: :meth:`submit` publishes at once but signals a worker only when its ring
+was empty (it is probably asleep) or ``WAKE_BATCH`` parts are waiting for it; :meth:`kick`
+(called by :meth:`poll` and by the engine's ``poll``/``wait``/``fileno``) signals the rest.  A
+wake-up skipped because the worker emptied its ring just then is made up by the next kick, or
+at the latest by the worker's own timeout (``heartbeat_sec / 4``).
 """
 
 from __future__ import annotations
@@ -237,9 +239,10 @@ class WorkerPool:
         if slot.backlog or len(slot.inflight) >= self.ring_slots:
             slot.backlog.append(part)
             return
+        idle = len(slot.sub) == 0          # nothing queued: the worker is probably asleep
         self._publish(slot, part)
         slot.unsignalled += 1
-        if slot.unsignalled >= WAKE_BATCH:
+        if idle or slot.unsignalled >= WAKE_BATCH:
             self._wake(slot)
 
     @staticmethod
