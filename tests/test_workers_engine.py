@@ -369,3 +369,27 @@ def test_commands_submitted_from_on_complete_run_without_another_poll(tmp_path):
         assert h.data(8192, 4096) == h.src[4096:8192]
     finally:
         h.close()
+
+
+def test_a_slow_part_does_not_hold_back_completions_before_it(tmp_path):
+    import select
+
+    from workers_fixtures import GateOpener
+    release = tmp_path / "release"
+    h = Harness(tmp_path, 1, heartbeat_sec=60)
+    h.engine.remove_device(DEV)
+    h.engine.add_device(DEV, GateOpener(h.path, 5 * 4096, release), h.map_fd, h.map_size)
+    try:
+        for i in range(6):                         # the last one blocks until released
+            h.submit(i, OP_READ, i * 4096, 4096, i * 4096)
+        fd = h.engine.fileno()
+        while len(h.completions) < 5:
+            assert select.select([fd], [], [], 10)[0], "completions were not signalled"
+            h.engine.poll()
+        assert sorted(h.completions) == [0, 1, 2, 3, 4]
+        release.touch()
+        h.wait_for([5])
+        assert h.data(0, 6 * 4096) == h.src[:6 * 4096]
+    finally:
+        release.touch()
+        h.close()

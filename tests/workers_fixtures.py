@@ -170,3 +170,25 @@ class PoisonOpener(RawFileOpener):
 
     def __call__(self):
         return PoisonFile(self.path, self.poison)
+
+
+class GateFile(RawFile):
+    """A raw file whose read at ``gate`` blocks until the file ``release`` exists."""
+
+    def __init__(self, path, gate, release):
+        super().__init__(path)
+        self.gate, self.release = gate, release
+
+    def preadinto(self, buf, off):
+        while off == self.gate and not os.path.exists(self.release):
+            time.sleep(0.01)
+        return super().preadinto(buf, off)
+
+
+class GateOpener(RawFileOpener):
+    def __init__(self, path, gate, release):
+        super().__init__(path)
+        self.gate, self.release = gate, str(release)
+
+    def __call__(self):
+        return GateFile(self.path, self.gate, self.release)

@@ -9,8 +9,8 @@ Main loop: clear the submission event, drain the submission ring (execute, post 
 and only then sleep on the event and the channel.  Control messages are taken whenever the
 supervisor's ``ctl_sent`` count (heartbeat word) differs from the worker's -- it is checked
 before every part, so a part published after an ``add``/``remove`` always sees it applied.
-The completion event is signalled every ``SIGNAL_EVERY`` parts and whenever the submission ring
-is found empty, so the supervisor wakes once per burst, not once per part.  A
+The completion event is signalled after every part: the next part may be a slow one (a remote
+fetch), and the completions before it must not wait for it.  A
 thread beats the heartbeat every ``heartbeat_sec / 4`` s: it stops when the process is stopped
 or killed, not while a slow backend read (which the spec retries for a long time) is running.
 """
@@ -37,7 +37,6 @@ from .execute import Device, RetryPolicy
 from .ops import FAILED, ST_GOOD, ST_READ_ERR
 
 BATCH = 64
-SIGNAL_EVERY = 16
 
 
 class _Stop(Exception):
@@ -155,8 +154,7 @@ class Worker:
             self.hb.parts_done += 1         # before the completion: counted once it is seen
             self._complete(part.tag, status)
             done += 1
-            if done % SIGNAL_EVERY == 0 or self.sub.peek() < 0:
-                self.comp_event.set()
+            self.comp_event.set()
         return done
 
     def run(self) -> int:
