@@ -393,3 +393,35 @@ def test_a_slow_part_does_not_hold_back_completions_before_it(tmp_path):
     finally:
         release.touch()
         h.close()
+
+
+class ReadOnlyImageLike:
+    """Like overlaybd.image.Image without an upper: has pwrite/discard that raise EROFS."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __call__(self):
+        from overlaybd.errors import ReadOnlyError
+        from overlaybd.workers.rawfile import RawFile
+        f = RawFile(self.path)
+        del f.read_only
+
+        def refuse(*args):
+            raise ReadOnlyError("image is read-only", path=self.path)
+        f.pwrite = f.discard = refuse
+        return f
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_read_only_error_from_the_backend_is_write_protect(tmp_path, workers):
+    img = tmp_path / "ro.img"
+    img.write_bytes(bytes(MiB))
+    h = Harness(tmp_path, workers, opener=ReadOnlyImageLike(img))
+    try:
+        h.submit(1, OP_WRITE, 0, 4096, 0)
+        h.submit(2, OP_DISCARD, 0, 4096)
+        h.wait_for([1, 2])
+        assert h.completions == {1: [ST_WRITE_PROTECT], 2: [ST_WRITE_PROTECT]}
+    finally:
+        h.close()

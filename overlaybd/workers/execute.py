@@ -12,6 +12,7 @@ import time
 
 from loguru import logger
 
+from ..errors import ReadOnlyError
 from .ops import (
     FAILED,
     OP_DISCARD,
@@ -144,6 +145,8 @@ class Device:
         want = len(data)
         try:
             got = self.backend.pwrite(data, offset)
+        except ReadOnlyError:
+            return ST_WRITE_PROTECT
         except Exception as e:  # noqa: BLE001
             logger.error("dev {}: write of {} bytes at {} failed: {}", self.dev, want, offset, e)
             return ST_WRITE_ERR
@@ -164,6 +167,8 @@ class Device:
             return ST_WRITE_ERR
         try:
             discard(offset, length)
+        except ReadOnlyError:
+            return ST_WRITE_PROTECT
         except Exception as e:  # noqa: BLE001
             logger.error("dev {}: discard {}+{} failed: {}", self.dev, offset, length, e)
             return ST_WRITE_ERR
