@@ -173,3 +173,24 @@ def test_a_part_that_keeps_killing_workers_fails_alone(tmp_path):
         assert h.engine.restarts == MAX_DEATHS
     finally:
         h.close()
+
+
+def test_crash_looping_worker_is_restarted_with_backoff_and_recovers(tmp_path):
+    from workers_fixtures import CrashingOpener
+    h = Harness(tmp_path, 1, heartbeat_sec=30)
+    try:
+        fd = os.memfd_create("bad")
+        os.ftruncate(fd, 4096)
+        h.engine.add_device(99, CrashingOpener(), fd, 4096)   # every worker dies opening it
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            h.engine.wait(0.02)
+        # Without a backoff a fork-and-die loop restarts dozens of times in 2 s.
+        assert 3 <= h.engine.restarts <= 12
+        h.engine.remove_device(99)
+        os.close(fd)
+        h.submit(1, OP_READ, 0, 4096, 0)
+        h.wait_for([1])
+        assert h.completions == {1: [ST_GOOD]} and h.data(0, 4096) == h.src[:4096]
+    finally:
+        h.close()

@@ -192,3 +192,10 @@ class GateOpener(RawFileOpener):
 
     def __call__(self):
         return GateFile(self.path, self.gate, self.release)
+
+
+class CrashingOpener:
+    """An opener that kills the process calling it (a backend crashing the interpreter)."""
+
+    def __call__(self):
+        os._exit(3)

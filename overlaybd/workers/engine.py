@@ -83,11 +83,12 @@ class Engine:
         self.pool.epoll.register(self._ready.fileno(), select.EPOLLIN)
         self.pool.start()
 
-    def stop(self, drain: bool = True, timeout: float | None = None) -> list[int | None]:
-        """Finish what is in flight (if ``drain``), flush writable backends, stop the workers.
+    def stop(self, drain: bool = True, timeout: float | None = 60.0) -> list[int | None]:
+        """Finish what is in flight (if ``drain``; for up to ``timeout`` seconds), flush
+        writable backends, stop the workers.
 
-        Returns the workers' exit codes (0: stopped cleanly, flush succeeded).  Without
-        ``drain`` the commands still in flight are abandoned, never completed.
+        Returns the workers' exit codes (0: stopped cleanly, flush succeeded).  Commands still
+        in flight after that (or all of them, without ``drain``) are abandoned, never completed.
         """
         if drain:
             deadline = None if timeout is None else time.monotonic() + timeout

@@ -54,6 +54,9 @@ from .ops import FAILED, OPS, ST_READ_ERR
 from .worker import worker_main
 
 WAKE_BATCH = 16
+CRASH_WINDOW = 30.0     # a worker position whose processes died CRASH_LOOP times within this
+CRASH_LOOP = 3          # many seconds is restarted after a growing delay (at most MAX_DELAY)
+MAX_DELAY = 10.0
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
 
 
@@ -81,6 +84,8 @@ class _Slot:
         self.proc = None
         self.channel: Channel | None = None
         self.restarts = 0
+        self.deaths: deque[float] = deque()     # when its recent processes died
+        self.respawn_at = 0.0                   # crash loop: no process until then
         self.unsignalled = 0                    # parts published since the last wake-up
 
     def close(self) -> None:
@@ -146,7 +151,10 @@ class WorkerPool:
             self._send(slot, ("add", dev, opener, PassFd(fd), map_size))
 
     def _send(self, slot: _Slot, msg) -> None:
-        """Send a control message; a worker that cannot take it is killed (and later replaced)."""
+        """Send a control message; a worker that cannot take it is killed (and later replaced).
+        A position without a process gets everything it needs when it is next spawned."""
+        if slot.channel is None:
+            return
         try:
             slot.channel.send(msg)
             slot.hb.ctl_sent += 1
@@ -187,10 +195,27 @@ class WorkerPool:
         slot.sub_event.clear()
         slot.restarts += 1
         self.restarts += 1
+        now = time.monotonic()
+        slot.deaths.append(now)
+        while slot.deaths and slot.deaths[0] < now - CRASH_WINDOW:
+            slot.deaths.popleft()
         logger.warning("worker {} (pid {}) {} (exit code {}); restarting it with {} parts to redo",
                        slot.index, pid, reason, code, len(pending))
+        if len(slot.deaths) >= CRASH_LOOP:
+            delay = min(0.25 * 2 ** (len(slot.deaths) - CRASH_LOOP), MAX_DELAY)
+            logger.error("worker {} is crash-looping ({} deaths in {:.0f}s); next start in {:.2f}s",
+                         slot.index, len(slot.deaths), CRASH_WINDOW, delay)
+            slot.respawn_at = now + delay
+            return
         self._spawn(slot)
         self._publish_backlog(slot)
+
+    def _respawn_due(self) -> None:
+        now = time.monotonic()
+        for slot in self.slots:
+            if slot.proc is None and slot.respawn_at <= now:
+                self._spawn(slot)
+                self._publish_backlog(slot)
 
     def _blame(self, slot: _Slot, inflight: list[Part]) -> list[Part]:
         """The parts to redo: all but one that has now died with its worker MAX_DEATHS times.
@@ -306,31 +331,35 @@ class WorkerPool:
             slot = self._sentinels.get(fd)
             if slot is not None:
                 self._replace(slot, "exited")
+        self._respawn_due()
         now = time.monotonic()
         if now >= self._next_hb_check:
             self._next_hb_check = now + self.heartbeat_sec / 4
             for slot in self.slots:
                 age = slot.hb.age()
-                if age > self.heartbeat_sec:
+                if slot.proc is not None and age > self.heartbeat_sec:
                     self._replace(slot, f"stalled (no heartbeat for {age:.1f}s)")
         for slot in self.slots:
             self._publish_backlog(slot)
 
     def pids(self) -> list[int]:
-        return [s.proc.pid for s in self.slots]
+        """Worker pids (0 for a position waiting out a crash-loop delay)."""
+        return [s.proc.pid if s.proc is not None else 0 for s in self.slots]
 
     def stats(self) -> list[dict]:
         """Per worker: pid, cpu, parts done by the current process, restarts, heartbeat age."""
-        return [{"index": s.index, "pid": s.proc.pid, "cpu": s.cpu, "parts_done": s.hb.parts_done,
+        return [{"index": s.index, "pid": s.proc.pid if s.proc is not None else 0, "cpu": s.cpu,
+                 "parts_done": s.hb.parts_done,
                  "restarts": s.restarts, "heartbeat_age": s.hb.age(),
                  "outstanding": len(s.inflight) + len(s.backlog)} for s in self.slots]
 
     def stop(self, timeout: float = 30.0) -> list[int | None]:
         """Ask every worker to flush and exit; returns their exit codes (killed after timeout)."""
-        for slot in self.slots:
+        live = [s for s in self.slots if s.proc is not None]
+        for slot in live:
             self._send(slot, ("stop",))
         deadline = time.monotonic() + timeout
-        waiting = {s.proc.sentinel: s for s in self.slots}
+        waiting = {s.proc.sentinel: s for s in live}
         while waiting:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -344,7 +373,7 @@ class WorkerPool:
                     self._kill(slot)
         for slot in waiting.values():
             logger.error("worker {} did not stop within {}s; killing it", slot.index, timeout)
-        codes = [self._reap(slot) for slot in self.slots]
+        codes = [self._reap(slot) if slot.proc is not None else None for slot in self.slots]
         self.close()
         return codes
 
