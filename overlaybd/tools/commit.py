@@ -5,7 +5,7 @@ import sys
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import parser, removed_on_error, run
+from .common import make_main, parser, removed_on_error
 from .layerout import LayerOutput, add_layer_options
 
 PROG = "overlaybd-commit"
@@ -80,9 +80,7 @@ def _allocated_bytes(src):
         return getattr(src, "size", 1)
 
 
-def main(argv=None):
-    a = build_parser().parse_args(argv)
-    return run(PROG, _main, a)
+main = make_main(PROG, build_parser, _main)
 
 
 if __name__ == "__main__":

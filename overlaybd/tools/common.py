@@ -42,6 +42,14 @@ def run(prog, fn, args):
     return rc or 0
 
 
+def make_main(prog, build_parser, fn):
+    """The console-script entry point of a tool: parse ``argv``, then ``run(prog, fn, args)``."""
+    def main(argv=None):
+        return run(prog, fn, build_parser().parse_args(argv))
+    main.__doc__ = f"{prog} entry point"
+    return main
+
+
 class Progress:
     """Progress on stderr when it is a terminal: ``done/total`` bytes and the rate."""
 

@@ -5,7 +5,7 @@ import os
 from .. import lsmt
 from ..abi import lsmt as abi
 from ..errors import OverlaybdError
-from .common import parser, run
+from .common import make_main, parser
 
 PROG = "overlaybd-create"
 
@@ -40,9 +40,7 @@ def _main(a):
           f" {a.vsize} GiB)")
 
 
-def main(argv=None):
-    a = build_parser().parse_args(argv)
-    return run(PROG, _main, a)
+main = make_main(PROG, build_parser, _main)
 
 
 if __name__ == "__main__":

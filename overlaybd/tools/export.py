@@ -4,7 +4,7 @@ import os
 import sys
 
 from ..image import open_image
-from .common import Progress, parser, run
+from .common import Progress, make_main, parser
 
 PROG = "overlaybd-export"
 CHUNK = 4 << 20
@@ -61,9 +61,7 @@ def _write_all(fd, data):
         mv = mv[os.write(fd, mv):]
 
 
-def main(argv=None):
-    a = build_parser().parse_args(argv)
-    return run(PROG, _main, a)
+main = make_main(PROG, build_parser, _main)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import json
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import parser, run
+from .common import make_main, parser
 
 PROG = "overlaybd-info"
 
@@ -38,9 +38,7 @@ def _main(a):
     return 0
 
 
-def main(argv=None):
-    a = build_parser().parse_args(argv)
-    return run(PROG, _main, a)
+main = make_main(PROG, build_parser, _main)
 
 
 if __name__ == "__main__":

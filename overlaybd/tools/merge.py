@@ -4,7 +4,7 @@ import sys
 
 from .. import lsmt
 from ..image import open_image
-from .common import parser, removed_on_error, run
+from .common import make_main, parser, removed_on_error
 from .layerout import LayerOutput, add_layer_options
 
 PROG = "overlaybd-merge"
@@ -44,9 +44,7 @@ def _main(a):
     return 0
 
 
-def main(argv=None):
-    a = build_parser().parse_args(argv)
-    return run(PROG, _main, a)
+main = make_main(PROG, build_parser, _main)
 
 
 if __name__ == "__main__":

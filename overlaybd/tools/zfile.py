@@ -5,7 +5,7 @@ import sys
 from .. import tar, zfile
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import CountingWriter, Progress, open_output, parser, removed_on_error, run
+from .common import CountingWriter, Progress, make_main, open_output, parser, removed_on_error
 from .layerout import BLOCK_SIZES_KB
 
 PROG = "overlaybd-zfile"
@@ -96,9 +96,7 @@ def _open_src(path):
     return f
 
 
-def main(argv=None):
-    a = build_parser().parse_args(argv)
-    return run(PROG, _main, a)
+main = make_main(PROG, build_parser, _main)
 
 
 
