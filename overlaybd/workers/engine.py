@@ -142,6 +142,7 @@ class Engine:
             self.pool.remove_device(dev)
         d = self._inline.pop(dev, None)
         if d is not None:
+            d.flush()
             d.close()
 
     # -- commands ------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ class Worker:
             elif kind == "remove":
                 d = self.devices.pop(msg[1], None)
                 if d is not None:
+                    d.flush()          # what this worker wrote is durable before the close
                     d.close()
             elif kind == "stop":
                 raise _Stop(0)
