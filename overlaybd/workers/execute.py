@@ -186,8 +186,8 @@ class Device:
             return ST_FLUSH_ERR
         return ST_GOOD
 
-    def close(self, close_backend: bool = True) -> None:
-        if close_backend and self.backend is not None:
+    def close(self) -> None:
+        if self.backend is not None:
             try:
                 self.backend.close()
             except Exception as e:  # noqa: BLE001

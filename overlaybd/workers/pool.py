@@ -313,9 +313,6 @@ class WorkerPool:
                 self._deaths.pop(tag, None)
             self.on_part_done(part, status)
 
-    def outstanding(self) -> int:
-        return sum(len(s.inflight) + len(s.backlog) for s in self.slots)
-
     # -- the supervisor's turn -----------------------------------------------------------------
     def fileno(self) -> int:
         return self.epoll.fileno()
