@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .common import FLAG_DATA, FLAG_HEADER, FLAG_SEALED, MagicFlags  # noqa: F401 (re-exported)
+
 SECTOR = 512
 SECTOR_SHIFT = 9
 
@@ -21,9 +23,6 @@ HT_STRUCT_SIZE = 390     # the struct itself; the rest of the block is zero
 TAG_SIZE = 256           # user_tag (commit message) bytes
 UUID_FIELD_SIZE = 37     # 36 chars + NUL
 
-FLAG_HEADER = 1 << 0     # 1 = header, 0 = trailer
-FLAG_DATA = 1 << 1       # 1 = data file, 0 = index file
-FLAG_SEALED = 1 << 2
 FLAG_SPARSE = 1 << 4     # sparse writable data file
 
 VERSION = 1
@@ -103,7 +102,9 @@ def field_uuid(field: bytes) -> bytes | None:
 
 
 @dataclass
-class HeaderTrailer:
+class HeaderTrailer(MagicFlags):
+    MAGICS = (MAGIC0, MAGIC1)
+
     """The 390-byte LSMT header/trailer struct.  UUID fields are kept as raw 37-byte fields so
     that ``unpack(x).pack() == x`` for every block whose bytes past the struct are zero."""
 
@@ -151,21 +152,9 @@ class HeaderTrailer:
                        self.user_tag)
         return raw + bytes(HT_SPACE - HT_STRUCT_SIZE)
 
-    @property
-    def magic_ok(self) -> bool:
-        return self.magic0 == MAGIC0 and self.magic1 == MAGIC1
 
-    @property
-    def is_header(self) -> bool:
-        return bool(self.flags & FLAG_HEADER)
 
-    @property
-    def is_data_file(self) -> bool:
-        return bool(self.flags & FLAG_DATA)
 
-    @property
-    def is_sealed(self) -> bool:
-        return bool(self.flags & FLAG_SEALED)
 
     @property
     def is_sparse(self) -> bool:

@@ -10,15 +10,14 @@ from dataclasses import dataclass, fields, replace
 
 from ..crc import crc32c_raw
 
+from .common import FLAG_DATA, FLAG_HEADER, FLAG_SEALED, MagicFlags  # noqa: F401 (re-exported)
+
 MAGIC0 = b"ZFile\x00\x01\x00"
 MAGIC1 = b"tuji.yyf@Alibaba"   # 74 75 6A 69 2E 79 79 66 40 41 6C 69 62 61 62 61
 HT_SPACE = 512           # a header or trailer occupies 512 bytes
 HT_STRUCT_SIZE = 96      # the struct itself; the rest of the block is zero
 DIGEST_OFFSET = 28
 
-FLAG_HEADER = 1 << 0             # 1 = header, 0 = trailer
-FLAG_DATA = 1 << 1               # 1 = data file, 0 = index file
-FLAG_SEALED = 1 << 2
 FLAG_HEADER_OVERWRITE = 1 << 3   # header rewritten at close with the final index info
 FLAG_DIGEST = 1 << 4             # the digest field is valid
 FLAG_INDEX_COMPRESSED = 1 << 5   # defined upstream, never used
@@ -47,7 +46,9 @@ assert _HT.size == HT_STRUCT_SIZE
 
 
 @dataclass(frozen=True)
-class HeaderTrailer:
+class HeaderTrailer(MagicFlags):
+    MAGICS = (MAGIC0, MAGIC1)
+
     """One ZFile header or trailer (field names follow spec §2.2)."""
 
     magic0: bytes = MAGIC0
@@ -70,17 +71,8 @@ class HeaderTrailer:
     verify: int = 1
 
     # -- flags ------------------------------------------------------------------------------
-    @property
-    def is_header(self) -> bool:
-        return bool(self.flags & FLAG_HEADER)
 
-    @property
-    def is_data_file(self) -> bool:
-        return bool(self.flags & FLAG_DATA)
 
-    @property
-    def is_sealed(self) -> bool:
-        return bool(self.flags & FLAG_SEALED)
 
     @property
     def is_header_overwritten(self) -> bool:
@@ -90,9 +82,6 @@ class HeaderTrailer:
     def has_digest(self) -> bool:
         return bool(self.flags & FLAG_DIGEST)
 
-    @property
-    def magic_ok(self) -> bool:
-        return self.magic0 == MAGIC0 and self.magic1 == MAGIC1
 
     def with_flags(self, flags: int) -> "HeaderTrailer":
         return replace(self, flags=flags)
