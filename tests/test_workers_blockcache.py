@@ -106,3 +106,18 @@ def test_over_a_golden_zfile_reads_equal_the_plain_layer():
         assert c.pread(8192, 4096) == plain[4096:12288]
     assert c.misses == 0 and c.hits == 6
     c.close()
+
+
+def test_for_this_process_uses_the_engine_budget():
+    from overlaybd.workers.context import WorkerContext, set_current
+    inner = BytesFile(DATA)
+    assert BlockCache.for_this_process(inner, 4096) is inner          # outside the engine
+    try:
+        set_current(WorkerContext(1, 2, 10 * 4096, 1 << 20))
+        c = BlockCache.for_this_process(inner, 4096)
+        assert isinstance(c, BlockCache) and c.capacity == 10
+        assert c.pread(5000, 3000) == DATA[3000:8000]
+        set_current(WorkerContext(0, 0, 0, 1 << 20))
+        assert BlockCache.for_this_process(inner, 4096) is inner      # no budget
+    finally:
+        set_current(None)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from .context import current
+
 
 class BlockCache:
     """Implements the file protocol (``size``, ``pread``, ``preadinto``, ``evict``, ``close``)."""
@@ -26,6 +28,16 @@ class BlockCache:
         self.blocks: OrderedDict[int, bytes] = OrderedDict()
         self.hits = 0
         self.misses = 0
+
+    @classmethod
+    def for_this_process(cls, file, block_size: int):
+        """``file`` wrapped in a cache of this process's budget (``cache_bytes`` of the
+        engine's :mod:`overlaybd.workers.context`); ``file`` itself outside the engine or with
+        a zero budget."""
+        ctx = current()
+        if ctx is None or ctx.cache_bytes < block_size:
+            return file
+        return cls(file, block_size, ctx.cache_bytes)
 
     @property
     def size(self) -> int:
