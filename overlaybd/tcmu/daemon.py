@@ -334,6 +334,8 @@ class Daemon:
             if dev.ring.take_kick():
                 try:
                     os.write(dev.handle.event_fd, KICK)
+                except BlockingIOError:
+                    pass                # a kick is already pending
                 except OSError as e:
                     logger.error("device {}: kick failed: {}", dev.name, e.strerror)
 

@@ -57,6 +57,7 @@ class FakeKernel:
     @staticmethod
     def _pair():
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        a.setblocking(False)     # a real uio fd never blocks on a kick: unread kicks coalesce
         fd = a.detach()
         os.set_inheritable(fd, False)
         b.setblocking(False)
