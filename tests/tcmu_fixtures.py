@@ -67,4 +67,4 @@ def file_bytes(path, off, n):
         return f.read(n)
 
 
-__all__ = ["Harness", "SERIAL", "sense_of", "file_bytes", "os"]
+__all__ = ["SERIAL", "Harness", "file_bytes", "os", "sense_of"]

@@ -19,7 +19,7 @@ class RingFull(Exception):
 
 
 class Completion:
-    __slots__ = ("cmd_id", "status", "sense", "data", "uflags")
+    __slots__ = ("cmd_id", "data", "sense", "status", "uflags")
 
     def __init__(self, cmd_id, status, sense, data, uflags):
         self.cmd_id, self.status, self.sense, self.data, self.uflags = (

@@ -146,7 +146,7 @@ class TcmuNetlink:
                         groups[_cstr(ga[CTRL_ATTR_MCAST_GRP_NAME])] = struct.unpack(
                             "=I", ga[CTRL_ATTR_MCAST_GRP_ID][:4])[0]
                     return fam, groups
-        except socket.timeout as e:
+        except TimeoutError as e:
             raise OverlaybdError(f"no answer from the generic netlink controller about {name}",
                                  errno=errno.ETIMEDOUT) from e
         finally:

@@ -18,7 +18,7 @@ from ..errors import FormatError
 class Command:
     """One SCSI command parsed from the ring."""
 
-    __slots__ = ("cmd_id", "cdb", "iovs")
+    __slots__ = ("cdb", "cmd_id", "iovs")
 
     def __init__(self, cmd_id, cdb, iovs):
         self.cmd_id = cmd_id

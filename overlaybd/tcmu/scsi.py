@@ -6,10 +6,20 @@ engine operation per range).  Beyond upstream, READ CAPACITY(10) and UNMAP are h
 """
 
 import struct
+from typing import ClassVar
 
 from ..abi import scsi as S
-from ..workers.ops import (OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, ST_FLUSH_ERR, ST_GOOD,
-                           ST_READ_ERR, ST_WRITE_ERR, ST_WRITE_PROTECT)
+from ..workers.ops import (
+    OP_DISCARD,
+    OP_FLUSH,
+    OP_READ,
+    OP_WRITE,
+    ST_FLUSH_ERR,
+    ST_GOOD,
+    ST_READ_ERR,
+    ST_WRITE_ERR,
+    ST_WRITE_PROTECT,
+)
 
 VENDOR = b"LIO-ORG "
 PRODUCT = b"TCMU device"
@@ -22,7 +32,7 @@ MAX_PARAM_LIST = 512     # libtcmu reads parameter lists into 512-byte buffers
 class Reply:
     """A command answered without I/O."""
 
-    __slots__ = ("status", "sense", "data")
+    __slots__ = ("data", "sense", "status")
 
     def __init__(self, status=S.GOOD, sense=b"", data=b""):
         self.status, self.sense, self.data = status, sense, data
@@ -361,7 +371,7 @@ class ScsiDisk:
             return INVALID_PARAM_LIST
         return GOOD
 
-    _HANDLERS = {
+    _HANDLERS: ClassVar[dict] = {
         S.TEST_UNIT_READY: _test_unit_ready,
         S.INQUIRY: _inquiry,
         S.SERVICE_ACTION_IN_16: _service_action_in,

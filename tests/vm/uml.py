@@ -26,4 +26,4 @@ def run_in_uml(args, rw=(), timeout=600, mem_mb=2048):
         cmd += ["--rw", str(d)]
     env = dict(os.environ, OBD_PYTHON=sys.executable)
     return subprocess.run(cmd + ["--"] + [str(a) for a in args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout + 60)
+                          check=False, capture_output=True, text=True, timeout=timeout + 60)
