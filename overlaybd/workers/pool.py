@@ -46,7 +46,7 @@ from ..shm.descriptor import (
     pack_part,
     unpack_completion,
 )
-from ..shm.heartbeat import HEARTBEAT_SIZE, Heartbeat
+from ..shm.heartbeat import HEARTBEAT_SIZE, STATE_READY, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
@@ -57,6 +57,7 @@ WAKE_BATCH = 16
 CRASH_WINDOW = 30.0     # a worker position whose processes died CRASH_LOOP times within this
 CRASH_LOOP = 3          # many seconds is restarted after a growing delay (at most MAX_DELAY)
 MAX_DELAY = 10.0
+STARTUP_GRACE = 30.0    # seconds a new worker may take to start beating (spawn imports a lot)
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
 
 
@@ -334,7 +335,9 @@ class WorkerPool:
             self._next_hb_check = now + self.heartbeat_sec / 4
             for slot in self.slots:
                 age = slot.hb.age()
-                if slot.proc is not None and age > self.heartbeat_sec:
+                limit = self.heartbeat_sec if slot.hb.state == STATE_READY else \
+                    max(self.heartbeat_sec, STARTUP_GRACE)
+                if slot.proc is not None and age > limit:
                     self._replace(slot, f"stalled (no heartbeat for {age:.1f}s)")
         for slot in self.slots:
             self._publish_backlog(slot)

@@ -48,11 +48,12 @@ class Worker:
         self.index = index
         self.channel = channel
         self.settings = settings
-        self.ppid = settings["supervisor_pid"]  # not getppid(): it may already have died
+        self.supervisor = settings["supervisor_pid"]
+        self.parent = os.getppid()      # the supervisor, or the forkserver that started us
         self.devices: dict[int, Device] = {}
         self.retry = RetryPolicy(settings["read_retry_sec"])
         while not select.select([channel], [], [], 1.0)[0]:
-            if os.getppid() != self.ppid:
+            if self._supervisor_gone():
                 raise SystemExit(1)           # the supervisor died before sending anything
         init = channel.recv()
         self.ctl_seen = 1
@@ -68,6 +69,19 @@ class Worker:
         self.sub_event = Event(sub_fd)
         self.comp_event = Event(comp_fd)
         self._beating = threading.Event()
+
+    def _supervisor_gone(self) -> bool:
+        """The parent changed (we were orphaned) or the supervisor no longer exists (it may
+        have died before this process read its parent)."""
+        if os.getppid() != self.parent:
+            return True
+        try:
+            os.kill(self.supervisor, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
 
     # -- heartbeat -----------------------------------------------------------------------------
     def _beat_loop(self, interval: float) -> None:
@@ -177,7 +191,7 @@ class Worker:
                 r, _, _ = select.select(fds, [], [], hb_interval)
                 if self.channel.fileno() in r:
                     self._control()            # also notices a closed channel (EOF)
-                if os.getppid() != self.ppid:
+                if self._supervisor_gone():
                     logger.error("worker {}: supervisor is gone, exiting", self.index)
                     return 1
         except _Stop as stop:
