@@ -53,6 +53,11 @@ class Sampler:
             print(f"{pid:>8} {role:<12} {cpu:>8.2f} {rss / 2**20:>13.1f}")
 
 
+def live_pids(engine) -> list[int]:
+    """Worker pids, without positions waiting out a crash-loop delay (no pid to signal)."""
+    return [pid for pid in engine.worker_pids() if pid]
+
+
 def run(args) -> int:
     rnd = random.Random(args.seed)
     size = args.size_mb << 20
@@ -113,18 +118,19 @@ def run(args) -> int:
                 engine.submit(DEV, next_id, OP_READ, off, n, iovs)
                 next_id += 1
             engine.wait(0.01)
-            if args.workers and now >= next_kill and now < end:
-                os.kill(rnd.choice(engine.worker_pids()), signal.SIGKILL)
+            if args.workers and now >= next_kill and now < end and live_pids(engine):
+                os.kill(rnd.choice(live_pids(engine)), signal.SIGKILL)
                 kills += 1
                 next_kill = now + rnd.expovariate(1 / args.kill_every)
-            if args.workers and now >= next_stall and now < end:
-                os.kill(rnd.choice(engine.worker_pids()), signal.SIGSTOP)
+            if args.workers and now >= next_stall and now < end and live_pids(engine):
+                os.kill(rnd.choice(live_pids(engine)), signal.SIGSTOP)
                 stalls += 1
                 next_stall = now + rnd.expovariate(1 / args.stall_every)
             if now >= next_sample:
                 sampler.sample(me, "supervisor")
                 for i, pid in enumerate(engine.worker_pids()):
-                    sampler.sample(pid, f"worker {i}")
+                    if pid:
+                        sampler.sample(pid, f"worker {i}")
                 next_sample = now + 0.25
             if now > end + max(30.0, 3 * args.heartbeat):
                 errors.append(f"{len(inflight)} commands never completed")
@@ -132,7 +138,8 @@ def run(args) -> int:
         elapsed = time.monotonic() - start
         sampler.sample(me, "supervisor")
         for i, pid in enumerate(engine.worker_pids()):
-            sampler.sample(pid, f"worker {i}")
+            if pid:
+                sampler.sample(pid, f"worker {i}")
         restarts = engine.restarts
         for w in engine.stats():
             print(f"worker {w['index']} (cpu {w['cpu']}, pid {w['pid']}): {w['restarts']} restarts, "

@@ -247,7 +247,8 @@ class Engine:
         """Commands submitted and not yet delivered."""
         return len(self._cmds) + len(self._done)
 
-    def worker_pids(self) -> list[int]:
+    def worker_pids(self) -> list[int | None]:
+        """Pid per worker position (None while a crash-looping position waits to restart)."""
         return self.pool.pids() if self.pool is not None else []
 
     def stats(self) -> list[dict]:

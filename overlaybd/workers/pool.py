@@ -54,8 +54,8 @@ from .ops import FAILED, OPS, ST_READ_ERR
 from .worker import worker_main
 
 WAKE_BATCH = 16
-CRASH_WINDOW = 30.0     # a worker position whose processes died CRASH_LOOP times within this
-CRASH_LOOP = 3          # many seconds is restarted after a growing delay (at most MAX_DELAY)
+EARLY_DEATH = 2.0       # a process that dies this young without completing a part died "early";
+CRASH_LOOP = 3          # after this many early deaths in a row, restarts wait (up to MAX_DELAY)
 MAX_DELAY = 10.0
 STARTUP_GRACE = 30.0    # seconds a new worker may take to start beating (spawn imports a lot)
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
@@ -85,7 +85,8 @@ class _Slot:
         self.proc = None
         self.channel: Channel | None = None
         self.restarts = 0
-        self.deaths: deque[float] = deque()     # when its recent processes died
+        self.spawned_at = 0.0
+        self.early_deaths = 0                   # consecutive deaths of processes that did nothing
         self.respawn_at = 0.0                   # crash loop: no process until then
         self.unsignalled = 0                    # parts published since the last wake-up
 
@@ -135,6 +136,7 @@ class WorkerPool:
                                 name=f"overlaybd-worker-{slot.index}", daemon=True)
         slot.hb.init()
         slot.hb.beat()          # the grace period of a starting worker
+        slot.spawned_at = time.monotonic()
         proc.start()
         child.close()
         if slot.cpu is not None:          # pinned before start() returns: no unpinned window
@@ -197,15 +199,16 @@ class WorkerPool:
         slot.restarts += 1
         self.restarts += 1
         now = time.monotonic()
-        slot.deaths.append(now)
-        while slot.deaths and slot.deaths[0] < now - CRASH_WINDOW:
-            slot.deaths.popleft()
+        if now - slot.spawned_at < EARLY_DEATH and slot.hb.parts_done == 0:
+            slot.early_deaths += 1
+        else:
+            slot.early_deaths = 0
         logger.warning("worker {} (pid {}) {} (exit code {}); restarting it with {} parts to redo",
                        slot.index, pid, reason, code, len(pending))
-        if len(slot.deaths) >= CRASH_LOOP:
-            delay = min(0.25 * 2 ** (len(slot.deaths) - CRASH_LOOP), MAX_DELAY)
-            logger.error("worker {} is crash-looping ({} deaths in {:.0f}s); next start in {:.2f}s",
-                         slot.index, len(slot.deaths), CRASH_WINDOW, delay)
+        if slot.early_deaths >= CRASH_LOOP:
+            delay = min(0.25 * 2 ** (slot.early_deaths - CRASH_LOOP), MAX_DELAY)
+            logger.error("worker {} is crash-looping ({} processes in a row died at once); next "
+                         "start in {:.2f}s", slot.index, slot.early_deaths, delay)
             slot.respawn_at = now + delay
             return
         self._spawn(slot)
@@ -343,12 +346,12 @@ class WorkerPool:
             self._publish_backlog(slot)
 
     def pids(self) -> list[int]:
-        """Worker pids (0 for a position waiting out a crash-loop delay)."""
-        return [s.proc.pid if s.proc is not None else 0 for s in self.slots]
+        """Worker pids (None for a position waiting out a crash-loop delay)."""
+        return [s.proc.pid if s.proc is not None else None for s in self.slots]
 
     def stats(self) -> list[dict]:
         """Per worker: pid, cpu, parts done by the current process, restarts, heartbeat age."""
-        return [{"index": s.index, "pid": s.proc.pid if s.proc is not None else 0, "cpu": s.cpu,
+        return [{"index": s.index, "pid": s.proc.pid if s.proc is not None else None, "cpu": s.cpu,
                  "parts_done": s.hb.parts_done,
                  "restarts": s.restarts, "heartbeat_age": s.hb.age(),
                  "outstanding": len(s.inflight) + len(s.backlog)} for s in self.slots]
