@@ -57,6 +57,9 @@ sg_readcap "$sg1" > "$OUT/sg_readcap10.txt" 2>&1
 sg_modes -a "$sg1" > "$OUT/sg_modes.txt" 2>&1
 # a WRITE(10) sent straight to the read-only disk: CHECK CONDITION 0x05/0x3005
 sg_raw -v -s 512 -i /dev/zero "$sg1" 2a 00 00 00 00 00 00 00 01 00 > "$OUT/sg_raw_write.txt" 2>&1
+# reconfiguring a live device is not supported: the kernel's write fails, the device lives on
+echo -n "overlaybd//elsewhere.json;1" 2>"$OUT/reconfig.err" > /sys/kernel/config/target/core/user_999999999/dev_1/attrib/dev_config
+rec reconfig_rc $?
 rec golden_head_sha "$(head_sha "$d1" 64)"
 
 # 2. a device created with nl_reply_supported=-1 works too

@@ -94,6 +94,12 @@ def test_scsi_identity_seen_by_sg3_utils(guest):
     assert "Last LBA=2097151" in guest["sg_readcap10.txt"]
 
 
+def test_reconfigure_is_refused_and_device_keeps_serving(guest, head64):
+    assert guest["reconfig_rc"] != "0"
+    assert "Operation not supported" in guest["reconfig.err"]      # our -EOPNOTSUPP reply
+    assert guest["golden_head_sha"] == head64
+
+
 def test_device_without_netlink_reply(guest, head64):
     assert guest["nlreply_create_rc"] == "0"
     assert guest["nlreply_head_sha"] == head64
