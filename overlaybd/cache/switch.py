@@ -6,6 +6,7 @@ target, later reads go to the local file; the old target stays open until ``clos
 a local target that take >= 10 ms are audited as ``file:pread``.
 """
 
+import os
 import threading
 import time
 
@@ -13,6 +14,7 @@ from .. import audit
 from ..io import LocalFile
 
 SLOW_LOCAL_READ = 0.010
+WATCH_INTERVAL = 2.0        # how often a remote layer looks for a download made by another process
 
 
 class SwitchFile:
@@ -25,12 +27,32 @@ class SwitchFile:
         self.size = target.size
         self.retired = []
         self.lock = threading.Lock()
+        d = self.lower.get("dir")
+        self._watch = None if local or not d else os.path.join(d, "overlaybd.commit")
+        self._next_look = 0.0
+
+    def _look_for_download(self):
+        """Several engine processes serve one image but only one downloads: the others switch
+        when the verified ``overlaybd.commit`` appears (it is renamed into place only after
+        its sha256 matched)."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return
+        self._next_look = now + WATCH_INTERVAL
+        if os.path.exists(self._watch):
+            try:
+                self.switch_to(self._watch)
+            except (OSError, ValueError):
+                return
+            self._watch = None
 
     @property
     def path(self):
         return getattr(self.target, "path", self.url)
 
     def pread(self, n, off):
+        if self._watch is not None:
+            self._look_for_download()
         t = self.target
         if not self.local:
             return t.pread(n, off)
@@ -40,6 +62,8 @@ class SwitchFile:
         return data
 
     def preadinto(self, buf, off):
+        if self._watch is not None:
+            self._look_for_download()
         t = self.target
         t0 = time.monotonic()
         f = getattr(t, "preadinto", None)
@@ -72,6 +96,7 @@ class SwitchFile:
         with self.lock:
             self.retired.append(self.target)
             self.target, self.local = f, True
+            self._watch = None
 
     def close(self):
         with self.lock:

@@ -131,15 +131,17 @@ def _open_lowers(cfg, svc):
     return files
 
 
-def open_image(config_path, svc=None, write_result=True):
+def open_image(config_path, svc=None, write_result=True, allocator=None, download=True):
     """Open the image of ``config_path``.  ``svc`` is a ServiceConfig, a path to
-    overlaybd.json, or None for the default.  Writes the resultFile unless told not to."""
+    overlaybd.json, or None for the default.  Writes the resultFile unless told not to.
+    ``allocator``: shared data-position allocator of the upper when several processes write
+    it (see ImageOpener).  ``download``: run background download from this process."""
     if svc is None or isinstance(svc, (str, os.PathLike)):
         svc = load_service_config(svc)
     cfg = None
     try:
         cfg = load_image_config(config_path, svc.download)
-        img = _assemble(cfg, svc)
+        img = _assemble(cfg, svc, allocator, download)
     except OverlaybdError as e:
         reason = getattr(e, "reason", None) or str(e)
         logger.error("open image {}: {}", config_path, reason)
@@ -156,7 +158,7 @@ def open_image(config_path, svc=None, write_result=True):
     return img
 
 
-def _assemble(cfg, svc):
+def _assemble(cfg, svc, allocator=None, start_download=True):
     opened = _open_lowers(cfg, svc)
     layers = [f for f, _ in opened]
     try:
@@ -169,7 +171,7 @@ def _assemble(cfg, svc):
         upper = None
         if cfg.upper is not None:
             try:
-                upper = lsmt.open_rw(cfg.upper.data, cfg.upper.index)
+                upper = lsmt.open_rw(cfg.upper.data, cfg.upper.index, allocator=allocator)
             except OverlaybdError as e:
                 raise ImageOpenError(f"failed to open upper layer: {e}", e) from e
             view = lsmt.stack(upper, lower_view)
@@ -180,7 +182,7 @@ def _assemble(cfg, svc):
             f.close()
         raise
     download = None
-    if not cfg.record_trace_path:
+    if start_download and not cfg.record_trace_path:
         from ..cache import start_background_download
         remote = [src for _, src in opened if getattr(src, "ctx", None) is not None]
         if remote:
@@ -213,11 +215,28 @@ def write_result_file(path, text):
 
 
 class ImageOpener:
-    """A picklable opener for worker processes: ``ImageOpener(config, svc_path)()``."""
+    """Opens an image in each engine process: ``ImageOpener(config, svc_path)()``.
+
+    Made in the supervisor, sent to the workers.  A writable image gets a shared data-position
+    counter, so that every worker appends to the upper without overlapping the others (the
+    counter travels as a descriptor: it pickles only through the engine's channel).
+    Background download runs in one process only: the first worker (or the supervisor when
+    the engine is inline); the others' layers switch to the downloaded file when it appears."""
 
     def __init__(self, config_path, svc_path=None):
         self.config_path = config_path
         self.svc_path = svc_path
+        self.allocator = None
+        try:
+            cfg = load_image_config(config_path)
+        except OverlaybdError:
+            cfg = None                    # opening will report it
+        if cfg is not None and cfg.upper is not None:
+            from ..shm.counter import SharedCounter
+            self.allocator = SharedCounter(0)
 
     def __call__(self):
-        return open_image(self.config_path, self.svc_path, write_result=False)
+        from ..workers.context import current
+        ctx = current()
+        return open_image(self.config_path, self.svc_path, write_result=False,
+                          allocator=self.allocator, download=ctx is None or ctx.index == 0)

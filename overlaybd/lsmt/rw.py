@@ -64,7 +64,7 @@ class WritableLayer(SectorView):
     ``rw_tag`` is the tag of new mappings (the number of lower layers once stacked)."""
 
     def __init__(self, data: LocalFile, index_file: LocalFile | None, header: HeaderTrailer,
-                 index: SegmentIndex, vsize: int):
+                 index: SegmentIndex, vsize: int, allocator=None):
         self.data = data
         self.index_file = index_file
         self.data_path = data.path
@@ -79,6 +79,15 @@ class WritableLayer(SectorView):
         self.closed = False
         self._data_end = os.fstat(data.fd).st_size
         self._index_end = os.fstat(index_file.fd).st_size if index_file is not None else 0
+        # Several processes appending to one layer (the worker engine): data positions come
+        # from a shared ``allocator`` (.allocate(n) -> pos, .advance_to(end)) and index records
+        # are appended through an O_APPEND descriptor, so no two writers overlap.
+        self.allocator = allocator
+        self._append_fd = -1
+        if allocator is not None and not self.sparse:
+            allocator.advance_to(-(-self._data_end // 512) * 512)
+            if index_file is not None:
+                self._append_fd = os.open(index_file.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         self._set_files([data])
 
     # -- properties -----------------------------------------------------------------------
@@ -124,6 +133,11 @@ class WritableLayer(SectorView):
     def _log(self, row) -> None:
         if self.index_file is not None and not self.sparse:
             rec = pack_entry(*row)
+            if self._append_fd >= 0:
+                if os.write(self._append_fd, rec) != len(rec):
+                    raise OverlaybdError("short append to the index log", path=self.index_path,
+                                         errno=_errno.EIO)
+                return
             _pwrite_all(self.index_file.fd, rec, self._index_end)
             self._index_end += len(rec)
 
@@ -147,9 +161,9 @@ class WritableLayer(SectorView):
             self._data_end = max(self._data_end, pos + n)
             self.index.insert(off >> 9, n >> 9, pos >> 9, 0, self.rw_tag)
             return
-        pos = self._data_end
+        pos = self.allocator.allocate(n) if self.allocator is not None else self._data_end
         _pwrite_all(self.data.fd, chunk, pos)
-        self._data_end = pos + n
+        self._data_end = max(self._data_end, pos + n)
         if off + n > self.vsize:
             self.vsize = off + n
         row = (off >> 9, n >> 9, pos >> 9, 0, self.rw_tag)
@@ -197,6 +211,9 @@ class WritableLayer(SectorView):
         if self.closed:
             return
         self.closed = True
+        if self._append_fd >= 0:
+            os.close(self._append_fd)
+            self._append_fd = -1
         self.data.close()
         if self.index_file is not None:
             self.index_file.close()
@@ -293,8 +310,9 @@ def _build_index0(cols) -> SegmentIndex:
     return index
 
 
-def open_rw(data_path, index_path=None) -> WritableLayer:
-    """Reopen a writable layer; the sparse kind is detected from the data header's flags."""
+def open_rw(data_path, index_path=None, allocator=None) -> WritableLayer:
+    """Reopen a writable layer; the sparse kind is detected from the data header's flags.
+    ``allocator``: shared data-position allocator when several processes write the layer."""
     data = LocalFile(data_path, writable=True)
     index_file = None
     try:
@@ -333,4 +351,4 @@ def open_rw(data_path, index_path=None) -> WritableLayer:
         if index_file is not None:
             index_file.close()
         raise
-    return WritableLayer(data, index_file, header, index, vsize)
+    return WritableLayer(data, index_file, header, index, vsize, allocator)
