@@ -77,6 +77,15 @@ def test_netlink_reply_message_layout():
     assert struct.unpack("=I", a[T.ATTR_DEVICE_ID])[0] == 9
 
 
+@pytest.fixture(autouse=True)
+def _restore_loguru():
+    """These tests replace loguru's handlers; give the default stderr one back afterwards."""
+    yield
+    import sys
+    logger.remove()
+    logger.add(sys.stderr)
+
+
 ALOG = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{6}\|(INFO |WARN |ERROR|DEBUG|FATAL)\|"
                   r"th=[0-9A-F]{16}\|.+test_tcmu_plumbing\.py:\d+\|(\w+):(.*)$")
 
