@@ -121,3 +121,23 @@ def test_for_this_process_uses_the_engine_budget():
         assert BlockCache.for_this_process(inner, 4096) is inner      # no budget
     finally:
         set_current(None)
+
+
+def test_process_slice_bounds_all_files_together(monkeypatch):
+    """for_this_process: every wrapped file shares the worker's one budget."""
+    from overlaybd.io import BytesFile
+    from overlaybd.workers import blockcache, context
+    monkeypatch.setattr(blockcache, "_process_slice", None)
+    context.set_current(context.WorkerContext(index=0, workers=2, cache_bytes=8 * 4096,
+                                              chunk_size=1 << 20))
+    try:
+        files = [blockcache.BlockCache.for_this_process(BytesFile(bytes([i]) * (64 * 4096)), 4096)
+                 for i in range(3)]
+        for i, f in enumerate(files):
+            assert f.pread(16 * 4096, 0) == bytes([i]) * (16 * 4096)
+        assert files[0].lru is files[2].lru and files[0].lru.used <= 8 * 4096
+        assert sum(len(f.blocks) for f in files) == 8 and files[0].blocks == []
+        files[2].close()
+        assert files[2].blocks == [] and files[0].lru.used == 0
+    finally:
+        context.set_current(None)

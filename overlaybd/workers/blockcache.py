@@ -14,10 +14,52 @@ from collections import OrderedDict
 from .context import current
 
 
-class BlockCache:
-    """Implements the file protocol (``size``, ``pread``, ``preadinto``, ``evict``, ``close``)."""
+class _Slice:
+    """One LRU over blocks of any number of files, bounded in bytes: a worker's whole slice."""
 
-    def __init__(self, file, block_size: int, capacity_bytes: int):
+    def __init__(self, capacity_bytes: int):
+        self.capacity = capacity_bytes
+        self.used = 0
+        self.blocks: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def get(self, key):
+        block = self.blocks.get(key)
+        if block is not None:
+            self.blocks.move_to_end(key)
+        return block
+
+    def put(self, key, block: bytes) -> None:
+        old = self.blocks.pop(key, None)
+        if old is not None:
+            self.used -= len(old)
+        self.blocks[key] = block
+        self.used += len(block)
+        while self.used > self.capacity and self.blocks:
+            self.used -= len(self.blocks.popitem(last=False)[1])
+
+    def pop(self, key) -> None:
+        old = self.blocks.pop(key, None)
+        if old is not None:
+            self.used -= len(old)
+
+    def drop_file(self, fid: int) -> None:
+        for key in [k for k in self.blocks if k[0] == fid]:
+            self.pop(key)
+
+
+_process_slice: _Slice | None = None
+_next_fid = 0
+
+
+class BlockCache:
+    """Implements the file protocol (``size``, ``pread``, ``preadinto``, ``evict``, ``close``).
+
+    ``BlockCache(file, block_size, capacity_bytes)`` has a private LRU;
+    ``for_this_process`` shares one LRU of the process's budget among all the files it wraps,
+    so the budget bounds the worker however many layers and devices it serves."""
+
+    def __init__(self, file, block_size: int, capacity_bytes: int, _slice: _Slice | None = None):
+        global _next_fid
         if block_size <= 0:
             raise ValueError(f"block_size must be positive, got {block_size}")
         if capacity_bytes < 0:
@@ -25,7 +67,9 @@ class BlockCache:
         self.file = file
         self.block_size = block_size
         self.capacity = capacity_bytes // block_size          # in blocks
-        self.blocks: OrderedDict[int, bytes] = OrderedDict()
+        self.lru = _slice if _slice is not None else _Slice(capacity_bytes)
+        _next_fid += 1
+        self.fid = _next_fid
         self.hits = 0
         self.misses = 0
 
@@ -34,10 +78,18 @@ class BlockCache:
         """``file`` wrapped in a cache of this process's budget (``cache_bytes`` of the
         engine's :mod:`overlaybd.workers.context`); ``file`` itself outside the engine or with
         a zero budget."""
+        global _process_slice
         ctx = current()
         if ctx is None or ctx.cache_bytes < block_size:
             return file
-        return cls(file, block_size, ctx.cache_bytes)
+        if _process_slice is None or _process_slice.capacity != ctx.cache_bytes:
+            _process_slice = _Slice(ctx.cache_bytes)
+        return cls(file, block_size, ctx.cache_bytes, _process_slice)
+
+    @property
+    def blocks(self) -> list[int]:
+        """This file's cached block numbers, least recently used first."""
+        return [b for f, b in self.lru.blocks if f == self.fid]
 
     @property
     def size(self) -> int:
@@ -54,24 +106,21 @@ class BlockCache:
         return [data[i:i + bs] for i in range(0, len(data), bs)]
 
     def _insert(self, index: int, block: bytes) -> None:
-        self.blocks[index] = block
-        if len(self.blocks) > self.capacity:
-            self.blocks.popitem(last=False)
+        self.lru.put((self.fid, index), block)
 
     def _blocks(self, first: int, last: int) -> list[bytes]:
         """Blocks ``first..last`` (inclusive), from the cache or the file; short at EOF."""
         out: list[bytes] = []
         b = first
         while b <= last:
-            cached = self.blocks.get(b)
+            cached = self.lru.get((self.fid, b))
             if cached is not None:
-                self.blocks.move_to_end(b)
                 self.hits += 1
                 out.append(cached)
                 b += 1
                 continue
             run = b + 1
-            while run <= last and run not in self.blocks:
+            while run <= last and (self.fid, run) not in self.lru.blocks:
                 run += 1
             fetched = self._fetch(b, run - b)
             self.misses += run - b
@@ -116,11 +165,11 @@ class BlockCache:
         """Forget the cached blocks over ``[off, off+n)`` and evict them below too."""
         bs = self.block_size
         for b in range(off // bs, (off + max(n, 1) - 1) // bs + 1):
-            self.blocks.pop(b, None)
+            self.lru.pop((self.fid, b))
         inner = getattr(self.file, "evict", None)
         if inner is not None:
             inner(off, n)
 
     def close(self) -> None:
-        self.blocks.clear()
+        self.lru.drop_file(self.fid)
         self.file.close()
