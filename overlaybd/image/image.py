@@ -14,6 +14,8 @@ from loguru import logger
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import LocalFile
+from ..workers.blockcache import BlockCache
+from ..zfile import ZFile
 from .config import load_image_config
 from .settings import load_service_config
 
@@ -106,7 +108,10 @@ def open_lower(cfg, i, lower, svc):
             reason = getattr(e, "reason", None) or f"failed to open remote file {url}: {e}"
             raise ImageOpenError(reason, e) from e
     try:
-        return detect.open_blob(src), src
+        decoded = detect.open_blob(src)
+        if isinstance(decoded, ZFile):     # a worker's slice of the decompressed-block cache
+            decoded = BlockCache.for_this_process(decoded, decoded.block_size)
+        return decoded, src
     except OverlaybdError as e:
         src.close()
         raise ImageOpenError(f"failed to open layer {i}: {e}", e) from e
