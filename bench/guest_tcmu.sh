@@ -1,0 +1,46 @@
+#!/bin/bash
+# Runs INSIDE the UML guest from the repository root:  bash bench/guest_tcmu.sh DIR
+# DIR holds image.json (a 4-layer 1 GiB image), flat.raw (the same disk as a plain file) and
+# obd-<workers>.json.  fio (libaio, direct) against a kernel target_core_file backstore of
+# flat.raw, then against overlaybd-tcmu with each engine setting; fio's JSON reports land in
+# DIR/out/<name>-<test>.json, the daemon's CPU seconds and peak RSS per process (psutil) in
+# DIR/out/<name>-procs.json, a sha256 of the first 64 MiB in DIR/out/<name>.sha.
+set -u
+W=$1; OUT=$W/out; mkdir -p "$OUT"
+REPO=$(pwd -P)
+PY=${OBD_PYTHON:-python3}
+export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
+DEV=$REPO/scripts/uml/tcmu-dev.sh
+RUNTIME=${OBD_BENCH_SECONDS:-5}
+sha64() { dd if="$1" bs=1M count=64 iflag=direct 2>/dev/null | sha256sum | cut -c1-64; }
+fio1() {  # NAME TEST DEVICE RW BS QD
+    fio --name="$2" --filename="$3" --rw="$4" --bs="$5" --iodepth="$6" --ioengine=libaio \
+        --direct=1 --size=1G --runtime="$RUNTIME" --time_based --output-format=json \
+        > "$OUT/$1-$2.json" 2>>"$OUT/fio.err"
+}
+bench() {  # NAME DEVICE
+    fio1 "$1" seq1m-qd16 "$2" read 1M 16
+    fio1 "$1" rand4k-qd32 "$2" randread 4k 32
+    fio1 "$1" rand4k-qd1 "$2" randread 4k 1
+}
+flat=$(readlink -f "$W/flat.raw")      # (a symlink would give the backstore a zero size)
+cat "$flat" > /dev/null                # both contenders read from a warm host page cache
+ref=$($DEV fileio 50 "$flat")
+sha64 "$ref" > "$OUT/fileio.sha"
+bench fileio "$ref"
+$DEV remove-fileio 50
+for w in 0 1 2; do
+    $PY -m overlaybd.tools.tcmu "$W/obd-$w.json" >>"$OUT/daemon.out" 2>&1 &
+    dpid=$!
+    for _ in $(seq 600); do
+        grep -q 'overlaybd-tcmu serving' "$OUT/daemon-w$w.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    $PY -m bench.proctree $dpid "$OUT/obd-w$w-procs.json" &
+    spid=$!
+    d=$($DEV create 1 "$W/image.json")
+    sha64 "$d" > "$OUT/obd-w$w.sha"
+    bench "obd-w$w" "$d"
+    $DEV remove 1
+    kill -TERM $dpid; wait $dpid; wait $spid
+done

@@ -1,0 +1,77 @@
+"""overlaybd-tcmu in a real kernel (UML 6.1) against the kernel's own file backstore.
+
+    python3 -m bench.tcmu_bench [--seconds 5]
+
+The image is image_bench's 4-layer 1 GiB image of real file content (plain layers); the
+baseline is target_core_file serving the same disk as a flat file, in the same guest boot.
+fio (libaio, direct): sequential 1 MiB at QD16, random 4 KiB at QD32 and QD1, for
+`workers` 0 (inline), 1 and 2, with CPU seconds and peak RSS of every daemon process.
+Targets (ratios to the file backstore): seq >= 0.4x, 4 KiB QD32 >= 0.9x, 4 KiB QD1 >= 0.4x.
+Needs root and the UML fixture (make deps).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+
+from .image_bench import build
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+TESTS = [("seq1m-qd16", "MiB/s", 0.4), ("rand4k-qd32", "IOPS", 0.9), ("rand4k-qd1", "IOPS", 0.4)]
+
+
+def fio(path, unit):
+    job = json.loads(path.read_text())["jobs"][0]["read"]
+    return job["bw_bytes"] / 2**20 if unit == "MiB/s" else job["iops"]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seconds", type=int, default=5)
+    a = ap.parse_args(argv)
+    img_dir = REPO / "bench" / "out" / "image"
+    build(str(img_dir), 1)
+    w = pathlib.Path(tempfile.mkdtemp(prefix="tcmu-bench-"))
+    (w / "image.json").write_text(json.dumps(
+        {"lowers": [{"file": str(img_dir / f"l{n}.plain")} for n in range(4)]}))
+    os.symlink(img_dir / "flat.raw", w / "flat.raw")
+    for workers in (0, 1, 2):
+        (w / f"obd-{workers}.json").write_text(json.dumps({
+            "logConfig": {"logPath": str(w / "out" / f"daemon-w{workers}.log"), "logLevel": 1},
+            "workerConfig": {"workers": workers}, "enableAudit": False}))
+    env = dict(os.environ, OBD_PYTHON=sys.executable, OBD_BENCH_SECONDS=str(a.seconds))
+    p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "600", "--rw", str(w),
+                        "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
+                       capture_output=True, text=True)
+    out = w / "out"
+    if p.returncode != 0:
+        print(p.stderr[-3000:])
+        return 1
+    ref_sha = (out / "fileio.sha").read_text()
+    base = {t: fio(out / f"fileio-{t}.json", u) for t, u, _ in TESTS}
+    print("tcmu_bench (UML 6.1, one vCPU): kernel target_core_file: " +
+          ", ".join(f"{t} {base[t]:,.0f} {u}" for t, u, _ in TESTS))
+    ok = True
+    for workers in (0, 1, 2):
+        name = f"obd-w{workers}"
+        same = (out / f"{name}.sha").read_text() == ref_sha
+        cells = []
+        for t, u, target in TESTS:
+            v = fio(out / f"{name}-{t}.json", u)
+            r = v / base[t]
+            ok &= r >= target and same
+            cells.append(f"{t} {v:,.0f} {u} ({r:.2f}x, target {target}x)")
+        procs = json.loads((out / f"{name}-procs.json").read_text())
+        usage = "; ".join(f"{p['role']} {p['cpu_s']:.1f} CPU-s {p['peak_rss_mib']:.0f} MiB"
+                          for p in procs.values())
+        print(f"  workers={workers}: {', '.join(cells)}; bytes {'equal' if same else 'DIFFER'}")
+        print(f"             {usage}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
