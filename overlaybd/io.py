@@ -78,6 +78,17 @@ class BytesFile:
         pass
 
 
+def pread_by_preadinto(f, n, off):
+    """``f.pread`` for files whose native read is ``preadinto``: clamp to ``f.size``, fill a
+    fresh buffer, return its bytes."""
+    n = min(n, f.size - off)
+    if n <= 0:
+        return b""
+    buf = bytearray(n)
+    got = f.preadinto(memoryview(buf), off)
+    return bytes(buf) if got == n else bytes(buf[:got])
+
+
 def read_exact(f, n, off, what="data"):
     """Read exactly ``n`` bytes at ``off`` from ``f`` or raise a FormatError naming ``what``."""
     from .errors import FormatError

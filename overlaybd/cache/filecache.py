@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
+from ..io import pread_by_preadinto
 from .sparse import (
     PAGE,
     RangeLock,
@@ -102,12 +103,7 @@ class CachedBlob:
 
     # -- file protocol ----------------------------------------------------------------------
     def pread(self, n, off):
-        n = min(n, self.size - off)
-        if n <= 0:
-            return b""
-        buf = bytearray(n)
-        self.preadinto(memoryview(buf), off)
-        return bytes(buf)
+        return pread_by_preadinto(self, n, off)
 
     def preadinto(self, buf, off):
         n = min(len(buf), max(0, self.size - off))

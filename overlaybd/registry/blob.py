@@ -18,6 +18,7 @@ import time
 import urllib3
 
 from ..errors import RemoteError
+from ..io import pread_by_preadinto
 from .auth import (
     HttpFailure,
     Resolver,
@@ -94,12 +95,7 @@ class RegistryBlob:
 
     # -- public file protocol -------------------------------------------------------------
     def pread(self, n, off):
-        n = min(n, self.size - off)
-        if n <= 0:
-            return b""
-        buf = bytearray(n)
-        self.fetch_into(memoryview(buf), off)
-        return bytes(buf)
+        return pread_by_preadinto(self, n, off)
 
     def preadinto(self, buf, off):
         n = min(len(buf), max(0, self.size - off))
