@@ -194,3 +194,37 @@ def test_crash_looping_worker_is_restarted_with_backoff_and_recovers(tmp_path):
         assert h.completions == {1: [ST_GOOD]} and h.data(0, 4096) == h.src[:4096]
     finally:
         h.close()
+
+
+def test_replacement_stopped_before_it_is_ready_is_replaced_too(tmp_path, monkeypatch):
+    """A replacement worker that never becomes ready (here it stops itself; in the wild, a lock
+    another thread held at the fork) is replaced after the short fork grace, and the parts it
+    inherited complete: the stress harness once lost 16 commands to a SIGSTOP in that window."""
+    from overlaybd.workers import worker as worker_mod
+    rnd = random.Random(5)
+    h = Harness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=0.5)
+    marker = tmp_path / "stopped-once"
+    real_run = worker_mod.Worker.run
+
+    def run_once_stopped(self):
+        if not marker.exists():           # only the first replacement (forked after the patch)
+            marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return real_run(self)
+
+    monkeypatch.setattr(worker_mod.Worker, "run", run_once_stopped)
+    size = 64 * 1024
+    try:
+        cases = _submit_round(h, rnd, 0, 80, size)
+        while len(h.completions) < 3:
+            h.engine.wait(0.01)
+        victim = _busiest(h)
+        assert victim.inflight
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        h.wait_for([c[0] for c in cases], timeout=20)     # the long spawn grace is 30 s
+        stopped = int(marker.read_text())
+        assert h.engine.restarts == 2
+        assert not psutil.pid_exists(stopped), "the stopped replacement was not killed and reaped"
+        _check(h, cases, size)
+    finally:
+        h.close()

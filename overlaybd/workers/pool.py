@@ -58,6 +58,7 @@ EARLY_DEATH = 2.0       # a process that dies this young without completing a pa
 CRASH_LOOP = 3          # after this many early deaths in a row, restarts wait (up to MAX_DELAY)
 MAX_DELAY = 10.0
 STARTUP_GRACE = 30.0    # seconds a new worker may take to start beating (spawn imports a lot)
+FORK_GRACE = 5.0        # ... when it is forked: it only unpacks its init message
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
 
 
@@ -107,6 +108,10 @@ class WorkerPool:
         if workers < 1:
             raise ValueError(f"a worker pool needs at least one worker, got {workers}")
         self.ctx = multiprocess.get_context(start_method)
+        # A forked worker is ready within milliseconds; one that is not after a few seconds
+        # (stopped, or wedged on a lock another thread held at the fork) is replaced, rather
+        # than holding its slot's commands for the long grace a spawned interpreter needs.
+        self.startup_grace = max(heartbeat_sec, FORK_GRACE if start_method == "fork" else STARTUP_GRACE)
         self.settings = settings
         self.on_part_done = on_part_done
         self.heartbeat_sec = heartbeat_sec
@@ -338,8 +343,7 @@ class WorkerPool:
             self._next_hb_check = now + self.heartbeat_sec / 4
             for slot in self.slots:
                 age = slot.hb.age()
-                limit = self.heartbeat_sec if slot.hb.state == STATE_READY else \
-                    max(self.heartbeat_sec, STARTUP_GRACE)
+                limit = self.heartbeat_sec if slot.hb.state == STATE_READY else self.startup_grace
                 if slot.proc is not None and age > limit:
                     self._replace(slot, f"stalled (no heartbeat for {age:.1f}s)")
         for slot in self.slots:
