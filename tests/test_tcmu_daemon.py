@@ -2,8 +2,10 @@
 refusals, signals and a draining shutdown."""
 
 import os
+import fcntl
 import signal
 import struct
+import termios
 import threading
 
 import pytest
@@ -231,3 +233,46 @@ def test_open_in_progress_at_shutdown_is_refused(tmp_path):
     assert fk.handle().closed is False and 1 not in d.devices
     live.fk.close()
     fk.close()
+
+
+def test_edge_triggered_device_is_served_without_reading_its_events(tmp_path):
+    """A real uio fd is watched edge-triggered and never read: each notify must still be
+    served, batch after batch, with the event bytes left where they are."""
+    content = os.urandom(MiB)
+    h = Harness(tmp_path, content=content)
+    fk, d = h.fk, h.daemon
+    dev = d.devices[0]
+    dev.handle.edge = True
+    try:
+        for batch in range(50):
+            ids = {}
+            for i in range(4):
+                lba = (batch * 4 + i) % 2000
+                ids[fk.submit(read10(lba, 1), data_in_len=512)] = content[lba * 512:lba * 512 + 512]
+            got = {}
+            for _ in range(20):
+                d.run_once(0.05)
+                got.update((c.cmd_id, c) for c in fk.reap())
+                if len(got) == len(ids):
+                    break
+            assert {k: c.data for k, c in got.items()} == ids, f"batch {batch}"
+        pending = struct.unpack("i", fcntl.ioctl(fk.uio_fd, termios.FIONREAD, b"\0" * 4))[0]
+        assert pending == 50 * 4 * 4, "the daemon read the events: the edge-triggered path was not taken"
+    finally:
+        h.close()
+
+
+def test_a_new_device_on_a_reused_fd_number_is_watched(tmp_path):
+    """A later device that gets a removed device's descriptor number is watched and served
+    (epoll registrations follow open files, not numbers)."""
+    a = Harness(tmp_path, content=b"A" * MiB, name="a", dev_id="1", minor=0)
+    try:
+        fd = a.fk.uio_fd
+        assert a.daemon.remove_device(0) == 0
+        a.fk.close()                          # frees the descriptor numbers
+        b = Harness(tmp_path, content=b"B" * MiB, name="b", dev_id="2", minor=1, daemon=a.daemon)
+        assert b.fk.uio_fd == fd, "the test needs the descriptor number to be reused"
+        assert b.run(read10(0, 8), data_in_len=4096).data == b"B" * 4096
+        b.fk.close()
+    finally:
+        a.daemon.shutdown()

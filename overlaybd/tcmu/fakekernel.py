@@ -196,6 +196,7 @@ class FakeHandle:
         self.mm = kernel.mm
         self.map_fd = kernel.map_fd
         self.event_fd = kernel.uio_fd
+        self.edge = False       # events are bytes in a socket: they must be read
         self.size = kernel.map_size
         self.closed = False
 

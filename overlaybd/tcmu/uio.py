@@ -140,6 +140,7 @@ class UioHandle:
                                  errno=e.errno) from e
         self.map_fd = self.fd      # what the engine maps
         self.event_fd = self.fd    # read 4 bytes: event; write 4 bytes: kick
+        self.edge = True           # each notify wakes an edge-triggered epoll: no read needed
         self.size = size
 
     def close(self):
