@@ -5,12 +5,7 @@
 # flat.raw, then against overlaybd-tcmu with each engine setting; fio's JSON reports land in
 # DIR/out/<name>-<test>.json, the daemon's CPU seconds and peak RSS per process (psutil) in
 # DIR/out/<name>-procs.json, a sha256 of the first 64 MiB in DIR/out/<name>.sha.
-set -u
-W=$1; OUT=$W/out; mkdir -p "$OUT"
-REPO=$(pwd -P)
-PY=${OBD_PYTHON:-python3}
-export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
-DEV=$REPO/scripts/uml/tcmu-dev.sh
+source scripts/uml/guest-lib.sh      # W, OUT, PY, DEV, start_daemon (from the repository root)
 RUNTIME=${OBD_BENCH_SECONDS:-5}
 sha64() { dd if="$1" bs=1M count=64 iflag=direct 2>/dev/null | sha256sum | cut -c1-64; }
 fio1() {  # NAME TEST DEVICE RW BS QD
@@ -30,12 +25,8 @@ sha64 "$ref" > "$OUT/fileio.sha"
 bench fileio "$ref"
 $DEV remove-fileio 50
 for w in 0 1 2; do
-    $PY -m overlaybd.tools.tcmu "$W/obd-$w.json" >>"$OUT/daemon.out" 2>&1 &
-    dpid=$!
-    for _ in $(seq 600); do
-        grep -q 'overlaybd-tcmu serving' "$OUT/daemon-w$w.log" 2>/dev/null && break
-        sleep 0.1
-    done
+    start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1
+    dpid=$DPID
     $PY -m bench.proctree $dpid "$OUT/obd-w$w-procs.json" &
     spid=$!
     d=$($DEV create 1 "$W/image.json")

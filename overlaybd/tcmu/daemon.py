@@ -26,6 +26,7 @@ from ..errors import OverlaybdError
 from . import scsi, uio
 from .netlink import TcmuNetlink
 from .ring import Ring
+from .watch import FdWatch
 
 SECTOR = 512
 KICK = b"\0\0\0\0"
@@ -96,8 +97,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._sig_r = self._sig_w = -1
         self._signals = []
-        self._ep = select.epoll()
-        self._watched = {}              # fd -> epoll mask registered
+        self._watch = FdWatch()
 
     # ---- start-up ----
     def _module_param(self, name, value):
@@ -270,7 +270,7 @@ class Daemon:
         self._kick_all()
         self.devices.pop(key, None)
         self.by_fd.pop(dev.handle.event_fd, None)
-        self._forget(dev.handle.event_fd)
+        self._watch.forget(dev.handle.event_fd)
         dev.handle.close()
         logger.info("device {} (uio{}) removed", dev.name, key)
         return 0
@@ -387,7 +387,7 @@ class Daemon:
         for s, h in old.items():
             signal.signal(s, h)
         signal.set_wakeup_fd(old_fd)
-        self._forget(self._sig_r)
+        self._watch.forget(self._sig_r)
         os.close(self._sig_r)
         os.close(self._sig_w)
 
@@ -405,14 +405,6 @@ class Daemon:
                 logger.info("{}: stopping", signal.Signals(s).name)
                 self.stopping = True
 
-    def _forget(self, fd):
-        """Stop watching ``fd`` (before it is closed: its number may come back)."""
-        if self._watched.pop(fd, None) is not None:
-            try:
-                self._ep.unregister(fd)
-            except OSError:
-                pass
-
     def _wait(self, timeout):
         want = {fd: (select.EPOLLIN | select.EPOLLET) if getattr(dev.handle, "edge", False)
                 else select.EPOLLIN for fd, dev in self.by_fd.items()}
@@ -420,16 +412,8 @@ class Daemon:
                    self.netlink.fileno() if self.netlink is not None else -1):
             if fd >= 0:
                 want[fd] = select.EPOLLIN
-        if want != self._watched:
-            for fd in self._watched.keys() - want.keys():
-                self._forget(fd)
-            for fd, mask in want.items():
-                if fd not in self._watched:
-                    self._ep.register(fd, mask)
-                elif self._watched[fd] != mask:
-                    self._ep.modify(fd, mask)
-                self._watched[fd] = mask
-        return self._ep.poll(timeout)      # None: no deadline, so no clock read either
+        self._watch.sync(want)
+        return self._watch.poll(timeout)
 
     def run_once(self, timeout=1.0):
         """One pass of the loop: wait for any fd (``timeout`` None: no limit), then serve it."""
@@ -492,13 +476,11 @@ class Daemon:
             dev.handle.close()
         self.devices.clear()
         self.by_fd.clear()
-        for fd in list(self._watched):
-            self._forget(fd)
         if self.netlink is not None:
             self.netlink.close()
             self.netlink = None
         os.close(self._wake_r)
         os.close(self._wake_w)
-        self._ep.close()
+        self._watch.close()
         logger.info("overlaybd-tcmu stopped")
         return rc

@@ -5,40 +5,12 @@
 # service configs and image configs (golden, golden2, dup, bad, multi3..5, rw).  The script
 # drives overlaybd-tcmu the way the snapshotter does (configfs + tcm_loop) and records what it
 # sees as one file per fact in DIR/out; the test module asserts on them.
-set -u
-W=$1
-OUT=$W/out
-mkdir -p "$OUT"
-REPO=$(pwd -P)
-PY=${OBD_PYTHON:-python3}
-export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
-DEV=$REPO/scripts/uml/tcmu-dev.sh
-rec() { printf '%s' "$2" > "$OUT/$1"; }
-log() { echo "[guest $(cut -d' ' -f1 /proc/uptime)] $*" >&2; }
-sha() { sha256sum | cut -c1-64; }
+source scripts/uml/guest-lib.sh     # (run from the repository root)
 # head_sha DEV MiB
 head_sha() { dd if="$1" bs=1M count="$2" iflag=direct 2>/dev/null | sha; }
 
-DPID=
-start_daemon() {  # WORKERS
-    local n0
-    n0=$(grep -c 'overlaybd-tcmu serving' "$OUT/daemon.log" 2>/dev/null)
-    $PY -m overlaybd.tools.tcmu "$W/obd-$1.json" >>"$OUT/daemon.out" 2>&1 &
-    DPID=$!
-    for _ in $(seq 600); do
-        n=$(grep -c 'overlaybd-tcmu serving' "$OUT/daemon.log" 2>/dev/null)
-        [ "${n:-0}" -gt "${n0:-0}" ] && return 0
-        kill -0 $DPID 2>/dev/null || break
-        sleep 0.1
-    done
-    log "daemon did not start"; return 1
-}
-stop_daemon() {  # KEY: record the daemon's exit status after SIGTERM
-    kill -TERM $DPID; wait $DPID; rec "$1" $?; DPID=
-}
-
 log "start daemon (inline engine)"
-start_daemon 0 || exit 1
+start_daemon "$W/obd-0.json" || exit 1
 
 # 1. the golden image, read-only, read in full
 log "golden device"
@@ -130,7 +102,7 @@ ddpid=$!
 sleep 1
 stop_daemon stop1_rc
 sleep 1
-start_daemon 2 || exit 1
+start_daemon "$W/obd-2.json" || exit 1
 wait $ddpid
 rec restart_head_sha1 "$(head_sha "$d1" 64)"
 rec restart_head_sha2 "$(head_sha "$d2" 64)"

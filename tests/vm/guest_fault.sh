@@ -3,19 +3,9 @@
 # A full verified read of the golden image (lz4 layers) through overlaybd-tcmu with 2 workers,
 # while a worker process is killed with SIGKILL every second.  Records in W/out what the reader
 # saw (dd status, sha256), how many workers were killed, and what the kernel logged.
-set -u
-W=$1
-OUT=$W/out
-mkdir -p "$OUT"
-PY=${OBD_PYTHON:-python3}
-REPO=$(pwd -P)
-export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
-DEV=$REPO/scripts/uml/tcmu-dev.sh
-rec() { printf '%s' "$2" > "$OUT/$1"; }
+source scripts/uml/guest-lib.sh     # (run from the repository root)
 
-$PY -m overlaybd.tools.tcmu "$W/obd.json" >> "$OUT/daemon.out" 2>&1 &
-DPID=$!
-for _ in $(seq 600); do grep -q 'overlaybd-tcmu serving' "$OUT/daemon.log" 2>/dev/null && break; sleep 0.1; done
+start_daemon "$W/obd.json" || exit 1
 d=$($DEV create 1 "$W/image.json" 2>>"$OUT/steps.err") || { rec create_rc 1; exit 1; }
 dmesg -c > /dev/null 2>&1
 kills=0
@@ -36,4 +26,4 @@ rec kills "$kills"
 rec io_errors "$(dmesg | grep -ciE 'I/O error|critical medium error|blk_update_request')"
 rec workers_after "$(ps -o pid= --ppid $DPID | wc -l)"
 $DEV remove 1 2>>"$OUT/steps.err"
-kill -TERM $DPID; wait $DPID; rec stop_rc $?
+stop_daemon stop_rc

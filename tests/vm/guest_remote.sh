@@ -5,16 +5,7 @@
 # overlaybd-tcmu serves the remote image, and what the kernel reads is recorded in W/out.
 # The cache gets its own tmpfs: the guest /tmp is too small for the cache's free-disk rule
 # (keep 1 GiB free), and W (hostfs) does not report holes, so the cache would be bypassed there.
-set -u
-W=$1
-OUT=$W/out
-mkdir -p "$OUT"
-PY=${OBD_PYTHON:-python3}
-REPO=$(pwd -P)
-export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
-DEV=$REPO/scripts/uml/tcmu-dev.sh
-rec() { printf '%s' "$2" > "$OUT/$1"; }
-log() { echo "[guest $(cut -d' ' -f1 /proc/uptime)] $*" >&2; }
+source scripts/uml/guest-lib.sh     # (run from the repository root)
 
 mkdir -p /mnt/cache && mount -t tmpfs -o size=3g tmpfs /mnt/cache
 log "start registry (token auth)"
@@ -46,9 +37,7 @@ json.dump({"repoBlobUrl": f"{url}/v2/img/remote/blobs",
 P
 
 log "start daemon"
-$PY -m overlaybd.tools.tcmu /tmp/obd.json >> "$OUT/daemon.out" 2>&1 &
-DPID=$!
-for _ in $(seq 600); do grep -q 'overlaybd-tcmu serving' "$OUT/daemon.log" 2>/dev/null && break; sleep 0.1; done
+start_daemon /tmp/obd.json || exit 1
 
 d=$($DEV create 1 /tmp/remote.json 2>>"$OUT/steps.err")
 rec create_rc $?
@@ -60,6 +49,6 @@ $DEV remove 1 2>>"$OUT/steps.err"
 $DEV create 2 /tmp/missing.json > /dev/null 2>>"$OUT/steps.err"
 rec missing_rc $?
 
-kill -TERM $DPID; wait $DPID; rec stop_rc $?
+stop_daemon stop_rc
 /usr/bin/python3 scripts/registry/harness.py stop --dir /tmp/reg > /dev/null 2>&1
 log "done"
