@@ -4,6 +4,7 @@
 
 The image is image_bench's 4-layer 1 GiB image of real file content (plain layers); the
 baseline is target_core_file serving the same disk as a flat file, in the same guest boot.
+The guest gets 4 GiB so that the flat file and the layer files all stay in its page cache.
 fio (libaio, direct): sequential 1 MiB at QD16, random 4 KiB at QD32 and QD1, for
 `workers` 0 (inline), 1 and 2, with CPU seconds and peak RSS of every daemon process.
 Targets (ratios to the file backstore): seq >= 0.4x, 4 KiB QD32 >= 0.9x, 4 KiB QD1 >= 0.4x.
@@ -44,7 +45,7 @@ def main(argv=None):
             "logConfig": {"logPath": str(w / "out" / f"daemon-w{workers}.log"), "logLevel": 1},
             "workerConfig": {"workers": workers}, "enableAudit": False}))
     env = dict(os.environ, OBD_PYTHON=sys.executable, OBD_BENCH_SECONDS=str(a.seconds))
-    p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "600", "--rw", str(w),
+    p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "600", "-m", "4096", "--rw", str(w),
                         "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
                        capture_output=True, text=True)
     out = w / "out"
