@@ -7,8 +7,16 @@ import pathlib
 
 import numpy as np
 
-from overlaybd.abi.lsmt import (FLAG_DATA, FLAG_HEADER, FLAG_SEALED, HT_SPACE, INVALID_ENTRY,
-                                HeaderTrailer, encode_entries, pack_entry)
+from overlaybd.abi.lsmt import (
+    FLAG_DATA,
+    FLAG_HEADER,
+    FLAG_SEALED,
+    HT_SPACE,
+    INVALID_ENTRY,
+    HeaderTrailer,
+    encode_entries,
+    pack_entry,
+)
 
 STEP = 4 << 20
 GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"

@@ -7,14 +7,13 @@ import json
 import random
 
 import pytest
+from conftest import GOLDEN
+from image_helpers import sha256_of
 from workers_fixtures import Harness, MiB
 
 from overlaybd import lsmt
 from overlaybd.image import ImageOpener, open_image
 from overlaybd.workers import OP_READ, OP_WRITE, ST_GOOD
-
-from conftest import GOLDEN
-from image_helpers import sha256_of
 
 
 @pytest.mark.parametrize("sparse", [False, True])

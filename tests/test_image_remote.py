@@ -6,14 +6,13 @@ import json
 import re
 
 import pytest
-
-from overlaybd import tar
-from overlaybd.image import ImageOpenError, open_image
-
 from conftest import GOLDEN
 from image_helpers import sha256_of
 from registry_fixtures import *  # noqa: F401,F403 -- fixtures
 from registry_fixtures import service_config
+
+from overlaybd import tar
+from overlaybd.image import ImageOpenError, open_image
 
 pytestmark = pytest.mark.registry
 

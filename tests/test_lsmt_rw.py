@@ -13,8 +13,17 @@ except ImportError:
 from overlaybd.abi.lsmt import HeaderTrailer, decode_entries, unpack_entry
 from overlaybd.errors import OverlaybdError
 from overlaybd.io import BytesFile, LocalFile
-from overlaybd.lsmt import (AlignmentError, NotSupportedError, close_seal, commit, create_rw,
-                            open_merged, open_ro, open_rw, stack)
+from overlaybd.lsmt import (
+    AlignmentError,
+    NotSupportedError,
+    close_seal,
+    commit,
+    create_rw,
+    open_merged,
+    open_ro,
+    open_rw,
+    stack,
+)
 
 MiB = 1 << 20
 U1 = "A1B2C3D4-0000-4000-8000-00000000000A"

@@ -5,8 +5,9 @@ import stat
 import tarfile
 
 import pytest
-
 from conftest import GOLDEN
+from zfile_fixtures import FlakySource, golden, mixed_data
+
 from overlaybd import tar as T
 from overlaybd import zfile
 from overlaybd.abi import tar as tabi
@@ -14,7 +15,6 @@ from overlaybd.detect import describe, open_blob
 from overlaybd.errors import FormatError
 from overlaybd.io import BytesFile, LocalFile
 from overlaybd.lsmt import open_ro
-from zfile_fixtures import FlakySource, golden, mixed_data
 
 
 def wrapped(payload, mode=0o644):

@@ -1,8 +1,8 @@
 """The supervisor loop over fake kernels: several devices, worker processes, removal,
 refusals, signals and a draining shutdown."""
 
-import os
 import fcntl
+import os
 import signal
 import struct
 import termios

@@ -7,6 +7,7 @@ import random
 import struct
 
 from conftest import GOLDEN
+
 from overlaybd.abi import zfile as zabi
 from overlaybd.crc import crc32c_raw
 from overlaybd.io import BytesFile

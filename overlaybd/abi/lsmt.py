@@ -133,7 +133,7 @@ class HeaderTrailer(MagicFlags):
                    parent_uuid_raw=uuid_field(parent_uuid), user_tag=bytes(user_tag))
 
     @classmethod
-    def unpack(cls, buf) -> "HeaderTrailer":
+    def unpack(cls, buf) -> HeaderTrailer:
         """Decode the first 390 bytes of ``buf`` (no validation)."""
         (m0, m1, size, flags, ioff, isize, vsize, u, pu, res, ver, sub,
          tag) = _HT.unpack_from(buf, 0)

@@ -9,7 +9,6 @@ import struct
 from dataclasses import dataclass, fields, replace
 
 from ..crc import crc32c_raw
-
 from .common import FLAG_DATA, FLAG_HEADER, FLAG_SEALED, MagicFlags  # noqa: F401 (re-exported)
 
 MAGIC0 = b"ZFile\x00\x01\x00"
@@ -83,7 +82,7 @@ class HeaderTrailer(MagicFlags):
         return bool(self.flags & FLAG_DIGEST)
 
 
-    def with_flags(self, flags: int) -> "HeaderTrailer":
+    def with_flags(self, flags: int) -> HeaderTrailer:
         return replace(self, flags=flags)
 
     def as_dict(self) -> dict:
@@ -106,7 +105,7 @@ class HeaderTrailer(MagicFlags):
         return bytes(block)
 
     @classmethod
-    def unpack(cls, block) -> "HeaderTrailer":
+    def unpack(cls, block) -> HeaderTrailer:
         """Parse the first 96 bytes of a header/trailer block (no validation)."""
         return cls(*_HT.unpack_from(block, 0))
 

@@ -92,7 +92,7 @@ def open_lower(cfg, i, lower, svc):
             except OverlaybdError as e:
                 raise ImageOpenError(f"failed to open local file {cand}", e) from e
             if svc.enable_audit and svc.audit_path:
-                from ..cache import SwitchFile     # audits slow local reads (file:pread)
+                from ..cache import SwitchFile  # audits slow local reads (file:pread)
                 src = SwitchFile(src, cand, local=True)
             break
     if src is None:

@@ -10,9 +10,20 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-from ..abi.lsmt import (ENTRY_SIZE, FLAG_DATA, FLAG_HEADER, FLAG_SEALED, FLAG_SPARSE,
-                        HT_SPACE, INVALID_ENTRY, NULL_UUID, TAG_SIZE,
-                        HeaderTrailer, encode_entries, field_uuid)
+from ..abi.lsmt import (
+    ENTRY_SIZE,
+    FLAG_DATA,
+    FLAG_HEADER,
+    FLAG_SEALED,
+    FLAG_SPARSE,
+    HT_SPACE,
+    INVALID_ENTRY,
+    NULL_UUID,
+    TAG_SIZE,
+    HeaderTrailer,
+    encode_entries,
+    field_uuid,
+)
 from ..errors import OverlaybdError
 from ..io import LocalFile
 from .index import compress_rows

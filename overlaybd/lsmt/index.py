@@ -53,13 +53,13 @@ class SegmentIndex:
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def from_numpy(cls, off, length, moff, zeroed, tag) -> "SegmentIndex":
+    def from_numpy(cls, off, length, moff, zeroed, tag) -> SegmentIndex:
         cols = [_to_array(c, v, d) for c, v, d in zip(_TYPES, (off, length, moff, zeroed, tag),
                                                       _NP_TYPES)]
         return cls(*cols)
 
     @classmethod
-    def from_rows(cls, rows) -> "SegmentIndex":
+    def from_rows(cls, rows) -> SegmentIndex:
         """Rows may be 3-tuples (offset, length, moffset), 4-tuples (+tag) or full rows."""
         full = [_full_row(r) for r in rows]
         if not full:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..abi.lsmt import (ENTRY_SIZE, HT_SPACE, INVALID_OFFSET, MAX_OFFSET, MAX_RO_INDEX_SIZE,
-                        HeaderTrailer, decode_entries)
+from ..abi.lsmt import (
+    ENTRY_SIZE,
+    HT_SPACE,
+    INVALID_OFFSET,
+    MAX_OFFSET,
+    MAX_RO_INDEX_SIZE,
+    HeaderTrailer,
+    decode_entries,
+)
 from ..errors import FormatError
 from .index import _NP_TYPES, SegmentIndex
 from .view import IndexView, file_name

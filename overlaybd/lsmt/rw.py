@@ -11,9 +11,19 @@ from array import array
 
 import numpy as np
 
-from ..abi.lsmt import (ENTRY_SIZE, FLAG_DATA, FLAG_HEADER, FLAG_SPARSE, HT_SPACE,
-                        MAX_INDEX_SIZE, MAX_LENGTH, NULL_UUID, HeaderTrailer, pack_entry,
-                        parse_uuid)
+from ..abi.lsmt import (
+    ENTRY_SIZE,
+    FLAG_DATA,
+    FLAG_HEADER,
+    FLAG_SPARSE,
+    HT_SPACE,
+    MAX_INDEX_SIZE,
+    MAX_LENGTH,
+    NULL_UUID,
+    HeaderTrailer,
+    pack_entry,
+    parse_uuid,
+)
 from ..errors import FormatError, OverlaybdError
 from ..io import LocalFile
 from .index import SegmentIndex
