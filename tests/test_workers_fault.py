@@ -29,6 +29,16 @@ def _submit_round(h, rnd, first_id, count, size):
     return cases
 
 
+def _round_with_a_busy_victim(h, rnd, size):
+    """Submit 80 reads, let a few complete; (cases, the worker slot with most parts in flight)."""
+    cases = _submit_round(h, rnd, 0, 80, size)
+    while len(h.completions) < 3:
+        h.engine.wait(0.01)
+    victim = _busiest(h)
+    assert victim.inflight, "the victim must have parts in flight"
+    return cases, victim
+
+
 def _check(h, cases, size):
     for cmd_id, off, moff in cases:
         assert h.completions[cmd_id] == [ST_GOOD], f"command {cmd_id}: {h.completions[cmd_id]}"
@@ -87,11 +97,7 @@ def test_stalled_worker_is_detected_by_heartbeat_and_replaced(tmp_path):
     size = 64 * 1024
     stopped = None
     try:
-        cases = _submit_round(h, rnd, 0, 80, size)
-        while len(h.completions) < 3:
-            h.engine.wait(0.01)
-        victim = _busiest(h)
-        assert victim.inflight
+        cases, victim = _round_with_a_busy_victim(h, rnd, size)
         stopped = victim.proc.pid
         os.kill(stopped, signal.SIGSTOP)
         h.wait_for([c[0] for c in cases], timeout=30)
@@ -215,11 +221,7 @@ def test_replacement_stopped_before_it_is_ready_is_replaced_too(tmp_path, monkey
     monkeypatch.setattr(worker_mod.Worker, "run", run_once_stopped)
     size = 64 * 1024
     try:
-        cases = _submit_round(h, rnd, 0, 80, size)
-        while len(h.completions) < 3:
-            h.engine.wait(0.01)
-        victim = _busiest(h)
-        assert victim.inflight
+        cases, victim = _round_with_a_busy_victim(h, rnd, size)
         os.kill(victim.proc.pid, signal.SIGKILL)
         h.wait_for([c[0] for c in cases], timeout=20)     # the long spawn grace is 30 s
         stopped = int(marker.read_text())

@@ -3,7 +3,8 @@
 One epoll loop over the netlink socket, each device's uio fd, the engine's fd and a
 signal pipe.  A real uio fd is watched edge-triggered and never read: every kernel notify is a
 new edge, and skipping the read (plus the timeout's clock read) leaves three system calls per
-lone command -- wait, pread, kick -- which matters where system calls are slow (UML: ~27 us).  Non-I/O SCSI commands are answered here (:mod:`overlaybd.tcmu.scsi`); block I/O
+lone command -- wait, pread, kick -- which matters where system calls are slow (UML: ~27 us).
+Non-I/O SCSI commands are answered here (:mod:`overlaybd.tcmu.scsi`); block I/O
 goes to the engine (``overlaybd.workers.Engine``), whose completions come back through
 ``on_complete`` and are written into the ring in tail order; each ring is kicked once per loop
 pass.  SIGTERM/SIGINT: stop taking commands, finish those in flight, flush, return 0.  SIGHUP:
@@ -426,7 +427,8 @@ class Daemon:
                 self._netlink_events()
             elif fd in self.by_fd:
                 dev = self.by_fd[fd]
-                if not getattr(dev.handle, "edge", False) or events & (select.EPOLLERR | select.EPOLLHUP):
+                edge = getattr(dev.handle, "edge", False)
+                if not edge or events & (select.EPOLLERR | select.EPOLLHUP):
                     try:
                         os.read(fd, 4)
                     except BlockingIOError:
