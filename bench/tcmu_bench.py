@@ -45,8 +45,8 @@ def main(argv=None):
             "logConfig": {"logPath": str(w / "out" / f"daemon-w{workers}.log"), "logLevel": 1},
             "workerConfig": {"workers": workers}, "enableAudit": False}))
     env = dict(os.environ, OBD_PYTHON=sys.executable, OBD_BENCH_SECONDS=str(a.seconds))
-    p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "600", "-m", "4096", "--rw", str(w),
-                        "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
+    p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "600", "-m", "4096",
+                        "--rw", str(w), "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
                        capture_output=True, text=True)
     out = w / "out"
     if p.returncode != 0:

@@ -239,10 +239,8 @@ def test_edge_triggered_device_is_served_without_reading_its_events(tmp_path):
     """A real uio fd is watched edge-triggered and never read: each notify must still be
     served, batch after batch, with the event bytes left where they are."""
     content = os.urandom(MiB)
-    h = Harness(tmp_path, content=content)
+    h = Harness(tmp_path, content=content, fk_kwargs={"edge": True})
     fk, d = h.fk, h.daemon
-    dev = d.devices[0]
-    dev.handle.edge = True
     try:
         for batch in range(50):
             ids = {}

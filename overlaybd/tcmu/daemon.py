@@ -99,6 +99,7 @@ class Daemon:
         self._sig_r = self._sig_w = -1
         self._signals = []
         self._watch = FdWatch()
+        self._watch.add(self._wake_r)
 
     # ---- start-up ----
     def _module_param(self, name, value):
@@ -124,6 +125,7 @@ class Daemon:
             try:
                 self.netlink = TcmuNetlink()
                 self.netlink.set_features()
+                self._watch.add(self.netlink.fileno())
             finally:
                 self._module_param("block_netlink", 0)
         for info in uio.list_devices(self.sys_uio):
@@ -252,6 +254,7 @@ class Daemon:
         dev = Device(info.minor, info, handle, ring, disk)
         self.devices[dev.key] = dev
         self.by_fd[handle.event_fd] = dev
+        self._watch.add(handle.event_fd, select.EPOLLIN | (select.EPOLLET if handle.edge else 0))
         logger.info("device {} (uio{}): {} bytes, {}, config {}", info.dev_name, info.minor, size,
                     "read-only" if read_only else "writable", info.config_path)
         # the kernel only wakes us for kicks raised after open(): drain what is queued now
@@ -375,6 +378,7 @@ class Daemon:
     # ---- signals and the loop ----
     def _install_signals(self):
         self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._watch.add(self._sig_r)
         old_fd = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
 
         def handler(signum, frame):
@@ -407,13 +411,8 @@ class Daemon:
                 self.stopping = True
 
     def _wait(self, timeout):
-        want = {fd: (select.EPOLLIN | select.EPOLLET) if getattr(dev.handle, "edge", False)
-                else select.EPOLLIN for fd, dev in self.by_fd.items()}
-        for fd in (self.engine.fileno(), self._wake_r, self._sig_r,
-                   self.netlink.fileno() if self.netlink is not None else -1):
-            if fd >= 0:
-                want[fd] = select.EPOLLIN
-        self._watch.sync(want)
+        # engine.fileno() on every pass: it also wakes workers / raises inline completions
+        self._watch.add(self.engine.fileno())
         return self._watch.poll(timeout)
 
     def run_once(self, timeout=1.0):
@@ -427,8 +426,7 @@ class Daemon:
                 self._netlink_events()
             elif fd in self.by_fd:
                 dev = self.by_fd[fd]
-                edge = getattr(dev.handle, "edge", False)
-                if not edge or events & (select.EPOLLERR | select.EPOLLHUP):
+                if not dev.handle.edge or events & (select.EPOLLERR | select.EPOLLHUP):
                     try:
                         os.read(fd, 4)
                     except BlockingIOError:
@@ -479,6 +477,7 @@ class Daemon:
         self.devices.clear()
         self.by_fd.clear()
         if self.netlink is not None:
+            self._watch.forget(self.netlink.fileno())
             self.netlink.close()
             self.netlink = None
         os.close(self._wake_r)

@@ -1,4 +1,4 @@
-"""An epoll set kept equal to a wanted {fd: mask} map, for the daemon's loop."""
+"""The daemon's epoll set: fds are added when they appear and forgotten before they close."""
 
 import select
 
@@ -8,6 +8,11 @@ class FdWatch:
         self._ep = select.epoll()
         self.masks = {}                 # fd -> epoll mask registered
 
+    def add(self, fd, mask=select.EPOLLIN):
+        if fd >= 0 and fd not in self.masks:
+            self._ep.register(fd, mask)
+            self.masks[fd] = mask
+
     def forget(self, fd):
         """Stop watching ``fd``; call it before the fd is closed (its number may come back)."""
         if self.masks.pop(fd, None) is not None:
@@ -15,20 +20,6 @@ class FdWatch:
                 self._ep.unregister(fd)
             except OSError:
                 pass
-
-    def sync(self, want):
-        """Register, modify and unregister so that exactly ``want`` is watched."""
-        if want == self.masks:
-            return
-        for fd in self.masks.keys() - want.keys():
-            self.forget(fd)
-        for fd, mask in want.items():
-            old = self.masks.get(fd)
-            if old is None:
-                self._ep.register(fd, mask)
-            elif old != mask:
-                self._ep.modify(fd, mask)
-            self.masks[fd] = mask
 
     def poll(self, timeout):
         """[(fd, events)]; ``timeout`` None waits without a deadline (and so without reading
