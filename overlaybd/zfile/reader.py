@@ -12,6 +12,7 @@ times, as upstream does for a cached copy.
 
 from __future__ import annotations
 
+import os
 import struct
 import sys
 from array import array
@@ -27,12 +28,20 @@ from ..crc import crc32c_raw, std_seed
 from ..errors import ChecksumError, FormatError
 from . import codec
 
+try:   # the optional C accelerator (overlaybd/zfile/_zfast.c), LZ4 files only
+    from . import _zfast
+    if not _zfast.lz4_ok() or os.environ.get("OVERLAYBD_ZFAST") == "0":
+        _zfast = None
+except ImportError:
+    _zfast = None
+
 BLOCK_RETRIES = 3                      # evict-and-refetch attempts for one bad block
 OPEN_RETRIES = 2                       # evict-all-and-reload attempts for bad metadata
 _SX = std_seed(abi.BLOCK_CRC_SEED)     # standard-CRC seed of the per-block CRC
 _GOOD = 0xFFFFFFFF                     # std CRC of an intact block followed by its CRC
 _GOOD_SET = {_GOOD}
 MAX_READ = abi.MAX_BLOCK_SIZE
+FAST_SPAN = 4 << 20                    # compressed bytes per source read on the C path
 
 
 def _path(f):
@@ -95,6 +104,8 @@ class ZFile:
                 self.retries += 1
                 self._evict(0, f.size)
         self._dec = codec.decompressor(self.algo)
+        # multi-block reads go through _zfast.decode when it is built and liblz4 is there
+        self.fast = _zfast is not None and self.algo == abi.ALGO_LZ4
 
     def _open(self):
         f = self.file
@@ -233,6 +244,8 @@ class ZFile:
         base = first << shift
         if first == last:
             data = self._block(first)
+        elif self.fast:
+            data = self._span(first, last + 1)
         else:
             data = b"".join(self._blocks(first, last + 1))
         if off == base and end - base == len(data):
@@ -240,11 +253,32 @@ class ZFile:
         return data[off - base:end - base]
 
     def preadinto(self, buf, off) -> int:
-        """Fill ``buf`` (writable bytes-like) from ``off``; returns the bytes copied."""
+        """Fill ``buf`` (writable bytes-like) from ``off``; returns the bytes copied.  On the C
+        path, whole blocks are decompressed straight into ``buf``."""
         mv = memoryview(buf).cast("B")
-        data = self.pread(len(mv), off)
-        mv[:len(data)] = data
-        return len(data)
+        n = len(mv)
+        bs = self.block_size
+        if not self.fast or n < 2 * bs or off < 0 or off >= self.size:
+            data = self.pread(n, off)
+            mv[:len(data)] = data
+            return len(data)
+        end = min(off + n, self.size)
+        shift = self._shift
+        first = (off + bs - 1) >> shift         # first block wholly inside [off, end)
+        stop = end >> shift                     # blocks [first, stop) are whole
+        if end == self.size and end & (bs - 1):
+            stop += 1                           # the file's short last block, read whole
+        pos = 0
+        if off & (bs - 1):                      # head: part of block first - 1
+            pos = min(end, first << shift) - off
+            mv[:pos] = self.pread(pos, off)
+        if first < stop:
+            ln = min(stop << shift, end) - (first << shift)
+            self._span_into(mv[pos:pos + ln], first, stop)
+            pos += ln
+        if pos < end - off:                     # tail: the start of block ``stop``
+            mv[pos:end - off] = self.pread(end - off - pos, off + pos)
+        return end - off
 
     def _expected_len(self, i):
         """Decompressed length of block ``i``: block_size, or less for the last one."""
@@ -259,6 +293,10 @@ class ZFile:
             self._too_big(i, ln)
         raw = self.file.pread(ln, a)
         if len(raw) == ln:
+            if self.fast:
+                out = _zfast.decode(raw, offs, i, i + 1, self.block_size, self.size,
+                                    self.verify, abi.BLOCK_CRC_SEED)
+                return out if out.__class__ is bytes else self._block_slow(i, raw)
             try:
                 if self.verify:
                     if _std_crc(raw, _SX) == _GOOD:
@@ -272,6 +310,51 @@ class ZFile:
             except codec.DECOMPRESS_ERRORS:
                 pass
         return self._block_slow(i, raw)
+
+    def _runs(self, first, stop):
+        """(i, j, raw) for consecutive sub-runs of blocks [first, stop): one source read per
+        FAST_SPAN of compressed bytes (at least one block)."""
+        offs = self._offs
+        i = first
+        while i < stop:
+            a = offs[i]
+            j = stop
+            if offs[j] - a > FAST_SPAN:
+                j = max(i + 1, bisect_right(offs, a + FAST_SPAN, i + 1, stop + 1) - 1)
+            yield i, j, self.file.pread(offs[j] - a, a)
+            i = j
+
+    # The C path (``fast``): each sub-run is checked and decompressed by one _zfast call.  A
+    # short read or any bad block hands that sub-run to ``_blocks``, whose per-block path
+    # evicts, refetches and raises the precise error.
+
+    def _span(self, first, stop):
+        """Decompressed blocks [first, stop) as one bytes."""
+        offs = self._offs
+        parts = []
+        for i, j, raw in self._runs(first, stop):
+            out = i
+            if len(raw) == offs[j] - offs[i]:
+                out = _zfast.decode(raw, offs, i, j, self.block_size, self.size, self.verify,
+                                    abi.BLOCK_CRC_SEED)
+            if out.__class__ is not bytes:
+                out = b"".join(self._blocks(i, j))
+            parts.append(out)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _span_into(self, mv, first, stop):
+        """Decompress blocks [first, stop) straight into ``mv`` (exactly their length)."""
+        offs = self._offs
+        shift = self._shift
+        for i, j, raw in self._runs(first, stop):
+            dst = mv[(i - first) << shift:]
+            bad = i
+            if len(raw) == offs[j] - offs[i]:
+                bad = _zfast.decode_into(dst, raw, offs, i, j, self.block_size, self.size,
+                                         self.verify, abi.BLOCK_CRC_SEED)
+            if bad >= 0:
+                data = b"".join(self._blocks(bad, j))
+                dst[(bad - i) << shift:((bad - i) << shift) + len(data)] = data
 
     def _blocks(self, first, stop):
         """Decompressed blocks [first, stop) as a list of bytes."""
