@@ -62,7 +62,7 @@ class Ring:
     def _tail(self):
         return T.U32.unpack_from(self.buf, T.MB_CMD_TAIL)[0]
 
-    def _entry_hdr(self, pos):
+    def entry_header(self, pos):
         """(length, op) of the entry at ring position ``pos``, checked."""
         word = T.U32.unpack_from(self.buf, self.cmdr_off + pos)[0]
         length, op = T.hdr_len(word), T.hdr_op(word)
@@ -90,17 +90,18 @@ class Ring:
         buf = self.buf
         while self.next != head:
             pos = self.next
-            length, op = self._entry_hdr(pos)
+            length, op = self.entry_header(pos)
             ent = self.cmdr_off + pos
             if op == T.OP_CMD:
-                out.append(self._parse_cmd(ent, length))
+                out.append(self.parse_entry(ent, length))
                 self.inflight += 1
             elif op not in (T.OP_PAD, T.OP_TMR):
                 buf[ent + T.ENT_UFLAGS] = buf[ent + T.ENT_UFLAGS] | T.UFLAG_UNKNOWN_OP
             self.next = (pos + length) % self.cmdr_size
         return out
 
-    def _parse_cmd(self, ent, length):
+    def parse_entry(self, ent, length):
+        """The Command in the CMD entry at mapping offset ``ent`` (``length`` bytes), checked."""
         buf = self.buf
         cmd_id = T.U16.unpack_from(buf, ent + T.ENT_CMD_ID)[0]
         iov_cnt, bidi, dif = T.REQ_COUNTS.unpack_from(buf, ent + T.REQ_IOV_CNT)
@@ -133,7 +134,7 @@ class Ring:
         buf = self.buf
         tail = self._tail()
         while True:
-            length, op = self._entry_hdr(tail)
+            length, op = self.entry_header(tail)
             if op == T.OP_CMD:
                 break
             tail = (tail + length) % self.cmdr_size
@@ -145,6 +146,10 @@ class Ring:
             buf[s:s + T.SENSE_BUFFERSIZE] = sense[:T.SENSE_BUFFERSIZE].ljust(T.SENSE_BUFFERSIZE, b"\0")
         self.inflight -= 1
         T.U32.pack_into(buf, T.MB_CMD_TAIL, (tail + length) % self.cmdr_size)
+        self._dirty = True
+
+    def mark_dirty(self):
+        """Completions were written into the ring directly (overlaybd.tcmu.fastread)."""
         self._dirty = True
 
     def take_kick(self):

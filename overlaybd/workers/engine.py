@@ -146,6 +146,12 @@ class Engine:
             d.flush()
             d.close()
 
+    def inline_device(self, dev: int) -> Device | None:
+        """The inline engine's device ``dev`` (its ``view`` of the data area and ``backend``),
+        for a caller that runs simple reads itself (overlaybd.tcmu.fastread); None with
+        workers."""
+        return self._inline.get(dev) if self.pool is None else None
+
     # -- commands ------------------------------------------------------------------------------
     def _check(self, dev, cmd_id, op, offset, length, iovs):
         def bad(message, field):
