@@ -2,7 +2,8 @@
 # Runs INSIDE the UML guest from the repository root:  bash bench/guest_tcmu.sh DIR
 # DIR holds image.json (a 4-layer 1 GiB image), flat.raw (the same disk as a plain file) and
 # obd-<workers>.json.  fio (libaio, direct) against a kernel target_core_file backstore of
-# flat.raw, then against overlaybd-tcmu with each engine setting; fio's JSON reports land in
+# flat.raw, a naive Python handler of flat.raw (bench/naive_tcmu.py), then overlaybd-tcmu
+# with each engine setting; fio's JSON reports land in
 # DIR/out/<name>-<test>.json, the daemon's CPU seconds and peak RSS per process (psutil) in
 # DIR/out/<name>-procs.json, a sha256 of the first 64 MiB in DIR/out/<name>.sha.
 source scripts/uml/guest-lib.sh      # W, OUT, PY, DEV, start_daemon (from the repository root)
@@ -27,6 +28,14 @@ ref=$($DEV fileio 50 "$flat")
 sha64 "$ref" > "$OUT/fileio.sha"
 bench fileio "$ref"
 $DEV remove-fileio 50
+# the naive single-process Python handler of the same flat file (bench/naive_tcmu.py)
+$PY -m bench.naive_tcmu /dev_77/ "$flat" >>"$OUT/naive.out" 2>&1 &
+npid=$!
+d=$($DEV create 77 "$flat" --nl-reply -1)
+sha64 "$d" > "$OUT/naive.sha"
+bench naive "$d"
+kill -TERM $npid; wait $npid
+$DEV remove 77
 for w in 0 1 2; do
     $PY -m overlaybd.tools.export "$W/image.json" - 2>/dev/null | dd of=/dev/null bs=1M 2>/dev/null
     start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1

@@ -56,6 +56,11 @@ def main(argv=None):
     base = {t: fio(out / f"fileio-{t}.json", u) for t, u, _ in TESTS}
     print("tcmu_bench (UML 6.1, one vCPU): kernel target_core_file: " +
           ", ".join(f"{t} {base[t]:,.0f} {u}" for t, u, _ in TESTS))
+    same = (out / "naive.sha").read_text() == ref_sha
+    print("  naive Python handler of the flat file (bench/naive_tcmu.py): " + ", ".join(
+        f"{t} {fio(out / f'naive-{t}.json', u):,.0f} {u} "
+        f"({fio(out / f'naive-{t}.json', u) / base[t]:.2f}x)" for t, u, _ in TESTS)
+        + f"; bytes {'equal' if same else 'DIFFER'}")
     ok = True
     for workers in (0, 1, 2):
         name = f"obd-w{workers}"
