@@ -3,6 +3,8 @@
 # Idempotent (~1 s when nothing changed).  Debian packages only, via apt-get:
 #  * fio, e2fsprogs, sg3-utils, kmod, util-linux are installed on the host (the guest sees the
 #    host root read-only, so host tools and the project's Python run inside it unchanged);
+#  * xstate-shim.so is built from xstate-shim.c with gcc (LD_PRELOADed by run-in-uml.sh: UML
+#    6.1 cannot restore registers on hosts with a larger XSAVE area, e.g. AMX; see the .c);
 #  * Debian's user-mode-linux (a 6.1 kernel built as a Linux program, with target_core_user,
 #    tcm_loop, uio, sd_mod as modules) is fetched with `apt-get download` and unpacked with
 #    `dpkg -x` into $OVERLAYBD_UML_DIR: it is never installed, the host is untouched.
@@ -14,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 log() { echo "[uml-install] $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "must run as root (apt-get)"; exit 1; }
 
-PKGS="fio e2fsprogs sg3-utils kmod util-linux coreutils"
+PKGS="fio e2fsprogs sg3-utils kmod util-linux coreutils gcc libc6-dev"
 if [ "${OVERLAYBD_UML_NO_APT:-0}" != 1 ]; then
     missing=$(for p in $PKGS; do
         dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || echo "$p"
@@ -48,5 +50,11 @@ if [ ! -e "$DIR/.complete" ] || [ ! -x "$DIR/pkg/usr/bin/linux.uml" ]; then
     echo "$kver" > "$DIR/kver"
     rm -rf "$DIR/dl"
     touch "$DIR/.complete"
+fi
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [ ! -e "$DIR/xstate-shim.so" ] || [ "$here/xstate-shim.c" -nt "$DIR/xstate-shim.so" ]; then
+    log "building xstate-shim.so"
+    gcc -shared -fPIC -O2 -Wall -o "$DIR/xstate-shim.so.tmp" "$here/xstate-shim.c" -ldl
+    mv "$DIR/xstate-shim.so.tmp" "$DIR/xstate-shim.so"
 fi
 log "ready: UML $(cat "$DIR/kver") in $DIR"

@@ -52,8 +52,10 @@ for d in "${RW[@]}"; do
 done
 cp "$HERE/guest/stage2.sh" "$RUN/stage2.sh"
 : > "$RUN/stdout"; : > "$RUN/stderr"
-# UML keeps guest memory in a file under TMPDIR: it must be a tmpfs that allows exec
-TMPDIR=/dev/shm timeout -k 5 "$TIMEOUT" "$UML" mem="${MEM}M" rootfstype=hostfs rootflags=/ ro \
+# UML keeps guest memory in a file under TMPDIR: it must be a tmpfs that allows exec.
+# The xstate shim lets UML 6.1 restore registers on hosts with a larger XSAVE area (AMX).
+SHIM=; [ -e "$DIR/xstate-shim.so" ] && SHIM=$DIR/xstate-shim.so
+LD_PRELOAD=$SHIM TMPDIR=/dev/shm timeout -k 5 "$TIMEOUT" "$UML" mem="${MEM}M" rootfstype=hostfs rootflags=/ ro \
     init="$HERE/guest/init.sh" con0=null,fd:3 con=null ssl=null panic=-1 quiet \
     obd.dir="$RUN" obd.mroot="$DIR/mroot" obd.mods="$MODS" \
     </dev/null 3>"$RUN/console.log" >"$RUN/uml.log" 2>&1 &
