@@ -19,6 +19,7 @@ bench() {  # NAME DEVICE
     fio1 "$1" rand4k-qd32 "$2" randread 4k 32
     fio1 "$1" rand4k-qd1 "$2" randread 4k 1
 }
+nproc > "$OUT/nproc"                   # the daemon's default worker count follows it
 flat=$(readlink -f "$W/flat.raw")      # (a symlink would give the backstore a zero size)
 # Both contenders read from a warm guest page cache (a cold read through hostfs runs at ~200
 # MiB/s in the guest): the flat file before the kernel's backstore, the image (through

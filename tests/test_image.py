@@ -145,3 +145,18 @@ def test_service_config_fields(tmp_path):
         assert e.value.field == field
     with pytest.raises(ConfigError):
         load_service_config(str(tmp_path / "missing.json"))
+
+
+def test_default_worker_count_follows_the_cpus_we_may_run_on(tmp_path):
+    import os
+    p = tmp_path / "overlaybd.json"
+    p.write_text("{}")
+    saved = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(saved)})     # one CPU: inline, a worker only adds hand-offs
+        assert load_service_config(str(p)).worker.workers == 0
+        if len(saved) > 1:
+            os.sched_setaffinity(0, saved)
+            assert load_service_config(str(p)).worker.workers == len(saved)
+    finally:
+        os.sched_setaffinity(0, saved)

@@ -96,9 +96,19 @@ class ProxyConfig:
     ca_file: str = ""
 
 
+def default_workers():
+    """The CPUs this process may run on; 0 (inline in the supervisor) when that is one CPU,
+    where a worker process could only add a hand-off per command (docs/performance.md)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return n if n > 1 else 0
+
+
 @dataclass
 class WorkerConfig:
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=default_workers)
     chunk_size_kb: int = 1024
     cache_size_mb: int = 256
     heartbeat_sec: float = 5.0
@@ -210,7 +220,7 @@ def _parse(o):
                           https_proxy=px.get("httpsProxy", str, ""),
                           no_proxy=px.get("noProxy", str, ""), ca_file=px.get("caFile", str, ""))
     wc = o.obj("workerConfig")
-    s.worker = WorkerConfig(workers=wc.get("workers", int, os.cpu_count() or 1, minimum=0),
+    s.worker = WorkerConfig(workers=wc.get("workers", int, default_workers(), minimum=0),
                             chunk_size_kb=wc.get("chunkSizeKB", int, 1024, minimum=4),
                             cache_size_mb=wc.get("cacheSizeMB", int, 256, minimum=0),
                             heartbeat_sec=wc.get("heartbeatSec", float, 5.0, minimum=0.1))
