@@ -27,8 +27,14 @@ def main(argv):
                     rss = p.memory_info().rss
             except psutil.NoSuchProcess:
                 continue
-            r = seen.setdefault(p.pid, {"role": "supervisor" if p.pid == pid else "worker",
-                                        "cpu_s": 0.0, "peak_rss_mib": 0.0})
+            if p.pid not in seen:
+                try:    # workers are forks of the supervisor; anything else is named as itself
+                    role = ("supervisor" if p.pid == pid else
+                            "worker" if p.exe() == root.exe() else f"child {p.name()}")
+                except psutil.Error:
+                    continue
+                seen[p.pid] = {"role": role, "cpu_s": 0.0, "peak_rss_mib": 0.0}
+            r = seen[p.pid]
             r["cpu_s"] = round(cpu.user + cpu.system, 2)
             r["peak_rss_mib"] = round(max(r["peak_rss_mib"], rss / 2**20), 1)
         time.sleep(0.2)

@@ -5,8 +5,8 @@ Start-up (see :mod:`overlaybd.workers.pool`): the supervisor sends over the cont
 ring, completion ring) and of the two eventfds, then one ``add`` message per device (opener,
 uio descriptor, mapping size).  Later messages: ``add``, ``remove``, ``stop``.
 
-Main loop: clear the submission event, drain the submission ring (execute, post a completion),
-and only then sleep on the event and the channel.  Control messages are taken whenever the
+Main loop: clear the submission event, drain the submission ring until it is empty (execute,
+post a completion), and only then sleep, untimed, on the event and the channel.  Control messages are taken whenever the
 supervisor's ``ctl_sent`` count (heartbeat word) differs from the worker's -- it is checked
 before every part, so a part published after an ``add``/``remove`` always sees it applied.
 The completion event is signalled after every part: the next part may be a slow one (a remote
@@ -69,6 +69,7 @@ class Worker:
         self.sub_event = Event(sub_fd)
         self.comp_event = Event(comp_fd)
         self._beating = threading.Event()
+        self._orphaned = False
 
     def _supervisor_gone(self) -> bool:
         """The parent changed (we were orphaned) or the supervisor no longer exists (it may
@@ -87,6 +88,9 @@ class Worker:
     def _beat_loop(self, interval: float) -> None:
         while not self._beating.wait(interval):
             self.hb.beat()
+            if not self._orphaned and self._supervisor_gone():
+                self._orphaned = True
+                self.sub_event.set()           # wake the main loop, which waits untimed
 
     # -- control -------------------------------------------------------------------------------
     def _control(self, block: bool = False) -> None:
@@ -183,17 +187,21 @@ class Worker:
         fds = [self.sub_event.fileno(), self.channel.fileno()]
         try:
             while True:
+                # clear, then drain until empty, then sleep: a part published after the last
+                # empty look comes with a set after the clear, so the wait returns at once
                 self.sub_event.clear()
                 if self.hb.ctl_sent != self.ctl_seen:
                     self._control()
-                if self._drain():
-                    continue
-                r, _, _ = select.select(fds, [], [], hb_interval)
-                if self.channel.fileno() in r:
-                    self._control()            # also notices a closed channel (EOF)
-                if self._supervisor_gone():
+                while self._drain():
+                    pass
+                if self._orphaned:
                     logger.error("worker {}: supervisor is gone, exiting", self.index)
                     return 1
+                # no timeout: a timed wait reads the clock, a system call per wake-up where
+                # they are dear (UML); the heartbeat thread wakes us if the supervisor dies
+                r, _, _ = select.select(fds, [], [])
+                if self.channel.fileno() in r:
+                    self._control()            # also notices a closed channel (EOF)
         except _Stop as stop:
             code = stop.args[0]
         self.hb.state = STATE_STOPPING
