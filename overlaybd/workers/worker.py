@@ -6,13 +6,14 @@ ring, completion ring) and of the two eventfds, then one ``add`` message per dev
 uio descriptor, mapping size).  Later messages: ``add``, ``remove``, ``stop``.
 
 Main loop: clear the submission event, drain the submission ring until it is empty (execute,
-post a completion), and only then sleep, untimed, on the event and the channel.  Control messages are taken whenever the
-supervisor's ``ctl_sent`` count (heartbeat word) differs from the worker's -- it is checked
-before every part, so a part published after an ``add``/``remove`` always sees it applied.
-The completion event is signalled after every part: the next part may be a slow one (a remote
-fetch), and the completions before it must not wait for it.  A
-thread beats the heartbeat every ``heartbeat_sec / 4`` s: it stops when the process is stopped
-or killed, not while a slow backend read (which the spec retries for a long time) is running.
+post a completion), and only then sleep, untimed, on the event and the channel.  Control
+messages are taken whenever the supervisor's ``ctl_sent`` count (heartbeat word) differs from
+the worker's -- it is checked before every part, so a part published after an
+``add``/``remove`` always sees it applied.  The completion event is signalled after every
+part: the next part may be a slow one (a remote fetch), and the completions before it must not
+wait for it.  A thread beats the heartbeat every ``heartbeat_sec / 4`` s: it stops when the
+process is stopped or killed, not while a slow backend read (which the spec retries for a long
+time) is running.  The same thread notices a dead supervisor and wakes the main loop.
 """
 
 from __future__ import annotations

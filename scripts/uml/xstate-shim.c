@@ -46,8 +46,8 @@ long ptrace(enum __ptrace_request request, ...)
         real = (ptrace_fn)dlsym(RTLD_NEXT, "ptrace");
 
     ret = real(request, pid, addr, data);
-    if (ret == 0 || errno != EFAULT || request != PTRACE_SETREGSET ||
-        (unsigned long)addr != SHIM_NT_X86_XSTATE || data == NULL)
+    if (request != PTRACE_SETREGSET || (unsigned long)addr != SHIM_NT_X86_XSTATE ||
+        data == NULL || ret == 0 || errno != EFAULT)
         return ret;
 
     struct iovec *user = data;
