@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 
+from overlaybd.image.settings import default_workers
+
 from .image_bench import build
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -64,7 +66,7 @@ def main(argv=None):
         f"({fio(out / f'naive-{t}.json', u) / base[t]:.2f}x)" for t, u, _ in TESTS)
         + f"; bytes {'equal' if same else 'DIFFER'}")
     ncpu = int((out / "nproc").read_text())
-    default = ncpu if ncpu > 1 else 0
+    default = default_workers(ncpu)
     ok = default in (0, 1, 2)
     for workers in (0, 1, 2):
         name = f"obd-w{workers}"

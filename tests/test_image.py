@@ -1,6 +1,7 @@
 """Opening images from config.v1.json: every golden stack, resultFile, config errors."""
 
 import json
+import os
 import shutil
 
 import pytest
@@ -148,7 +149,6 @@ def test_service_config_fields(tmp_path):
 
 
 def test_default_worker_count_follows_the_cpus_we_may_run_on(tmp_path):
-    import os
     p = tmp_path / "overlaybd.json"
     p.write_text("{}")
     saved = os.sched_getaffinity(0)

@@ -96,14 +96,16 @@ class ProxyConfig:
     ca_file: str = ""
 
 
-def default_workers():
-    """The CPUs this process may run on; 0 (inline in the supervisor) when that is one CPU,
-    where a worker process could only add a hand-off per command (docs/performance.md)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return n if n > 1 else 0
+def default_workers(ncpu=None):
+    """The CPUs this process may run on (or ``ncpu``); 0 (inline in the supervisor) when that
+    is one CPU, where a worker process could only add a hand-off per command
+    (docs/performance.md)."""
+    if ncpu is None:
+        try:
+            ncpu = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            ncpu = os.cpu_count() or 1
+    return ncpu if ncpu > 1 else 0
 
 
 @dataclass
