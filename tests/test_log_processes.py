@@ -1,8 +1,10 @@
 """The log and the audit file shared by several processes: one rotation, whole lines in order,
 sizes from the file itself, fork hygiene, file modes (spec §10.1, §10.2)."""
 
+import json
 import os
 import re
+import signal
 import threading
 import time
 
@@ -14,6 +16,12 @@ from overlaybd import audit, logfile
 from overlaybd import log as olog
 from overlaybd.errors import ConfigError
 from overlaybd.image import load_service_config
+from overlaybd.tcmu.daemon import Daemon
+from overlaybd.tcmu.fakekernel import FakeKernel
+from overlaybd.tcmu.uio import UioInfo
+from overlaybd.workers import Engine
+from overlaybd.workers.rawfile import RawFile, RawFileOpener
+from tests.test_tcmu_daemon import read10
 
 MiB = 1 << 20
 FORK = multiprocess.get_context("fork")      # how the worker pool starts its workers
@@ -192,8 +200,8 @@ def test_file_modes_and_the_setting(tmp_path):
     try:
         cfg = tmp_path / "obd.json"
         logp = tmp_path / "a" / "b" / "o.log"
-        cfg.write_text('{"logConfig": {"logPath": "%s", "fileMode": "0640"}, "auditPath": "%s"}'
-                       % (logp, tmp_path / "c" / "audit.log"))
+        cfg.write_text(json.dumps({"logConfig": {"logPath": str(logp), "fileMode": "0640"},
+                                   "auditPath": str(tmp_path / "c" / "audit.log")}))
         svc = load_service_config(str(cfg))
         assert svc.log.file_mode == 0o640
         olog.setup_from_config(svc.log)
@@ -204,11 +212,90 @@ def test_file_modes_and_the_setting(tmp_path):
             assert p.stat().st_mode & 0o777 == 0o640
         for d in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "c"):
             assert d.stat().st_mode & 0o777 == 0o750
-        for bad in ('"0755"', '"0644x"', '"0400"', '420'):
-            cfg.write_text('{"logConfig": {"logPath": "/x", "fileMode": %s}}' % bad)
+        for bad in ("0755", "0644x", "0400", 420):
+            cfg.write_text(json.dumps({"logConfig": {"logPath": "/x", "fileMode": bad}}))
             with pytest.raises(ConfigError, match="logConfig.fileMode"):
                 load_service_config(str(cfg))
         cfg.write_text('{"logPath": "/x"}')                # legacy keys: private by default
         assert load_service_config(str(cfg)).log.file_mode == 0o600
     finally:
         os.umask(old)
+
+
+class LoggingFile(RawFile):
+    """A raw disk whose every read leaves a log line and an audit line naming its process."""
+
+    def preadinto(self, buf, off):
+        logger.info("read by pid={} at {}", os.getpid(), off)
+        audit.io_event("file:pread", f"/pid{os.getpid()}", off, len(buf), 0.02)
+        return super().preadinto(buf, off)
+
+
+class LoggingOpener(RawFileOpener):
+    def __call__(self):
+        return LoggingFile(self.path, self.writable)
+
+
+def _holding(pids, st):
+    """The processes among ``pids`` with a descriptor on the file ``st`` (an os.stat result)."""
+    found = set()
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                s = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if (s.st_dev, s.st_ino) == (st.st_dev, st.st_ino):
+                found.add(pid)
+    return found
+
+
+def test_sighup_reopens_the_files_in_every_process(tmp_path):
+    """The supervisor with two worker processes; the log and the audit file are moved away
+    (logrotate); SIGHUP to the supervisor: no process keeps the moved files open, and all of
+    them write into the new ones."""
+    logp, aud = tmp_path / "log" / "overlaybd.log", tmp_path / "log" / "audit.log"
+    olog.setup_logging(str(logp))
+    audit.configure(True, str(aud))
+    disk = tmp_path / "d.img"
+    disk.write_bytes(os.urandom(4 * MiB))
+    d = Daemon(Engine(workers=2, chunk_size=64 << 10), lambda c: RawFile(disk),
+               lambda c: LoggingOpener(disk), use_netlink=False, sys_uio=str(tmp_path / "none"),
+               configfs=str(tmp_path))
+    saved = d._install_signals()              # as Daemon.run does: SIGHUP reaches the loop
+    fk = FakeKernel(data_size=8 * MiB)
+    try:
+        d.start()
+        assert d.add_device(UioInfo(0, "tcm-user/1/d/overlaybd/x", "1", "d", "overlaybd/x"),
+                            fk.handle()) == 0
+        workers = d.engine.worker_pids()
+        everyone = {os.getpid(), *workers}
+
+        def read_until_every_worker_wrote():
+            for k in range(64):                      # 64 chunks: both workers get some
+                cid = fk.submit(read10(k * 128, 8), data_in_len=4096)
+                while not [c for c in fk.reap() if c.cmd_id == cid]:
+                    d.run_once(0.05)
+                in_log = set(map(int, re.findall(r"read by pid=(\d+) ", logp.read_text())))
+                in_audit = set(map(int, re.findall(r"pathname=/pid(\d+)\]", aud.read_text())))
+                if set(workers) <= in_log and set(workers) <= in_audit:
+                    return
+            raise AssertionError("a worker wrote no line")
+
+        read_until_every_worker_wrote()
+        old_log, old_aud = os.stat(logp), os.stat(aud)
+        assert _holding(everyone, old_log) == everyone == _holding(everyone, old_aud)
+        os.rename(logp, f"{logp}.1")
+        os.rename(aud, f"{aud}.1")
+        os.kill(os.getpid(), signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while (_holding(everyone, old_log) or _holding(everyone, old_aud)) and time.monotonic() < deadline:
+            d.run_once(0.05)
+        assert _holding(everyone, old_log) == set() == _holding(everyone, old_aud)
+        assert "SIGHUP: log and audit files reopened; passed on to 2 worker(s)" in logp.read_text()
+        read_until_every_worker_wrote()              # into the new files
+        assert d.engine.worker_pids() == workers     # the same processes, not replacements
+    finally:
+        d.shutdown()
+        d._restore_signals(saved)
+        fk.close()
