@@ -77,13 +77,17 @@ class LogFile:
         self.fd = -1
         self._lock = threading.Lock()
         self._stale = False
-        make_dirs(os.path.dirname(path), dir_mode_for(mode))
         self._open()                 # fail now (unwritable folder) rather than at the first line
         _files.add(self)
 
     # -- the descriptor ------------------------------------------------------------------------
     def _open(self):
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            self.fd = os.open(self.path, flags, self.mode)
+        except FileNotFoundError:    # the folder is missing (first start, or removed by hand)
+            make_dirs(os.path.dirname(self.path), dir_mode_for(self.mode))
+            self.fd = os.open(self.path, flags, self.mode)
 
     def _close(self):
         if self.fd >= 0:

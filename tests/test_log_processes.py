@@ -167,11 +167,16 @@ def test_rotation_by_another_process_is_followed(tmp_path):
     os.rename(path, tmp_path / "moved")                # logrotate, no SIGHUP
     b.write("b3\n")
     assert path.read_text() == "b3\n"
+    c = logfile.LogFile(str(tmp_path / "d" / "c.log"), 100, 3)
+    os.unlink(tmp_path / "d" / "c.log")
+    os.rmdir(tmp_path / "d")                           # the folder removed by hand
+    c.write("c\n")
+    assert (tmp_path / "d" / "c.log").read_text() == "c\n"
     one = logfile.LogFile(str(tmp_path / "g.log"), 10, 1)   # logRotateNum 1: the file restarts
     one.write("0123456789abc\n")
     one.write("z\n")
     assert (tmp_path / "g.log").read_text() == "z\n" and not (tmp_path / "g.log.1").exists()
-    for f in (a, b, one):
+    for f in (a, b, c, one):
         f.close()
 
 
