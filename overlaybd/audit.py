@@ -4,16 +4,19 @@
 
 Events written by this package: ``download`` (every registry read by the cache layer),
 ``bk_download`` (every background-download chunk), ``eviction`` (an eviction pass starts),
-``file:pread`` (a local layer read of >= 10 ms).  A loguru sink writes the file, rotated at
-10 MiB keeping 3 files (``f``, ``f.1``, ``f.2``).  Off when enableAudit is false or auditPath
-is empty.
+``file:pread`` (a local layer read of >= 10 ms).  A loguru sink writes the file through
+:class:`overlaybd.logfile.LogFile`, shared by the supervisor and its workers like the log:
+rotated at 10 MiB keeping 3 files (``f``, ``f.1``, ``f.2``), created 0600 (``logConfig.fileMode``),
+reopened on SIGHUP.  Off when enableAudit is false or auditPath is empty.  A forked worker keeps
+the sink it inherited (the file follows the fork by itself).
 """
 
 import datetime
-import os
 import threading
 
 from loguru import logger
+
+from . import logfile
 
 ROTATE_BYTES = 10 << 20
 ROTATE_FILES = 3
@@ -21,45 +24,7 @@ ROTATE_FILES = 3
 AUDIT_LEVEL = 1        # below TRACE: ordinary log sinks (DEBUG and up) never see audit lines
 
 _lock = threading.Lock()
-_state = {"path": None, "sink": None, "writer": None, "pid": None}
-
-
-class RotatingWriter:
-    """Append-only file, rotated like upstream's log files (``f`` -> ``f.1`` -> ``f.2``)."""
-
-    def __init__(self, path, limit=None, keep=None):
-        self.path = path
-        self.limit, self.keep = limit or ROTATE_BYTES, keep or ROTATE_FILES
-        self.lock = threading.Lock()
-        self._open()
-
-    def _open(self):
-        d = os.path.dirname(self.path)
-        if d:
-            os.makedirs(d, exist_ok=True)
-        self.f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
-        os.chmod(self.path, 0o644)
-        self.written = 0
-
-    def write(self, message):
-        with self.lock:
-            self.f.write(message)
-            self.f.flush()
-            self.written += len(message)
-            if self.written >= self.limit:
-                self._rotate()
-
-    def _rotate(self):
-        self.f.close()
-        for k in range(self.keep - 1, 0, -1):
-            src = self.path if k == 1 else f"{self.path}.{k - 1}"
-            if os.path.exists(src):
-                os.replace(src, f"{self.path}.{k}")
-        self._open()
-
-    def close(self):
-        with self.lock:
-            self.f.close()
+_state = {"key": None, "sink": None, "writer": None}
 
 
 def _ensure_level():
@@ -69,11 +34,11 @@ def _ensure_level():
         logger.level("AUDIT", no=AUDIT_LEVEL)
 
 
-def configure(enable, path):
-    """Turn the audit sink on (to ``path``) or off.  Idempotent per path and process."""
-    want = path if enable and path else None
+def configure(enable, path, mode=logfile.DEFAULT_MODE):
+    """Turn the audit sink on (to ``path``, files created ``mode``) or off.  Idempotent."""
+    want = (path, mode) if enable and path else None
     with _lock:
-        if _state["path"] == want and _state["pid"] == os.getpid():
+        if _state["key"] == want:
             return
         if _state["sink"] is not None:
             try:
@@ -81,21 +46,22 @@ def configure(enable, path):
             except ValueError:
                 pass
             _state["writer"].close()
-        _state.update(path=None, sink=None, writer=None, pid=os.getpid())
+        _state.update(key=None, sink=None, writer=None)
         if want:
-            w = RotatingWriter(want)
+            w = logfile.LogFile(path, ROTATE_BYTES, ROTATE_FILES, mode)
             _ensure_level()
             _state["sink"] = logger.add(w.write, format="{message}", level=AUDIT_LEVEL, enqueue=False,
                                         filter=lambda r: r["extra"].get("overlaybd_audit") is True)
-            _state.update(path=want, writer=w)
+            _state.update(key=want, writer=w)
 
 
 def configure_from(svc):
-    configure(bool(getattr(svc, "enable_audit", True)), getattr(svc, "audit_path", "") or "")
+    mode = getattr(getattr(svc, "log", None), "file_mode", logfile.DEFAULT_MODE)
+    configure(bool(getattr(svc, "enable_audit", True)), getattr(svc, "audit_path", "") or "", mode)
 
 
 def enabled():
-    return _state["path"] is not None and _state["pid"] == os.getpid()
+    return _state["key"] is not None
 
 
 def format_line(event, fields, now=None, thread_id=None):

@@ -7,6 +7,7 @@ import pytest
 from loguru import logger
 
 from overlaybd import log as olog
+from overlaybd import logfile
 from overlaybd.abi import tcmu as T
 from overlaybd.tcmu import netlink, uio
 
@@ -106,13 +107,14 @@ def test_log_line_format_and_levels(tmp_path):
     assert all(m)
     assert [x.group(1) for x in m] == ["WARN ", "ERROR", "FATAL"]
     assert m[0].group(2) == "test_log_line_format_and_levels" and m[0].group(3) == "careful 1"
-    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"          # logs are private
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"   # and so is the folder made
 
 
 def test_log_rotation_naming(tmp_path):
     """f -> f.1 -> f.2, the oldest dropped: the files, oldest first, are the stream's tail."""
     path = tmp_path / "r.log"
-    f = olog.RotatingFile(str(path), max_bytes=1 << 20, max_files=3)
+    f = logfile.LogFile(str(path), max_bytes=1 << 20, max_files=3)
     lines = [f"{i:09d}".ljust(1023, "x") + "\n" for i in range(5000)]     # ~5 MiB
     for line in lines:
         f.write(line)
@@ -120,8 +122,8 @@ def test_log_rotation_naming(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.log", "r.log.1", "r.log.2"]
     kept = "".join((tmp_path / n).read_text() for n in ("r.log.2", "r.log.1", "r.log"))
     assert "".join(lines).endswith(kept)
-    for n in ("r.log.1", "r.log.2"):
-        assert (tmp_path / n).stat().st_size > 1 << 20        # rotated once past the limit
+    for n in ("r.log.1", "r.log.2"):                           # rotated at the line that
+        assert 1 << 20 < (tmp_path / n).stat().st_size <= (1 << 20) + 1024   # crossed the limit
     assert (tmp_path / "r.log").stat().st_size <= 1 << 20
 
 

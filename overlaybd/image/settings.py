@@ -2,8 +2,8 @@
 
 Every upstream field is parsed under its current and legacy names; unknown keys are ignored;
 a wrong type is a ConfigError naming the file and the field.  New keys of this implementation:
-``workerConfig`` (the worker engine) and ``proxyConfig`` (an HTTP(S) forward proxy for blob
-reads).  Attribute names are the snake_case of the JSON keys.
+``workerConfig`` (the worker engine), ``proxyConfig`` (an HTTP(S) forward proxy for blob
+reads) and ``logConfig.fileMode`` (the mode of the log and audit files).  Attribute names are the snake_case of the JSON keys.
 """
 
 import os
@@ -22,6 +22,7 @@ class LogConfig:
     path: str = "/var/log/overlaybd.log"
     size_mb: int = 10
     rotate_num: int = 3
+    file_mode: int = 0o600          # logConfig.fileMode: the log and the audit file
 
 
 @dataclass
@@ -157,6 +158,19 @@ def load_service_config(path=None):
     return _parse(Obj(load_json(path), path))
 
 
+def _file_mode(o, key, default):
+    """An octal permission string ("0640"): read/write bits only, the owner's rw always set."""
+    text = o.get(key, str, default)
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if mode < 0 or mode & ~0o666 or mode & 0o600 != 0o600:
+        raise ConfigError(f"must be an octal file mode between \"0600\" and \"0666\" without "
+                          f"execute bits, got {text!r}", path=o.path, field=o.name(key))
+    return mode
+
+
 def _parse(o):
     s = ServiceConfig(path=o.path, raw=o.data)
     # logging: logConfig.* when logConfig.logPath is set, else the legacy top-level keys
@@ -169,6 +183,7 @@ def _parse(o):
     else:
         s.log = LogConfig(level=o.get("logLevel", int, 1, choices=(0, 1, 2, 3, 4)),
                           path=o.get("logPath", str, "/var/log/overlaybd.log"))
+    s.log.file_mode = _file_mode(lc, "fileMode", "0600")
     # cache: cacheConfig.* when cacheConfig.cacheType is set, else legacy keys
     cc = o.obj("cacheConfig")
     refill = cc.get("refillSize", int, 262144, minimum=4096)

@@ -8,7 +8,7 @@ Non-I/O SCSI commands are answered here (:mod:`overlaybd.tcmu.scsi`); block I/O
 goes to the engine (``overlaybd.workers.Engine``), whose completions come back through
 ``on_complete`` and are written into the ring in tail order; each ring is kicked once per loop
 pass.  SIGTERM/SIGINT: stop taking commands, finish those in flight, flush, return 0.  SIGHUP:
-reopen the log file.
+reopen the log and audit files, and pass the signal on to every worker (which does the same).
 """
 
 import errno
@@ -414,8 +414,15 @@ class Daemon:
         sigs, self._signals = self._signals, []
         for s in sigs:
             if s == signal.SIGHUP:
-                logger.info("SIGHUP: reopening the log")
                 log.reopen()
+                pids = [p for p in self.engine.worker_pids() if p is not None]
+                logger.info("SIGHUP: log and audit files reopened; passed on to {} worker(s)",
+                            len(pids))
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass                # died just now: its replacement opens the files anew
             else:
                 logger.info("{}: stopping", signal.Signals(s).name)
                 self.stopping = True

@@ -27,6 +27,7 @@ import time
 import psutil
 from loguru import logger
 
+from .. import log
 from ..shm.channel import Channel
 from ..shm.descriptor import COMPLETION_SIZE, PART_SIZE, pack_completion, unpack_part
 from ..shm.heartbeat import STATE_READY, STATE_STOPPING, Heartbeat
@@ -215,10 +216,15 @@ class Worker:
         return code
 
 
+def _reopen_logs(signum, frame) -> None:
+    log.reopen(blocking=False)      # a signal handler: never wait for a write in progress
+
+
 def worker_main(index: int, sock, cpu: int | None, settings: dict) -> None:
     """Process entry point (the ``target`` of the worker's Process).  The supervisor pins the
     process right after starting it; pinning here too covers the instants before that."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the supervisor's business
+    signal.signal(signal.SIGHUP, _reopen_logs)     # passed on by the supervisor (logrotate)
     if cpu is not None:
         psutil.Process().cpu_affinity([cpu])
     set_current(WorkerContext(index, settings["workers"], settings["cache_bytes"],

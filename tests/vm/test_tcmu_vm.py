@@ -156,5 +156,8 @@ def test_daemon_log_format(guest):
     alog = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d{6}\|(DEBUG|INFO |WARN |ERROR|FATAL)\|"
                       r"th=[0-9A-F]{16}\|[^|]+:\d+\|[^:|]+:")
     assert all(alog.match(line) for line in lines if not line.startswith((" ", "Traceback")))
-    assert any("reopening the log" in line for line in lines)
+    # the SIGHUP near the end reached the supervisor and both workers, and killed none of them
+    assert any("SIGHUP: log and audit files reopened; passed on to 2 worker(s)" in line for line in lines)
+    hup = next(i for i, line in enumerate(lines) if "SIGHUP:" in line)
+    assert not [line for line in lines[hup:] if "exited (exit code" in line]
     assert str(REPO)  # the checkout the guest ran
