@@ -61,8 +61,7 @@ def open_remote_layer(url, lower, svc):
 
     cache = svc.cache
     ctype = cache.type or "file"
-    if ctype == "ocf":
-        logger.warning("cacheType ocf is not implemented; using the file cache for {}", url)
+    if ctype == "ocf":          # not implemented: warned once at start (settings.NOT_IMPLEMENTED)
         ctype = "file"
     if ctype == "download":
         if not (d and size_hint):
