@@ -26,11 +26,14 @@ TOKEN_TTL = 30.0
 
 class HttpFailure(Exception):
     """A request failed; ``status`` is the HTTP status or None for a transport error.
-    ``retryable`` says whether trying again (within the deadline) may help."""
+    ``retryable`` says whether trying again (within the deadline) may help; ``cause`` is a
+    short text of what happened on the wire (kept in the resultFile reason); ``connect`` marks
+    a connection that was never made (refused), retried only a few times when opening."""
 
-    def __init__(self, msg, status=None, err=errno.EIO, retryable=False):
+    def __init__(self, msg, status=None, err=errno.EIO, retryable=False, cause="", connect=False):
         super().__init__(msg)
         self.status, self.errno, self.retryable = status, err, retryable
+        self.cause, self.connect = cause, connect
 
 
 def failure_for_status(status, what):
@@ -44,17 +47,56 @@ def failure_for_status(status, what):
     return HttpFailure(f"{what}: HTTP {status}", status, errno.EIO, retryable=status >= 500)
 
 
-def transport_failure(e, what):
-    cause = getattr(e, "reason", None) or e           # MaxRetryError wraps the real error
-    if isinstance(cause, urllib3.exceptions.SSLError) or "CERTIFICATE" in str(cause).upper():
-        # a certificate problem does not go away by retrying
-        return HttpFailure(f"{what}: TLS failed ({cause})", None, errno.ENOTCONN, retryable=False)
+def _innermost(e):
+    """The error under urllib3's wrappers (MaxRetryError, ProxyError), and whether it came
+    from the proxy."""
+    via_proxy = False
+    while True:
+        if isinstance(e, urllib3.exceptions.MaxRetryError) and e.reason is not None:
+            e = e.reason
+        elif isinstance(e, urllib3.exceptions.ProxyError):
+            e, via_proxy = e.original_error, True
+        else:
+            return e, via_proxy
+
+
+def transport_failure(e, what, url=""):
+    """An HttpFailure for a request to ``url`` that got no HTTP answer, keeping the cause:
+    connection refused, no such host, TLS, timeout.  Only failures that may go away by
+    themselves (refused, reset, timeout) are retryable."""
+    cause, via_proxy = _innermost(e)
+    u = urlsplit(url)
+    where = "the proxy" if via_proxy else (u.netloc or "the server")
+    text = str(cause)
+    if isinstance(cause, urllib3.exceptions.SSLError) or "CERTIFICATE" in text.upper():
+        inner = cause.args[0] if getattr(cause, "args", None) else cause
+        if getattr(inner, "verify_message", None):
+            detail = f"certificate verify failed: {inner.verify_message}"
+        elif getattr(inner, "reason", None):            # e.g. the server refused our certificate
+            detail = str(inner.reason).lower().replace("_", " ")
+        else:
+            detail = inner
+        return HttpFailure(f"{what}: TLS failed ({text})", None, errno.ENOTCONN,
+                           cause=f"TLS with {where} failed: {detail}")
+    if isinstance(cause, urllib3.exceptions.NameResolutionError):
+        host = "the proxy's host" if via_proxy else (u.hostname or "?")
+        return HttpFailure(f"{what}: {text}", None, errno.ENOTCONN, cause=f"no such host: {host}")
     if isinstance(cause, urllib3.exceptions.NewConnectionError):   # (a ConnectTimeoutError!)
-        return HttpFailure(f"{what}: connection failed ({cause})", None, errno.ENOTCONN, retryable=True)
+        os_err = cause.__cause__
+        why = (os_err.strerror or "").lower() if isinstance(os_err, OSError) else ""
+        if isinstance(os_err, ConnectionRefusedError):
+            short = f"connection refused by {where}"
+        else:
+            short = f"cannot connect to {where}: {why or text}"
+        return HttpFailure(f"{what}: {text}", None, errno.ENOTCONN, retryable=True,
+                           cause=short, connect=True)
     if isinstance(cause, urllib3.exceptions.TimeoutError):
-        return HttpFailure(f"{what}: timed out", None, errno.ETIMEDOUT, retryable=True)
-    return HttpFailure(f"{what}: connection failed ({type(e).__name__})", None, errno.ENOTCONN,
-                       retryable=True)
+        m = re.search(r"timeout=([\d.]+)", text)
+        within = f" within {float(m.group(1)):g} s" if m else ""
+        return HttpFailure(f"{what}: timed out ({text})", None, errno.ETIMEDOUT, retryable=True,
+                           cause=f"no answer from {where}{within}")
+    return HttpFailure(f"{what}: {text}", None, errno.ENOTCONN, retryable=True,
+                       cause=f"connection to {where} lost: {type(cause).__name__}")
 
 
 def drain_small(r, keep=0, limit=65536):
@@ -140,7 +182,7 @@ class Resolver:
         try:
             r = self.client.request("GET", url, headers=headers, timeout=timeout)
         except urllib3.exceptions.HTTPError as e:
-            raise transport_failure(e, what) from e
+            raise transport_failure(e, what, url) from e
         return r, drain_small(r, 16384 if what == "token" else 0)
 
     def _resolve(self, url, timeout):
