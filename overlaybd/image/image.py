@@ -13,7 +13,7 @@ from loguru import logger
 
 from .. import detect, lsmt
 from ..errors import OverlaybdError
-from ..io import LocalFile
+from ..io import PRIVATE_FILE, LocalFile
 from ..workers.blockcache import BlockCache
 from ..zfile import ZFile
 from .config import load_image_config, unimplemented_fields
@@ -229,8 +229,8 @@ def write_result_file(path, text):
     if not path:
         return
     try:                    # 0600: it can name private registries and paths
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600),
-                  "w") as f:
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                          PRIVATE_FILE), "w") as f:
             f.write(text)
     except OSError as e:
         logger.error("cannot write resultFile {}: {}", path, e.strerror)
