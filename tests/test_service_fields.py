@@ -136,3 +136,11 @@ def test_trace_fields_warn_once_per_open_and_serve(tmp_path, captured):
     assert rf.read_text() == "success"
     warned = [m for lvl, m in captured if lvl == "WARNING" and "recordTracePath is set" in m]
     assert len(warned) == 1 and str(cfg) in warned[0]
+
+
+def test_readme_limitations_name_every_unimplemented_field():
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Limitations", 1)[1].split("\n## ", 1)[0]
+    for row in (*NOT_IMPLEMENTED, *IMAGE_NOT_IMPLEMENTED):
+        parts = [p for p in row[0].split(".") if p not in ("lowers[]", "upper", "enable")]
+        assert any(f"`{p}" in section for p in parts), row[0]
