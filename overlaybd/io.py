@@ -19,6 +19,27 @@ import os
 
 from .errors import OverlaybdError
 
+# Files the daemon creates that hold image data (cache blobs, downloads, resultFiles) are
+# private to its user; so are the folders it creates for them.  Existing ones keep their mode.
+PRIVATE_FILE = 0o600
+PRIVATE_DIR = 0o700
+
+
+def make_private_dir(path, mode=PRIVATE_DIR):
+    """Create folder ``path`` (``mode``) if it is missing; missing parents get 0755, not the
+    umask-dependent default (world-writable under umask 0)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        make_private_dir(parent, 0o755)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+
 
 class LocalFile:
     """A local file opened read-only (or read-write), read with ``os.pread``."""

@@ -101,14 +101,18 @@ def test_registry_restarted_mid_read(registry_factory, tmp_path):
     assert got == data
 
 
-def test_registry_down_gives_connection_failed(registry_factory, tmp_path):
+def test_registry_down_gives_connection_failed_at_once(registry_factory, tmp_path):
     reg = registry_factory("none")
     url = reg.push(os.urandom(5000))
     reg.stop_registry()
-    svc = service_config(tmp_path, registryTimeout=1.0)
+    svc = service_config(tmp_path, registryTimeout=30.0)
+    t0 = time.monotonic()
     with pytest.raises(RemoteError) as ei:
         open_remote_layer(url, {}, svc)
-    assert ei.value.reason == f"failed to open remote file {url}: Connection failed"
+    assert time.monotonic() - t0 < 10          # not the 30 s deadline: nobody listens
+    host = url.split("/")[2]
+    assert ei.value.reason == (f"failed to open remote file {url}: "
+                               f"Connection failed (connection refused by {host})")
 
 
 @pytest.mark.parametrize("auth", ["basic", "token"])
@@ -244,13 +248,21 @@ def test_tls_with_client_certificate_and_ca_file(registry_factory, tmp_path):
     finally:
         f.close()
     no_ca = service_config(tmp_path, certConfig={"certFile": env["client_cert"], "keyFile": env["client_key"]})
+    t0 = time.monotonic()
     with pytest.raises(RemoteError) as ei:        # verification is on: unknown CA is refused
         RegistryBlob(url, RegistryContext.from_service(no_ca))
-    assert ei.value.reason == f"failed to open remote file {url}: Connection failed"
+    assert time.monotonic() - t0 < 10             # a certificate does not fix itself: no retries
+    host = url.split("/")[2]
+    assert ei.value.reason == (f"failed to open remote file {url}: Connection failed (TLS with "
+                               f"{host} failed: certificate verify failed: unable to get local "
+                               "issuer certificate)")
     no_cert = service_config(tmp_path)
     no_cert.cert.ca_file = env["ca"]
-    with pytest.raises(RemoteError):              # the registry wants a client certificate
+    with pytest.raises(RemoteError) as ei:        # the registry wants a client certificate
         RegistryBlob(url, RegistryContext.from_service(no_cert))
+    assert ei.value.reason.startswith(f"failed to open remote file {url}: Connection failed "
+                                      f"(TLS with {host} failed: ")
+    assert "alert" in ei.value.reason             # the server's alert, e.g. bad certificate
 
 
 def test_registry_restarted_while_a_stream_of_reads_runs(registry_factory, tmp_path):

@@ -18,7 +18,7 @@ from loguru import logger
 
 from .. import audit
 from ..errors import RemoteError
-from ..io import LocalFile
+from ..io import LocalFile, make_private_dir
 from ..registry.blob import RegistryBlob, context_for
 from .download import start_background_download
 from .eviction import store_for
@@ -61,18 +61,17 @@ def open_remote_layer(url, lower, svc):
 
     cache = svc.cache
     ctype = cache.type or "file"
-    if ctype == "ocf":
-        logger.warning("cacheType ocf is not implemented; using the file cache for {}", url)
+    if ctype == "ocf":          # not implemented: warned once at start (settings.NOT_IMPLEMENTED)
         ctype = "file"
     if ctype == "download":
         if not (d and size_hint):
             blob = RegistryBlob(url, ctx, on_read=_download_audit(url))
             return SwitchFile(blob, url, lower, ctx)
-        os.makedirs(d, exist_ok=True)
+        make_private_dir(d)
         path, store = os.path.join(d, ".download"), None
     else:
         store = store_for(cache.dir, cache.size_gb)
-        os.makedirs(store.root, exist_ok=True)      # it may have been cleaned by hand
+        make_private_dir(store.root)                 # it may have been cleaned by hand
         path = os.path.join(store.root, url.rstrip("/").rsplit("/", 1)[-1])
     if not reports_holes(os.path.dirname(path)):
         logger.warning("cache {} is on a filesystem that does not report holes (SEEK_HOLE): "

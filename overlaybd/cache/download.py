@@ -19,6 +19,7 @@ from collections import deque
 from loguru import logger
 
 from .. import audit
+from ..io import PRIVATE_FILE, make_private_dir
 from ..registry.blob import RegistryBlob
 from .sparse import holes
 
@@ -116,8 +117,8 @@ class DownloadHandle:
         src = RegistryBlob(sw.url, sw.ctx, size=size,
                            on_read=lambda off, n, dt: audit.io_event("bk_download", sw.url, off, n, dt))
         throttle = Throttle(self.cfg.max_mbps)
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        make_private_dir(os.path.dirname(dest))
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
         try:
             if os.fstat(fd).st_size != size:
                 os.ftruncate(fd, size)

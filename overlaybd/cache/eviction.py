@@ -26,6 +26,7 @@ from collections import OrderedDict
 from loguru import logger
 
 from .. import audit
+from ..io import make_private_dir
 
 GiB = 1 << 30
 DISK_RESERVE = 1 * GiB
@@ -48,7 +49,7 @@ class CacheStore:
         self.opened = {}                     # relative name -> open count (this process)
         self.total = 0
         self.full = False
-        os.makedirs(self.root, exist_ok=True)
+        make_private_dir(self.root)
         self.scan()
         self._stop = threading.Event()
         self._timer = None

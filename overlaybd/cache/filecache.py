@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
-from ..io import pread_by_preadinto
+from ..io import PRIVATE_FILE, pread_by_preadinto
 from .sparse import (
     PAGE,
     RangeLock,
@@ -86,7 +86,7 @@ class CachedBlob:
         self.refill = max(PAGE, int(refill or 262144))
         self.store = store
         self.name = os.path.relpath(cache_path, store.root) if store else None
-        self.fd = os.open(cache_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = os.open(cache_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
         if os.fstat(self.fd).st_size != size:
             os.ftruncate(self.fd, 0)            # stale or foreign contents: start over
             os.ftruncate(self.fd, size)

@@ -15,6 +15,23 @@ from .settings import DownloadConfig, parse_download
 MAX_LAYERS = 255
 
 
+# Image fields whose feature is not implemented.  Refused ones could give wrong bytes if the
+# image were served without them: the open fails with the field named.  The others only cost
+# speed: the image is served and a warning says what is missing.  Rows: (JSON field, attribute,
+# refused, what is missing).  A change that implements a feature deletes its rows (and
+# README's Limitations line).
+NOT_IMPLEMENTED = (
+    ("lowers[].targetFile", "target_file", True, "TurboOCI layers are not implemented"),
+    ("lowers[].targetDigest", "target_digest", True, "TurboOCI layers are not implemented"),
+    ("lowers[].gzipIndex", "gzip_index", True, "TurboOCI layers are not implemented"),
+    ("upper.target", "target", True, "TurboOCI writable layers are not implemented"),
+    ("upper.gzipIndex", "gzip_index", True, "TurboOCI writable layers are not implemented"),
+    ("accelerationLayer", "acceleration_layer", False,
+     "its trace is not replayed (the layer itself is left out, as upstream does)"),
+    ("recordTracePath", "record_trace_path", False, "no trace is recorded or replayed"),
+)
+
+
 @dataclass
 class Lower:
     file: str = ""
@@ -59,6 +76,22 @@ class ImageConfig:
     def blob_url(self, lower):
         base = self.repo_blob_url
         return base + ("" if base.endswith("/") else "/") + lower.digest
+
+
+def unimplemented_fields(cfg):
+    """[(field, refused, what is missing)] for the fields of ``cfg`` that are set but not
+    implemented (NOT_IMPLEMENTED), lowers named by index."""
+    out = []
+    for name, attr, refused, missing in NOT_IMPLEMENTED:
+        head, _, key = name.partition(".")
+        if head == "lowers[]":
+            objs = [(f"lowers[{i}].{key}", lo) for i, lo in enumerate(cfg.lowers)]
+        elif head == "upper" and key:
+            objs = [(name, cfg.upper)] if cfg.upper is not None else []
+        else:
+            objs = [(name, cfg)]
+        out += [(f, refused, missing) for f, o in objs if getattr(o, attr)]
+    return out
 
 
 def _abspath(base_dir, p):

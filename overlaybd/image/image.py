@@ -13,11 +13,11 @@ from loguru import logger
 
 from .. import detect, lsmt
 from ..errors import OverlaybdError
-from ..io import LocalFile
+from ..io import PRIVATE_FILE, LocalFile
 from ..workers.blockcache import BlockCache
 from ..zfile import ZFile
-from .config import load_image_config
-from .settings import load_service_config
+from .config import load_image_config, unimplemented_fields
+from .settings import load_service_config, warn_unimplemented
 
 OPEN_PARALLEL = 32
 
@@ -136,16 +136,22 @@ def _open_lowers(cfg, svc):
     return files
 
 
-def open_image(config_path, svc=None, write_result=True, allocator=None, download=True):
+def open_image(config_path, svc=None, write_result=True, allocator=None, download=True,
+               quiet=False):
     """Open the image of ``config_path``.  ``svc`` is a ServiceConfig, a path to
     overlaybd.json, or None for the default.  Writes the resultFile unless told not to.
     ``allocator``: shared data-position allocator of the upper when several processes write
-    it (see ImageOpener).  ``download``: run background download from this process."""
+    it (see ImageOpener).  ``download``: run background download from this process.
+    ``quiet``: a repeat open (in a worker) that does not repeat the not-implemented warnings;
+    others warn about the image's fields, and about overlaybd.json's when they read it."""
     if svc is None or isinstance(svc, (str, os.PathLike)):
         svc = load_service_config(svc)
+        if not quiet:
+            warn_unimplemented(svc)
     cfg = None
     try:
         cfg = load_image_config(config_path, svc.download)
+        _check_unimplemented(cfg, quiet)
         img = _assemble(cfg, svc, allocator, download)
     except OverlaybdError as e:
         reason = getattr(e, "reason", None) or str(e)
@@ -161,6 +167,16 @@ def open_image(config_path, svc=None, write_result=True, allocator=None, downloa
     logger.info("opened image {}: {} layers, {} bytes, {}", config_path, len(cfg.lowers),
                 img.size, "read-only" if img.read_only else "writable")
     return img
+
+
+def _check_unimplemented(cfg, quiet):
+    """Refuse an image that needs a feature we lack (serving it could return wrong bytes);
+    warn about the ones that only cost speed."""
+    for field, refused, missing in unimplemented_fields(cfg):
+        if refused:
+            raise ImageOpenError(f"{field} is set: {missing}")
+        if not quiet:
+            logger.warning("{}: {} is set: {}", cfg.path, field, missing)
 
 
 def _assemble(cfg, svc, allocator=None, start_download=True):
@@ -212,8 +228,9 @@ def write_result_file(path, text):
     """Truncate and write ``text`` (no newline), as upstream does once per open attempt."""
     if not path:
         return
-    try:
-        with open(path, "w") as f:
+    try:                    # 0600: it can name private registries and paths
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                          PRIVATE_FILE), "w") as f:
             f.write(text)
     except OSError as e:
         logger.error("cannot write resultFile {}: {}", path, e.strerror)
@@ -244,4 +261,5 @@ class ImageOpener:
         from ..workers.context import current
         ctx = current()
         return open_image(self.config_path, self.svc_path, write_result=False,
-                          allocator=self.allocator, download=ctx is None or ctx.index == 0)
+                          allocator=self.allocator, download=ctx is None or ctx.index == 0,
+                          quiet=True)

@@ -6,8 +6,11 @@ a wrong type is a ConfigError naming the file and the field.  New keys of this i
 reads) and ``logConfig.fileMode`` (the mode of the log and audit files).  Attribute names are the snake_case of the JSON keys.
 """
 
+import json
 import os
 from dataclasses import dataclass, field
+
+from loguru import logger
 
 from ..errors import ConfigError
 from .schema import Obj, load_json
@@ -144,6 +147,51 @@ class ServiceConfig:
     @classmethod
     def from_dict(cls, doc, path="<overlaybd.json>"):
         return _parse(Obj(doc, path))
+
+
+# Fields accepted for compatibility whose feature is not implemented here: the daemon (and
+# tools given --service_config_path) warn once per field set to a value listed here.  Rows:
+# (JSON field, attribute path, values that are not implemented (None: any non-default value),
+# what happens instead).  A change that implements a feature deletes its row (and README's
+# Limitations line).
+NOT_IMPLEMENTED = (
+    ("gzipCacheConfig.enable", "gzip_cache.enable", None,
+     "there is no gzip cache (it serves TurboOCI layers, which are refused)"),
+    ("exporterConfig.enable", "exporter.enable", None, "no metrics endpoint is served"),
+    ("serviceConfig.enable", "service.enable", None, "no live-snapshot API is served"),
+    ("prefetchConfig.concurrency", "prefetch_concurrency", None,
+     "traces are neither recorded nor replayed"),
+    ("ioEngine", "io_engine", None, "local layer files are read with pread (ioEngine 0)"),
+    ("enableThread", "enable_thread", None, "devices are served by the worker processes"),
+    ("cacheConfig.cacheType", "cache.type", ("ocf",), "the file cache is used instead"),
+    ("registryFsVersion", "registry_fs_version", ("v1",),
+     "the one registry client (v2 behaviour: TLS verified, GET challenges) is used"),
+)
+
+
+def _attr(obj, dotted):
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+def unimplemented_fields(svc):
+    """[(JSON field, value, what happens instead)] for fields of ``svc`` set to a value whose
+    feature is not implemented (see NOT_IMPLEMENTED)."""
+    default = ServiceConfig()
+    out = []
+    for name, attr, values, instead in NOT_IMPLEMENTED:
+        v = _attr(svc, attr)
+        if (v in values) if values is not None else v != _attr(default, attr):
+            out.append((name, v, instead))
+    return out
+
+
+def warn_unimplemented(svc):
+    """Log one warning per field of ``svc`` that is set but not implemented."""
+    for name, v, instead in unimplemented_fields(svc):
+        logger.warning("{}: {} = {} is not implemented: {}", svc.path or "overlaybd.json", name,
+                       json.dumps(v), instead)
 
 
 def load_service_config(path=None):

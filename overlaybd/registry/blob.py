@@ -1,9 +1,11 @@
 """A registry blob as a read-only file object (spec §6.1).
 
 ``RegistryBlob(url, ctx)`` learns the size with ``Range: bytes=0-0`` and serves ``pread`` with
-ranged GETs.  Every request is retried with backoff until the context's deadline (30 s by
-default); 401/403 and 404 fail at once (after one re-resolution, so rotated credentials or
-expired redirect URLs recover).  The bytes returned are never wrong: a 206 must carry the
+ranged GETs.  A request that may succeed later is retried with backoff until the context's
+deadline (30 s by default); 401/403 and 404 fail at once (after one re-resolution, so rotated
+credentials or expired redirect URLs recover); so do an unknown host and a TLS failure, and
+opening gives up on a host that refuses connections after a few quick tries.  The reason
+keeps the cause (``Connection failed (connection refused by host:port)``).  The bytes returned are never wrong: a 206 must carry the
 Content-Range asked for, a 200 to a ranged GET is skipped forward to the offset, a short body
 is retried, and a 416 is never trusted for its Content-Length.
 """
@@ -33,6 +35,7 @@ REASONS = {errno.EPERM: "Authentication failed", errno.EACCES: "Authentication f
            errno.ENOTCONN: "Connection failed", errno.ETIMEDOUT: "Get meta timedout",
            errno.ENOENT: "No such file or directory", errno.EBUSY: "Too many requests",
            errno.EIO: "Unexpected response"}
+OPEN_CONNECT_TRIES = 4      # refused connections at open: upstream's 3 retries, ~0.15 s in all
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 
@@ -119,7 +122,7 @@ class RegistryBlob:
 
     def _retry(self, op, what, off):
         deadline = time.monotonic() + self.ctx.timeout
-        delay, auth_retried, last = 0.02, False, None
+        delay, auth_retried, last, connects = 0.02, False, None, 0
         while True:
             try:
                 return op()
@@ -131,16 +134,20 @@ class RegistryBlob:
                     continue
                 if not e.retryable:
                     break
+                connects += e.connect
+                if what == "open" and connects >= OPEN_CONNECT_TRIES:
+                    break                        # nobody listens: say so now, not in 30 s
                 self.ctx.resolver.invalidate(self.url)
             if time.monotonic() + delay >= deadline:
                 break
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         err = last.errno if last is not None else errno.ETIMEDOUT
+        why = reason_for(err) + (f" ({last.cause})" if getattr(last, "cause", "") else "")
         if what == "open":
-            reason = f"failed to open remote file {self.url}: {reason_for(err)}"
+            reason = f"failed to open remote file {self.url}: {why}"
         else:
-            reason = f"failed to read remote file {self.url} at offset {off}: {reason_for(err)}"
+            reason = f"failed to read remote file {self.url} at offset {off}: {why}"
         raise RemoteError(f"{last}", path=self.url, reason=reason, errno=err,
                           status=getattr(last, "status", None)) from last
 
@@ -153,7 +160,7 @@ class RegistryBlob:
         try:
             return self.ctx.client.request("GET", url, headers=h, redirects=8)
         except urllib3.exceptions.HTTPError as e:
-            raise transport_failure(e, "GET") from e
+            raise transport_failure(e, "GET", url) from e
 
     def _size_once(self):
         r = self._request({"Range": "bytes=0-0"})
@@ -205,7 +212,7 @@ class RegistryBlob:
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as e:
             r.close()
             r.release_conn()
-            raise transport_failure(e, "GET body") from e
+            raise transport_failure(e, "GET body", self.url) from e
         if direct and fp.isclosed():
             pass                            # http.client consumed exactly Content-Length
         elif r.status == 206 and not direct and r.headers.get("Content-Length") == str(n):

@@ -10,6 +10,8 @@ import http.client
 import json
 import os
 import socket
+import stat
+import threading
 from urllib.parse import urlsplit
 
 from loguru import logger
@@ -61,6 +63,25 @@ def match_auths(auths, url):
     return "", ""
 
 
+_exposed_lock = threading.Lock()
+_exposed_warned = set()
+
+
+def warn_if_exposed(path, st):
+    """Warn (once per path in this process) when a credential file is readable by group or
+    others: it holds registry passwords."""
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o044:
+        return
+    with _exposed_lock:
+        if path in _exposed_warned:
+            return
+        _exposed_warned.add(path)
+    who = " and ".join(w for bit, w in ((0o040, "group"), (0o004, "others")) if mode & bit)
+    logger.warning("credential file {} is readable by {} (mode {:04o}); it holds registry "
+                   "passwords: chmod 600 it", path, who, mode)
+
+
 def _auths_of(doc):
     return doc.get("auths") if isinstance(doc, dict) else None
 
@@ -98,12 +119,21 @@ class CredentialProvider:
         return cls(g("mode"), g("path"), g("timeout", 1), g("client_cert_path"), g("client_key_path"),
                    g("server_ca_path"))
 
+    def check_file(self):
+        """At start: warn now if the credential file is readable by others."""
+        if self.mode == "file" and self.path:
+            try:
+                warn_if_exposed(self.path, os.stat(self.path))
+            except OSError:
+                pass                      # not there yet: checked when it is read
+
     def get(self, url):
         if not self.path or self.mode not in ("file", "http", "https", "uds"):
             return "", ""
         try:
             if self.mode == "file":
                 with open(self.path, "rb") as f:
+                    warn_if_exposed(self.path, os.fstat(f.fileno()))
                     auths = _auths_of(json.loads(f.read()))
             else:
                 auths = self._remote(url)

@@ -57,6 +57,10 @@ def main(argv=None):
     except OSError as e:
         print(f"overlaybd-tcmu: cannot open the log {svc.log.path}: {e.strerror}", file=sys.stderr)
         return 1
+    from ..image.settings import warn_unimplemented
+    from ..registry import CredentialProvider
+    warn_unimplemented(svc)             # once, here: workers inherit the credential check too
+    CredentialProvider.from_config(svc.credential).check_file()
     if not os.path.isdir(MODULE_DIR):
         logger.error("target_core_user is not loaded")
         print(module_missing_message(), file=sys.stderr)

@@ -2,7 +2,7 @@
 # Runs INSIDE the UML guest (scripts/uml/run-in-uml.sh), from the repository root:
 #   bash tests/vm/guest_e2e.sh DIR
 # DIR (shared with the host) holds what tests/vm/test_tcmu_vm.py prepared: obd-<workers>.json
-# service configs and image configs (golden, golden2, dup, bad, multi3..5, rw).  The script
+# service configs and image configs (golden, golden2, dup, bad, turbo, multi3..5, rw).  The script
 # drives overlaybd-tcmu the way the snapshotter does (configfs + tcm_loop) and records what it
 # sees as one file per fact in DIR/out; the test module asserts on them.
 source scripts/uml/guest-lib.sh     # (run from the repository root)
@@ -51,6 +51,11 @@ log "bad config"
 $DEV create 10 "$W/bad.json" > /dev/null 2>"$OUT/bad.err"
 rec bad_rc $?
 rec bad_result "$(cat "$W/bad.result" 2>/dev/null)"
+# 4b. a TurboOCI layer (not implemented): refused, never served as plain bytes
+log "TurboOCI config"
+$DEV create 11 "$W/turbo.json" > /dev/null 2>"$OUT/turbo.err"
+rec turbo_rc $?
+rec turbo_result "$(cat "$W/turbo.result" 2>/dev/null)"
 
 # 5. three devices at once (created concurrently), then removed
 log "three devices"

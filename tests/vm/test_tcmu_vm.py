@@ -34,11 +34,13 @@ def guest(tmp_path_factory):
     for workers in (0, 2):
         _write_json(w / f"obd-{workers}.json", {
             "logConfig": {"logPath": str(w / "out" / "daemon.log"), "logLevel": 0, "logSizeMB": 64},
-            "workerConfig": {"workers": workers}, "enableAudit": False,
+            "workerConfig": {"workers": workers}, "enableAudit": False, "enableThread": True,
             "cacheConfig": {"cacheType": "file", "cacheDir": str(w / "cache")}})
     for name in ("golden", "golden2", "dup", "multi3", "multi4", "multi5"):
         _image_config(w, name)
     _image_config(w, "bad", lowers=[{"file": "/nonexistent/layer.lsmt"}])
+    _image_config(w, "turbo", lowers=[{"file": str(GOLDEN / f"layer{i}.lsmt")} for i in (1, 2)]
+                  + [{"file": str(GOLDEN / "layer3.lsmt"), "targetFile": str(w / "no-such.tar")}])
     create_rw(w / "up.data", w / "up.index", 1 << 30).close()
     _image_config(w, "rw", upper={"data": str(w / "up.data"), "index": str(w / "up.index")})
     p = run_in_uml(["bash", "tests/vm/guest_e2e.sh", w], rw=[w], timeout=420)
@@ -114,6 +116,19 @@ def test_bad_config_fails_enable_with_reason(guest):
     assert guest["bad_rc"] == "1"
     assert guest["bad_result"] == "failed:failed to open local file /nonexistent/layer.lsmt"
     assert "/nonexistent/layer.lsmt" in guest["bad.err"]
+
+
+def test_turbooci_layer_is_refused_not_served_plain(guest):
+    assert guest["turbo_rc"] == "1"
+    assert guest["turbo_result"] == ("failed:lowers[2].targetFile is set: TurboOCI layers are "
+                                     "not implemented")
+
+
+def test_inert_field_warned_once_per_daemon_start(guest):
+    lines = guest["daemon.log"].splitlines()
+    starts = [x for x in lines if "overlaybd-tcmu starting" in x]
+    warned = [x for x in lines if "enableThread = true is not implemented" in x]
+    assert len(starts) == 2 and len(warned) == len(starts)    # not once per worker or device
 
 
 def test_three_devices_at_once_and_removal(guest, head64):
