@@ -6,11 +6,11 @@ import json
 import pathlib
 
 import pytest
+from conftest import GOLDEN
+from uml import REPO, need_uml, run_in_uml
 
 from overlaybd.image import open_image
 from overlaybd.lsmt import create_rw
-from tests.conftest import GOLDEN
-from tests.vm.uml import REPO, need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 MiB = 1 << 20

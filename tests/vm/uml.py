@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-from tests.conftest import need
+from conftest import need
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "scripts" / "uml" / "run-in-uml.sh"
