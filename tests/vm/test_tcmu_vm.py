@@ -1,5 +1,7 @@
 """overlaybd-tcmu end to end in a real kernel (User-Mode Linux 6.1 with target_core_user and
-tcm_loop): one guest boot runs tests/vm/guest_e2e.sh, each test checks one part of it."""
+tcm_loop): one guest boot runs tests/vm/guest_e2e.sh, each test checks one part of it.  The
+daemon is the one users get: installed from the wheel by scripts/install-service.sh (the
+``installed`` fixture), not this checkout."""
 
 import hashlib
 import json
@@ -28,7 +30,7 @@ def _image_config(w, name, **extra):
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory):
+def guest(tmp_path_factory, installed):
     need_uml()
     w = tmp_path_factory.mktemp("vm-e2e")
     for workers in (0, 2):
@@ -41,7 +43,8 @@ def guest(tmp_path_factory):
     _image_config(w, "bad", lowers=[{"file": "/nonexistent/layer.lsmt"}])
     create_rw(w / "up.data", w / "up.index", 1 << 30).close()
     _image_config(w, "rw", upper={"data": str(w / "up.data"), "index": str(w / "up.index")})
-    p = run_in_uml(["bash", "tests/vm/guest_e2e.sh", w], rw=[w], timeout=420)
+    p = run_in_uml(["bash", "tests/vm/guest_e2e.sh", w], rw=[w], timeout=420,
+                   env={"OBD_TCMU": str(installed.bin / "overlaybd-tcmu")})
     out = w / "out"
     if p.returncode != 0:
         log = (out / "daemon.log").read_text()[-4000:] if (out / "daemon.log").exists() else ""
@@ -157,4 +160,13 @@ def test_daemon_log_format(guest):
                       r"th=[0-9A-F]{16}\|[^|]+:\d+\|[^:|]+:")
     assert all(alog.match(line) for line in lines if not line.startswith((" ", "Traceback")))
     assert any("reopening the log" in line for line in lines)
-    assert str(REPO)  # the checkout the guest ran
+
+
+def test_daemon_ran_from_the_installed_wheel(guest, installed):
+    started = [line for line in guest["daemon.log"].splitlines() if "starting (package " in line]
+    assert len(started) == 2                                     # two daemons, one after another
+    site = installed.venv / "lib"
+    for line in started:
+        package = line.split("starting (package ", 1)[1].split(")", 1)[0]
+        assert package.startswith(f"{site}/python3.") and package.endswith("/site-packages/overlaybd")
+        assert not package.startswith(str(REPO) + "/overlaybd")
