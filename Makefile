@@ -14,7 +14,8 @@ help:
 	@echo "make test     - deps + install, then run every test (unit, registry, real kernel)"
 	@echo "make unit     - only the tests that need neither the kernel nor the registry"
 	@echo "make bench    - benchmarks, printed as ratios against baselines from the same run"
-	@echo "make demo     - serve the embedded golden image through overlaybd-tcmu in a real kernel"
+	@echo "make demo     - install the service under .cache/demo, serve the golden image through"
+	@echo "               its overlaybd-tcmu in a real kernel"
 	@echo "make lint     - ruff"
 
 deps:
@@ -43,7 +44,7 @@ lint: install
 bench: deps install
 	$(PY) -m bench $(BENCH_ARGS)
 
-demo: deps install
+demo: deps
 	bash scripts/demo.sh
 
 clean:
