@@ -6,8 +6,8 @@
 #   /etc/overlaybd/overlaybd.json  the service config (an existing one is kept)
 #   /etc/systemd/system/overlaybd-tcmu.service   the unit (systemd is told to reload its units)
 # The config and the unit come from the installed package (venv/share/overlaybd/conf).
-# The service is not started: `systemctl enable --now overlaybd-tcmu`; after editing the log
-# settings or rotating the logs by hand: `systemctl reload overlaybd-tcmu` (SIGHUP).
+# The service is not started: `systemctl enable --now overlaybd-tcmu`.  After moving its log
+# away (logrotate): `systemctl reload overlaybd-tcmu` (SIGHUP) makes it reopen the log.
 #   --wheel FILE  install this wheel instead of one built from this checkout
 #   --root DIR    install everything under DIR instead of /, with the unit and the config pointing
 #                 there (/opt/overlaybd, /etc/overlaybd, /var/log become DIR/...); nothing is
@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --root) root=$(realpath -m "$2"); shift 2 ;;
         --wheel) wheel=$(realpath "$2"); shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,14s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "install-service: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
