@@ -9,6 +9,7 @@ import json
 import pathlib
 import re
 import subprocess
+import tarfile
 import zipfile
 
 from install_fixtures import REPO, user_env
@@ -86,3 +87,11 @@ def test_every_tool_of_the_installed_service_runs(installed, dist, tmp_path):
                            text=True, timeout=60)
         assert p.returncode == 0, f"{name}: {p.stderr}"
         assert p.stdout.startswith(f"usage: {name}"), p.stdout
+
+
+def test_sdist_holds_the_build_inputs_and_no_half_test_suite(dist):
+    with tarfile.open(dist.sdist) as t:
+        names = {n.split("/", 1)[1] for n in t.getnames() if "/" in n}
+    assert {"setup.py", "pyproject.toml", "README.md", "conf/overlaybd.json",
+            "conf/overlaybd-tcmu.service", "overlaybd/zfile/_zfast.c"} <= names
+    assert [n for n in names if n.startswith(("tests/", "bench/", "stress/", ".venv/", ".cache/"))] == []
