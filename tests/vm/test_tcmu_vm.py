@@ -79,6 +79,16 @@ def test_golden_image_reads_back_exactly(guest, golden_manifest):
     assert guest["golden_sha"] == golden_manifest["merged"]["sha256"]
 
 
+def test_daemon_ran_from_the_installed_wheel(guest, installed):
+    started = [line for line in guest["daemon.log"].splitlines() if "starting (package " in line]
+    assert len(started) == 2                                     # two daemons, one after another
+    site = installed.venv / "lib"
+    for line in started:
+        package = line.split("starting (package ", 1)[1].split(")", 1)[0]
+        assert package.startswith(f"{site}/python3.") and package.endswith("/site-packages/overlaybd")
+        assert not package.startswith(str(REPO) + "/overlaybd")
+
+
 def test_read_only_image_is_write_protected(guest):
     assert guest["golden_ro"] == "1"
     assert "WP=1" in guest["sg_modes.txt"]
@@ -160,13 +170,4 @@ def test_daemon_log_format(guest):
                       r"th=[0-9A-F]{16}\|[^|]+:\d+\|[^:|]+:")
     assert all(alog.match(line) for line in lines if not line.startswith((" ", "Traceback")))
     assert any("reopening the log" in line for line in lines)
-
-
-def test_daemon_ran_from_the_installed_wheel(guest, installed):
-    started = [line for line in guest["daemon.log"].splitlines() if "starting (package " in line]
-    assert len(started) == 2                                     # two daemons, one after another
-    site = installed.venv / "lib"
-    for line in started:
-        package = line.split("starting (package ", 1)[1].split(")", 1)[0]
-        assert package.startswith(f"{site}/python3.") and package.endswith("/site-packages/overlaybd")
-        assert not package.startswith(str(REPO) + "/overlaybd")
+    assert str(REPO)  # the checkout the guest ran
