@@ -9,11 +9,13 @@ PYTEST_ARGS ?=
 help:
 	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
 	@echo "make install-service - install under /opt/overlaybd, /etc/overlaybd and the systemd unit"
+	@echo "                       (ROOT=DIR: everything under DIR instead, for a trial)"
 	@echo "make deps     - install system packages the tests need (apt, UML kernel, registry)"
 	@echo "make test     - deps + install, then run every test (unit, registry, real kernel)"
 	@echo "make unit     - only the tests that need neither the kernel nor the registry"
 	@echo "make bench    - benchmarks, printed as ratios against baselines from the same run"
-	@echo "make demo     - serve the embedded golden image through overlaybd-tcmu in a real kernel"
+	@echo "make demo     - install the service under .cache/demo, serve the golden image through"
+	@echo "               its overlaybd-tcmu in a real kernel"
 	@echo "make lint     - ruff"
 
 deps:
@@ -28,7 +30,7 @@ install: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 
 install-service:
-	bash scripts/install-service.sh
+	bash scripts/install-service.sh $(if $(ROOT),--root $(ROOT))
 
 test: deps install
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests
@@ -42,8 +44,8 @@ lint: install
 bench: deps install
 	$(PY) -m bench $(BENCH_ARGS)
 
-demo: deps install
+demo: deps
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .cache

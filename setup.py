@@ -36,7 +36,7 @@ setup(
         "urllib3>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "ruff"],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff", "build"],
     },
     ext_modules=[ZFAST],
     entry_points={"console_scripts": [f"{k}={v}" for k, v in TOOLS.items()]},

@@ -1,14 +1,19 @@
-"""Run every benchmark: ``python -m bench [name ...]`` (default: all that exist)."""
+"""Run every benchmark: ``python -m bench [name ...]`` (default: all that exist, in ORDER).
+
+Each one's ``main`` is called with an empty argument list.  One that raises is reported and the
+rest still run (exit status 1); missed targets are listed, exit status 0 (timings are noisy).
+"""
 
 import importlib
 import sys
+import traceback
 
 ORDER = ["image_bench", "lsmt_bench", "zfile_bench", "engine_bench", "daemon_bench", "remote_bench", "tcmu_bench"]
 
 
 def main(argv):
     names = argv or ORDER
-    failed = []
+    failed, crashed = [], []
     for name in names:
         try:
             mod = importlib.import_module(f"bench.{name}")
@@ -17,12 +22,19 @@ def main(argv):
                 continue
             raise
         print(f"== {name}", flush=True)
-        rc = mod.main([])
+        try:
+            rc = mod.main([])
+        except Exception:                   # the benchmarks after it still run
+            traceback.print_exc()
+            crashed.append(name)
+            continue
         if rc:
             failed.append(name)
     if failed:
         print(f"targets missed in: {', '.join(failed)}")
-    return 0
+    if crashed:
+        print(f"crashed: {', '.join(crashed)}")
+    return 1 if crashed else 0
 
 
 if __name__ == "__main__":

@@ -88,12 +88,12 @@ def plain_get(url, size, bs):
     return size / (time.perf_counter() - t0)
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--read-kib", type=int, default=1024)
     ap.add_argument("--reps", type=int, default=5)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     harness, pusher = _load("harness", "harness.py"), _load("push_blob", "push-blob.py")
     tmp = tempfile.mkdtemp(prefix="remote-bench-")
     size, bs = a.size_mib * MiB, a.read_kib * 1024
@@ -130,4 +130,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,8 @@
 #!/bin/bash
-# Runs inside the guest (see scripts/demo.sh): PY = the python with overlaybd installed.
+# Runs inside the guest (see scripts/demo.sh): ROOT = where install-service.sh put the service.
 set -uo pipefail
-PY=$1
+ROOT=$1
+BIN=$ROOT/opt/overlaybd/bin
 REPO=$(pwd -P)
 DEV=$REPO/scripts/uml/tcmu-dev.sh
 G=$REPO/tests/data/golden
@@ -9,7 +10,7 @@ W=/tmp/demo
 mkdir -p $W
 say() { printf '\n== %s\n' "$*"; }
 fail() { echo "DEMO FAILED: $*"; [ -f $W/overlaybd.log ] && tail -n 20 $W/overlaybd.log; exit 1; }
-tool() { "$PY" -m "overlaybd.tools.$1" "${@:2}"; }
+tool() { "$BIN/overlaybd-$1" "${@:2}"; }
 
 cat > $W/overlaybd.json <<J
 {"logConfig": {"logPath": "$W/overlaybd.log", "logLevel": 1},
@@ -17,18 +18,21 @@ cat > $W/overlaybd.json <<J
  "cacheConfig": {"cacheType": "file", "cacheDir": "$W/cache", "cacheSizeGB": 1},
  "workerConfig": {"workers": 2}}
 J
-"$PY" - "$G" "$W" <<'P'
+python3 - "$G" "$W" <<'P'
 import json, sys
 g, w = sys.argv[1:3]
 json.dump({"lowers": [{"file": f"{g}/layer{i}.lz4.zfile"} for i in (1, 2, 3)],
            "resultFile": f"{w}/golden.result"}, open(f"{w}/golden.json", "w"))
 P
 say "overlaybd-tcmu (2 worker processes) on $(uname -sr)"
-"$PY" -m overlaybd.tools.tcmu $W/overlaybd.json >$W/daemon.out 2>&1 &
+( cd / && exec "$BIN/overlaybd-tcmu" $W/overlaybd.json ) >$W/daemon.out 2>&1 &
 DPID=$!
 for _ in $(seq 300); do grep -q 'overlaybd-tcmu serving' $W/overlaybd.log 2>/dev/null && break; sleep 0.1; done
 grep -q 'overlaybd-tcmu serving' $W/overlaybd.log 2>/dev/null || fail "daemon did not start"
 ps -o pid,psr,rss,args --ppid $DPID -p $DPID | sed 's/^/  /'
+pkg=$(grep -o 'starting (package [^)]*' $W/overlaybd.log | head -n 1); pkg=${pkg#starting (package }
+case "$pkg" in "$ROOT"/opt/overlaybd/venv/*) echo "  the installed package: $pkg" ;;
+    *) fail "the daemon runs '$pkg', not the package installed under $ROOT" ;; esac
 
 say "device for the golden image (lz4 ZFile layers made by upstream's overlaybd-commit)"
 sd=$($DEV create 1 $W/golden.json) || fail "enable failed: $(cat $W/golden.result)"
@@ -36,7 +40,7 @@ echo "  $sd  $(blockdev --getsize64 $sd) bytes, read-only=$(cat /sys/block/${sd#
 t0=$(date +%s.%N)
 got=$(dd if=$sd bs=4M iflag=direct 2>/dev/null | sha256sum | cut -c1-64)
 t1=$(date +%s.%N)
-want=$("$PY" -c "import json; print(json.load(open('$G/manifest.json'))['merged']['sha256'])")
+want=$(python3 -c "import json; print(json.load(open('$G/manifest.json'))['merged']['sha256'])")
 echo "  sha256 of all 1 GiB: $got"
 echo "  manifest expects:    $want"
 [ "$got" = "$want" ] || fail "bytes differ"
@@ -44,7 +48,7 @@ awk -v a=$t0 -v b=$t1 'BEGIN{printf "  read 1 GiB in %.2f s (%.0f MB/s)\n", b-a,
 
 say "a writable image: overlaybd-create, mkfs.ext4, files, commit"
 tool create -s $W/upper.data $W/upper.index 1 >/dev/null
-"$PY" - "$G" "$W" <<'P'
+python3 - "$G" "$W" <<'P'
 import json, sys
 g, w = sys.argv[1:3]
 json.dump({"lowers": [], "upper": {"data": f"{w}/upper.data", "index": f"{w}/upper.index"},
@@ -57,8 +61,8 @@ cp -r $REPO/overlaybd /mnt/demo/ && seq 1 100000 > /mnt/demo/numbers.txt
 echo "  wrote $(wc -l < $W/written.sha) files: $(du -sh /mnt/demo | cut -f1)"
 umount /mnt/demo && $DEV remove 2
 tool commit -z $W/upper.data $W/upper.index $W/layer.commit >/dev/null || fail "commit"
-echo "  committed: $(tool info $W/layer.commit | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["kinds"], d["zfile"]["blocks"], "blocks")')"
-"$PY" -c "import json; json.dump({'lowers': [{'file': '$W/layer.commit'}], 'resultFile': '$W/ro.result'}, open('$W/ro.json', 'w'))"
+echo "  committed: $(tool info $W/layer.commit | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["kinds"], d["zfile"]["blocks"], "blocks")')"
+python3 -c "import json; json.dump({'lowers': [{'file': '$W/layer.commit'}], 'resultFile': '$W/ro.result'}, open('$W/ro.json', 'w'))"
 ro=$($DEV create 3 $W/ro.json) || fail "reopen failed: $(cat $W/ro.result)"
 mount -o ro $ro /mnt/demo || fail "mount committed layer"
 ( cd /mnt/demo && sha256sum -c --quiet $W/written.sha ) || fail "files differ after commit"

@@ -25,3 +25,17 @@ def need(condition, why):
 def golden_manifest():
     with open(GOLDEN / "manifest.json") as f:
         return json.load(f)
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory):
+    """The sdist and wheel of this checkout (tests/install_fixtures.py)."""
+    from install_fixtures import build_dist
+    return build_dist(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def installed(dist):
+    """The service installed from ``dist.wheel`` by scripts/install-service.sh --root (cached)."""
+    from install_fixtures import install_service
+    return install_service(dist.wheel)

@@ -2,11 +2,8 @@
 
 import numpy as np
 import pytest
+from lsmt_fixtures import GOLDEN
 
-try:  # tests/ may or may not be a package
-    from .lsmt_fixtures import GOLDEN
-except ImportError:
-    from lsmt_fixtures import GOLDEN
 from overlaybd.abi import lsmt as abi
 
 

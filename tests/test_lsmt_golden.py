@@ -4,11 +4,8 @@ import hashlib
 import io
 
 import pytest
+from lsmt_fixtures import GOLDEN, nonzero_extents, sha256_view
 
-try:  # tests/ may or may not be a package
-    from .lsmt_fixtures import GOLDEN, nonzero_extents, sha256_view
-except ImportError:
-    from lsmt_fixtures import GOLDEN, nonzero_extents, sha256_view
 from overlaybd.io import BytesFile, LocalFile
 from overlaybd.lsmt import commit, open_merged, open_ro
 
@@ -130,11 +127,9 @@ def test_commit_of_committed_merge_is_a_fixed_point():
 
 
 def test_255_layers_merge_with_slot_tags():
+    from lsmt_fixtures import sealed_bytes
+
     from overlaybd.lsmt import MAX_LAYERS
-    try:
-        from .lsmt_fixtures import sealed_bytes
-    except ImportError:
-        from lsmt_fixtures import sealed_bytes
     # layer k (bottom first) writes sector k with byte k; the top one also covers sector 0
     files = []
     for k in range(MAX_LAYERS):

@@ -3,11 +3,8 @@
 import struct
 
 import pytest
+from lsmt_fixtures import GOLDEN, sealed_bytes
 
-try:  # tests/ may or may not be a package
-    from .lsmt_fixtures import GOLDEN, sealed_bytes
-except ImportError:
-    from lsmt_fixtures import GOLDEN, sealed_bytes
 from overlaybd.abi.lsmt import MAX_RO_INDEX_SIZE, HeaderTrailer, pack_entry
 from overlaybd.errors import FormatError, OverlaybdError
 from overlaybd.io import BytesFile

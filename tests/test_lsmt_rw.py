@@ -5,11 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from lsmt_fixtures import GOLDEN, sha256_view
 
-try:  # tests/ may or may not be a package
-    from .lsmt_fixtures import GOLDEN, sha256_view
-except ImportError:
-    from lsmt_fixtures import GOLDEN, sha256_view
 from overlaybd.abi.lsmt import HeaderTrailer, decode_entries, unpack_entry
 from overlaybd.errors import OverlaybdError
 from overlaybd.io import BytesFile, LocalFile

@@ -9,6 +9,7 @@ import termios
 import threading
 
 import pytest
+from tcmu_fixtures import Harness, file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu.daemon import Daemon
@@ -16,7 +17,6 @@ from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile, RawFileOpener
-from tests.tcmu_fixtures import Harness, file_bytes, sense_of
 
 MiB = 1 << 20
 

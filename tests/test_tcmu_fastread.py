@@ -6,6 +6,7 @@ import os
 import struct
 
 import pytest
+from tcmu_fixtures import Harness, sense_of
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu.daemon import Daemon
@@ -13,7 +14,6 @@ from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile
-from tests.tcmu_fixtures import Harness, sense_of
 
 MiB = 1 << 20
 SIZE = 8 * MiB

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
-from .. import log
+from .. import log, service
 from ..abi import tcmu as T
 from ..errors import OverlaybdError
 from . import scsi, uio
@@ -425,6 +425,7 @@ class Daemon:
                         pass                # died just now: its replacement opens the files anew
             else:
                 logger.info("{}: stopping", signal.Signals(s).name)
+                service.notify("STOPPING=1")
                 self.stopping = True
 
     def _wait(self, timeout):
@@ -465,6 +466,7 @@ class Daemon:
         try:
             self.start()
             logger.info("overlaybd-tcmu serving {} device(s)", len(self.devices))
+            service.notify(f"READY=1\nSTATUS=serving {len(self.devices)} device(s)")
             # inline, nothing is timed: sleep until an fd wakes us (workers: supervise them)
             timeout = None if self.engine.workers == 0 else 1.0
             while not self.stopping:

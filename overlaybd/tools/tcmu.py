@@ -7,6 +7,7 @@ import sys
 
 from loguru import logger
 
+from .. import __version__
 from ..errors import OverlaybdError
 
 DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
@@ -73,7 +74,9 @@ def main(argv=None):
     engine = Engine(workers=w.workers, chunk_size=w.chunk_size_kb << 10,
                     cache_bytes=w.cache_size_mb << 20, heartbeat_sec=w.heartbeat_sec)
     validate, opener = image_backend(svc)
-    logger.info("overlaybd-tcmu starting: config {}, {} worker(s)", svc.path, w.workers)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    logger.info("overlaybd-tcmu {} starting (package {}): config {}, {} worker(s)", __version__,
+                package, svc.path, w.workers)
     try:
         return Daemon(engine, validate, opener).run()
     except OverlaybdError as e:

@@ -38,6 +38,7 @@ import multiprocess
 import psutil
 from loguru import logger
 
+from ..service import unprotect_oom
 from ..shm.channel import Channel, PassFd
 from ..shm.descriptor import (
     COMPLETION_SIZE,
@@ -149,6 +150,7 @@ class WorkerPool:
                 psutil.Process(proc.pid).cpu_affinity([slot.cpu])
             except psutil.NoSuchProcess:
                 pass                      # died at once: the sentinel reports it
+        unprotect_oom(proc.pid)           # the OOM protection is the supervisor's only
         slot.proc = proc
         slot.channel = Channel(parent)
         self._sentinels[proc.sentinel] = slot

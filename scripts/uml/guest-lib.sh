@@ -5,7 +5,9 @@
 #   log MESSAGE          progress on stderr, stamped with the guest's uptime
 #   sha                  sha256 of stdin, hex only
 #   start_daemon CONFIG [LOG]   start overlaybd-tcmu (DPID) and wait for a new "serving" line
-#                        in LOG (default OUT/daemon.log); fails if it exits or takes > 60 s
+#                        in LOG (default OUT/daemon.log); fails if it exits or takes > 60 s.
+#                        OBD_TCMU set: that installed overlaybd-tcmu, run from / without
+#                        PYTHONPATH (nothing from this checkout); else PY -m overlaybd.tools.tcmu
 #   stop_daemon KEY      SIGTERM it and record its exit status as KEY
 set -u
 W=$1
@@ -23,7 +25,11 @@ DPID=
 start_daemon() {
     local dlog=${2:-$OUT/daemon.log} n0 n
     n0=$(grep -c 'overlaybd-tcmu serving' "$dlog" 2>/dev/null)
-    $PY -m overlaybd.tools.tcmu "$1" >>"$OUT/daemon.out" 2>&1 &
+    if [ -n "${OBD_TCMU:-}" ]; then
+        ( cd / && exec env -u PYTHONPATH "$OBD_TCMU" "$1" ) >>"$OUT/daemon.out" 2>&1 &
+    else
+        $PY -m overlaybd.tools.tcmu "$1" >>"$OUT/daemon.out" 2>&1 &
+    fi
     DPID=$!
     for _ in $(seq 600); do
         n=$(grep -c 'overlaybd-tcmu serving' "$dlog" 2>/dev/null)

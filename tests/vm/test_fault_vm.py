@@ -4,9 +4,8 @@ during full verified reads of a device; the reader sees no I/O error and the rig
 import json
 
 import pytest
-
-from tests.conftest import GOLDEN
-from tests.vm.uml import need_uml, run_in_uml
+from conftest import GOLDEN
+from uml import need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 

@@ -1,16 +1,18 @@
 """overlaybd-tcmu end to end in a real kernel (User-Mode Linux 6.1 with target_core_user and
-tcm_loop): one guest boot runs tests/vm/guest_e2e.sh, each test checks one part of it."""
+tcm_loop): one guest boot runs tests/vm/guest_e2e.sh, each test checks one part of it.  The
+daemon is the one users get: installed from the wheel by scripts/install-service.sh (the
+``installed`` fixture), not this checkout."""
 
 import hashlib
 import json
 import pathlib
 
 import pytest
+from conftest import GOLDEN
+from uml import REPO, need_uml, run_in_uml
 
 from overlaybd.image import open_image
 from overlaybd.lsmt import create_rw
-from tests.conftest import GOLDEN
-from tests.vm.uml import REPO, need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 MiB = 1 << 20
@@ -28,7 +30,7 @@ def _image_config(w, name, **extra):
 
 
 @pytest.fixture(scope="module")
-def guest(tmp_path_factory):
+def guest(tmp_path_factory, installed):
     need_uml()
     w = tmp_path_factory.mktemp("vm-e2e")
     for workers in (0, 2):
@@ -43,7 +45,8 @@ def guest(tmp_path_factory):
                   + [{"file": str(GOLDEN / "layer3.lsmt"), "targetFile": str(w / "no-such.tar")}])
     create_rw(w / "up.data", w / "up.index", 1 << 30).close()
     _image_config(w, "rw", upper={"data": str(w / "up.data"), "index": str(w / "up.index")})
-    p = run_in_uml(["bash", "tests/vm/guest_e2e.sh", w], rw=[w], timeout=420)
+    p = run_in_uml(["bash", "tests/vm/guest_e2e.sh", w], rw=[w], timeout=420,
+                   env={"OBD_TCMU": str(installed.bin / "overlaybd-tcmu")})
     out = w / "out"
     if p.returncode != 0:
         log = (out / "daemon.log").read_text()[-4000:] if (out / "daemon.log").exists() else ""
@@ -76,6 +79,16 @@ def test_golden_image_reads_back_exactly(guest, golden_manifest):
     assert guest["golden_result"] == "success"
     assert guest["golden_size"] == str(golden_manifest["virtual_size"])
     assert guest["golden_sha"] == golden_manifest["merged"]["sha256"]
+
+
+def test_daemon_ran_from_the_installed_wheel(guest, installed):
+    started = [line for line in guest["daemon.log"].splitlines() if "starting (package " in line]
+    assert len(started) == 2                                     # two daemons, one after another
+    site = installed.venv / "lib"
+    for line in started:
+        package = line.split("starting (package ", 1)[1].split(")", 1)[0]
+        assert package.startswith(f"{site}/python3.") and package.endswith("/site-packages/overlaybd")
+        assert not package.startswith(str(REPO) + "/overlaybd")
 
 
 def test_read_only_image_is_write_protected(guest):

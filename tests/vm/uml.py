@@ -5,7 +5,7 @@ import pathlib
 import subprocess
 import sys
 
-from tests.conftest import need
+from conftest import need
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "scripts" / "uml" / "run-in-uml.sh"
@@ -19,11 +19,12 @@ def need_uml():
          f"UML kernel not installed in {UML_DIR}: run `sudo make deps` (scripts/uml/install.sh)")
 
 
-def run_in_uml(args, rw=(), timeout=600, mem_mb=2048):
-    """Run ``args`` in a fresh guest from the repository root; returns CompletedProcess."""
+def run_in_uml(args, rw=(), timeout=600, mem_mb=2048, env=None):
+    """Run ``args`` in a fresh guest from the repository root (``env``: more environment);
+    returns CompletedProcess."""
     cmd = [str(RUN), "-t", str(timeout), "-m", str(mem_mb)]
     for d in rw:
         cmd += ["--rw", str(d)]
-    env = dict(os.environ, OBD_PYTHON=sys.executable)
+    env = dict(os.environ, OBD_PYTHON=sys.executable, **(env or {}))
     return subprocess.run(cmd + ["--"] + [str(a) for a in args], cwd=REPO, env=env,
                           check=False, capture_output=True, text=True, timeout=timeout + 60)

@@ -1,0 +1,1 @@
+"""Stress harnesses, run as modules: ``python3 -m stress.engine_stress --help``."""
