@@ -21,7 +21,7 @@ from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile, RawFileOpener
-from tests.test_tcmu_daemon import read10
+from test_tcmu_daemon import read10
 
 MiB = 1 << 20
 FORK = multiprocess.get_context("fork")      # how the worker pool starts its workers
