@@ -88,9 +88,10 @@ def debugfs_blocks(image, path):
     return blocks
 
 
-def raw_to_layer(raw, out, tmp, compress=True, tar=True):
+def raw_to_layer(raw, out, tmp, compress=True, tar=True, select=None):
     """Turn a raw disk image into a committed overlaybd layer with the project's tools:
-    overlaybd-create, writes of the non-zero 64 KiB pieces, overlaybd-commit [-z] [-t]."""
+    overlaybd-create, writes of the non-zero 64 KiB pieces (those at offsets ``select(off)``
+    accepts, if given), overlaybd-commit [-z] [-t]."""
     from overlaybd import lsmt
     from overlaybd.tools import commit
     data, index = os.path.join(tmp, "w.data"), os.path.join(tmp, "w.index")
@@ -100,7 +101,7 @@ def raw_to_layer(raw, out, tmp, compress=True, tar=True):
     with open(raw, "rb") as f:
         off = 0
         while chunk := f.read(64 << 10):
-            if chunk != zero[:len(chunk)]:
+            if chunk != zero[:len(chunk)] and (select is None or select(off)):
                 layer.pwrite(chunk, off)
             off += len(chunk)
     layer.close()

@@ -138,6 +138,9 @@ def test_load_tells_the_modes_apart(tmp_path):
     p.write_bytes(data[:-1])
     with pytest.raises(TraceError, match="size mismatch"):
         tr.load(p)
+    p.write_bytes(b"\x21" + data[1:])              # binary without the magic: not a list
+    with pytest.raises(TraceError, match="bad magic 0xc2ef1821.*not a text file list"):
+        tr.load(p)
     p.write_text("/x\n" * (22 << 10))            # 66 KiB
     with pytest.raises(TraceError, match="larger than 65536"):
         tr.load(p)

@@ -87,7 +87,7 @@ def decode_records(body) -> list[Record]:
 def load(path) -> tuple[str, object]:
     """What the trace path holds: ``("missing", None)``, ``("record", None)`` (empty file),
     ``("trace", [Record])``, or ``("list", text)``.  A binary trace that fails validation
-    raises TraceError; a list over 64 KiB too."""
+    raises TraceError; so do a list over 64 KiB and binary data without the magic."""
     try:
         with open(path, "rb") as f:
             head = f.read(abi.HEADER_SIZE)
@@ -102,7 +102,14 @@ def load(path) -> tuple[str, object]:
         return "missing", None
     except OSError as e:
         raise TraceError(f"cannot read: {e.strerror}", path) from e
-    return "list", raw.decode("utf-8", "replace")
+    try:
+        if b"\0" in raw:
+            raise UnicodeError
+        return "list", raw.decode("utf-8")
+    except UnicodeError:
+        magic = int.from_bytes(raw[:4].ljust(4, b"\0"), "little")
+        raise TraceError(f"bad magic {magic:#010x} (expected {abi.MAGIC:#010x}), and not a text "
+                         "file list either", path) from None
 
 
 def write(fd, records) -> None:

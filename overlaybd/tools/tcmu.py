@@ -63,6 +63,7 @@ def main(argv=None):
         return 1
     raise_nofile()
 
+    from ..prefetch import PrefetchService
     from ..tcmu.daemon import Daemon, image_backend
     from ..workers import Engine
     w = svc.worker
@@ -71,7 +72,7 @@ def main(argv=None):
     validate, opener = image_backend(svc)
     logger.info("overlaybd-tcmu starting: config {}, {} worker(s)", svc.path, w.workers)
     try:
-        return Daemon(engine, validate, opener).run()
+        return Daemon(engine, validate, opener, prefetch=PrefetchService(svc)).run()
     except OverlaybdError as e:
         logger.error("{}", e)
         print(f"overlaybd-tcmu: {e}", file=sys.stderr)
