@@ -79,6 +79,27 @@ def build_image(d, seed=7, **disk):
     return {"raw": raw, "files": files, "layers": layers}
 
 
+_BUILT, _PUSHED = {}, {}
+
+
+def shared_image(tmp_path_factory, registry, repo="pf/img"):
+    """``build_image`` made once per test session and pushed once per registry instance
+    (each test module starts its own): {"raw", "files", "layers", "base", "lowers",
+    "bytes"}."""
+    top = str(tmp_path_factory.getbasetemp())
+    if top not in _BUILT:
+        img = build_image(str(tmp_path_factory.mktemp("pf-image")))
+        with open(img["raw"], "rb") as f:
+            img["bytes"] = f.read()
+        _BUILT[top] = img
+    key = (top, registry.url, repo)
+    if key not in _PUSHED:
+        img = dict(_BUILT[top])
+        img["base"], img["lowers"] = push_layers(registry, img["layers"], repo)
+        _PUSHED[key] = img
+    return _PUSHED[key]
+
+
 def push_layers(registry, layers, repo):
     """Push the layer blobs; returns (repoBlobUrl, lowers)."""
     lowers, url = [], None

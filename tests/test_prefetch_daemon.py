@@ -20,9 +20,8 @@ from tests.ext4_fixtures import need_e2fsprogs
 from tests.prefetch_fixtures import (
     APP,
     Served,
-    build_image,
     downloads,
-    push_layers,
+    shared_image,
     wait_for,
     workload,
     write_config,
@@ -37,10 +36,7 @@ OTHER = [f"/app/m{i:03d}.py" for i in range(1, 60, 2)]
 @pytest.fixture(scope="module")
 def image(tmp_path_factory, registry_none):
     need_e2fsprogs()
-    d = tmp_path_factory.mktemp("pf-image")
-    img = build_image(str(d))
-    img["base"], img["lowers"] = push_layers(registry_none, img["layers"], "pf/img")
-    img["bytes"] = open(img["raw"], "rb").read()
+    img = dict(shared_image(tmp_path_factory, registry_none))
     img["start"] = workload(img["raw"], START)
     return img
 

@@ -147,3 +147,18 @@ def summary(records) -> dict:
         s["max_end"] = max(s["max_end"], r.offset + r.count)
     return {"records": len(records), "bytes": total, "ops": ops,
             "layers": {str(k): v for k, v in sorted(layers.items())}}
+
+
+def describe(path, records=True) -> dict:
+    """What ``overlaybd-info`` prints for a binary trace; TraceError when it is invalid."""
+    with open(path, "rb") as f:
+        data = f.read()
+    recs = decode(data, path)
+    out = {"file": str(path), "kinds": ["trace"], "size": len(data),
+           "header": {"magic": f"{abi.MAGIC:#010x}", "data_size": len(data) - abi.HEADER_SIZE,
+                      "checksum": f"{abi.unpack_header(data)[2]:#010x}"},
+           "summary": summary(recs)}
+    if records:
+        out["records"] = [{"op": r.op.decode("latin-1"), "layer": r.layer, "count": r.count,
+                           "offset": r.offset} for r in recs]
+    return out
