@@ -12,7 +12,9 @@ import struct
 import subprocess
 import time
 
+from overlaybd import lsmt
 from overlaybd.abi import scsi as S
+from overlaybd.detect import open_blob
 from overlaybd.ext4 import Ext4
 from overlaybd.image import ImageOpener, open_image
 from overlaybd.io import LocalFile
@@ -27,12 +29,13 @@ MiB = 1 << 20
 REGION = MiB                # layers alternate 1 MiB regions of the disk: reads cross layers
 
 
-def make_app_disk(d, size_mib=224, seed=7, pad_mib=80, modules=60):
+def make_app_disk(d, size_mib=192, seed=7, pad_mib=80, tail_mib=48, modules=60):
     """An ext4 disk (4 KiB blocks) with an application between two big padding files, so
-    that its data sits in the middle of the layer blobs, away from the head and tail the
-    open reads: ``mkfs.ext4 -d`` with ``/pad/a.bin``, then ``debugfs -w`` writes ``/app``
+    that its data sits in the middle of the layer blobs, away from the head (~33 MiB) and
+    tail (~16 MiB) of each blob that the cache's readahead fetches when a layer opens:
+    ``mkfs.ext4 -d`` with ``/pad/a.bin`` (``pad_mib``), then ``debugfs -w`` writes ``/app``
     (``modules`` files of 4-64 KiB, a 3 MiB ``lib.so``), ``/etc/app.conf`` and ``/zz/z.bin``
-    in that order.  Returns (raw path, {path in the filesystem: sha256})."""
+    (``tail_mib``) in that order.  Returns (raw path, {path in the filesystem: sha256})."""
     rnd = random.Random(seed)
     src, stage = os.path.join(d, "src"), os.path.join(d, "stage")
     os.makedirs(os.path.join(src, "pad"))
@@ -52,7 +55,7 @@ def make_app_disk(d, size_mib=224, seed=7, pad_mib=80, modules=60):
         put(f"app/m{i:03d}.py", rnd.randbytes(rnd.randrange(4096, 65536)))
     put("app/lib.so", rnd.randbytes(3 * MiB))
     put("etc/app.conf", rnd.randbytes(3000))
-    put("zz/z.bin", rnd.randbytes(pad_mib * MiB))
+    put("zz/z.bin", rnd.randbytes(tail_mib * MiB))
     raw = mkfs(src, os.path.join(d, "disk.raw"), size_mib, "ext4", htree=False)
     script = os.path.join(d, "debugfs.cmds")
     with open(script, "w") as f:
@@ -151,6 +154,38 @@ def workload(raw, paths, piece=128 << 10):
             seen.add((a, b))
             out.append((a, b - a))
     return out
+
+
+class Recorder:
+    """Expected layer reads of a workload: the same device reads through a local merged
+    view whose layers log what they serve."""
+
+    def __init__(self, layers):
+        self.log = []
+        self.files = [LocalFile(p) for p in layers]
+        outer = self
+
+        class Logged:
+            def __init__(self, f, i):
+                self.f, self.i, self.size = f, i, f.size
+
+            def pread(self, n, off):
+                data = self.f.pread(n, off)
+                outer.log.append((self.i, n, off))
+                return data
+
+        self.decoded = [Logged(open_blob(f), i) for i, f in enumerate(self.files)]
+        self.view = lsmt.open_merged(self.decoded)
+
+    def expect(self, reads):
+        self.log.clear()
+        for off, n in reads:
+            self.view.pread(n, off)
+        return list(self.log)
+
+    def close(self):
+        for f in self.files:
+            f.close()
 
 
 def read10(lba, n):

@@ -9,16 +9,14 @@ import pytest
 from registry_fixtures import *  # noqa: F401,F403 -- fixtures
 from registry_fixtures import service_config
 
-from overlaybd import lsmt
 from overlaybd.abi import trace as abi
-from overlaybd.detect import open_blob
 from overlaybd.image import open_image
-from overlaybd.io import LocalFile
 from overlaybd.prefetch import trace as tr
 from overlaybd.prefetch.session import RecordSession, ReplaySession
 from tests.ext4_fixtures import need_e2fsprogs
 from tests.prefetch_fixtures import (
     APP,
+    Recorder,
     Served,
     downloads,
     shared_image,
@@ -39,38 +37,6 @@ def image(tmp_path_factory, registry_none):
     img = dict(shared_image(tmp_path_factory, registry_none))
     img["start"] = workload(img["raw"], START)
     return img
-
-
-class Recorder:
-    """Expected layer reads of a workload: the same device reads through a local merged
-    view whose layers log what they serve."""
-
-    def __init__(self, layers):
-        self.log = []
-        self.files = [LocalFile(p) for p in layers]
-        outer = self
-
-        class Logged:
-            def __init__(self, f, i):
-                self.f, self.i, self.size = f, i, f.size
-
-            def pread(self, n, off):
-                data = self.f.pread(n, off)
-                outer.log.append((self.i, n, off))
-                return data
-
-        self.decoded = [Logged(open_blob(f), i) for i, f in enumerate(self.files)]
-        self.view = lsmt.open_merged(self.decoded)
-
-    def expect(self, reads):
-        self.log.clear()
-        for off, n in reads:
-            self.view.pread(n, off)
-        return list(self.log)
-
-    def close(self):
-        for f in self.files:
-            f.close()
 
 
 @pytest.fixture
