@@ -257,8 +257,8 @@ def test_file_list_on_erofs_is_refused_clearly(tmp_path, caplog_loguru):
 
 
 def test_gate_shut_while_the_device_serves(tmp_path, image):
-    """The daemon shuts the gate from the moment it serves a command until none is in flight,
-    and readers start no piece while it is shut."""
+    """Readers start no piece while the gate is shut; the daemon shuts it from the moment it
+    serves a command until none is in flight, whenever a replay runs."""
     trace = recorded_trace(tmp_path, image)
     cfg = write_config(tmp_path / "c.json", image["base"], image["lowers"],
                        recordTracePath=str(trace))
@@ -271,7 +271,10 @@ def test_gate_shut_while_the_device_serves(tmp_path, image):
         [s] = srv.prefetch.sessions(key)
         assert wait_for(lambda: s.replayer is not None and gate.waits > 0, timeout=20)
         time.sleep(0.3)
-        assert s.replayer.done == 0                    # nothing started while shut
+        assert s.replayer.done == 0 and srv.prefetch.replaying   # nothing started while shut
+        gate.idle()
+        assert srv.prefetch.wait(key, timeout=60)
+        assert s.replayer.done == s.replayer.total and not srv.prefetch.replaying
         backend = srv.daemon.engine.inline_device(key).backend
         inner = backend.preadinto
 
@@ -279,15 +282,16 @@ def test_gate_shut_while_the_device_serves(tmp_path, image):
             seen.append(gate.is_open)
             return inner(buf, off)
         backend.preadinto = spy
-        srv.daemon.engine.inline_device(key).backend = backend
-        gate.idle()
-        srv.run(key, image["start"][:5], image["bytes"])
-        assert srv.prefetch.wait(key, timeout=60)
-        assert s.replayer.done == s.replayer.total
+        srv.run(key, image["start"][:3], image["bytes"])
+        assert seen and all(seen)                       # no replay: the gate is left alone
+        seen.clear()
+        srv.prefetch.replay_started()                   # as while a (long) replay runs
+        srv.run(key, image["start"][3:8], image["bytes"])
+        assert seen and not any(seen)                   # shut during every device read
+        assert gate.is_open                             # and open again once none is in flight
+        srv.prefetch.replay_ended()
     finally:
         srv.close()
-    assert seen and not any(seen)                      # shut during every device read
-    assert srv.prefetch.gate.is_open
 
 
 def test_record_session_unit_lock_created_and_ok_after_delete(tmp_path):

@@ -2,9 +2,10 @@
 normal stack (ZFile -> cache -> registry), so that the on-disk cache is warm before the
 container asks.
 
-Records are cut into pieces of at most 1 MiB (upstream's replay buffer) and handed out in
-trace order; a piece that fails or comes back short is logged and skipped.  Repeated pieces
-are read once.  Before each piece a reader passes the ``PriorityGate``: while the device has
+Consecutive records that continue each other (or nearly: gaps up to 128 KiB are read too) are
+read as one run, cut into pieces of at most 1 MiB (upstream's replay buffer), handed out in
+trace order; a piece that fails or comes back
+short is logged and skipped.  Repeated pieces are read once.  Before each piece a reader passes the ``PriorityGate``: while the device has
 commands in flight the gate is shut, so prefetch never competes with the I/O a container is
 waiting for; a piece already started runs to its end.
 """
@@ -18,43 +19,59 @@ from collections import deque
 from loguru import logger
 
 from ..abi import trace as abi
+from ..cache.filecache import planned_reads
 
 
 class PriorityGate:
-    """Open while the device is idle.  The daemon calls ``busy()`` when it starts serving
-    commands and ``idle()`` when none is left in flight; readers call ``wait()``."""
+    """Device I/O first.  The daemon calls ``busy()`` when it starts serving commands and
+    ``idle()`` when none is left in flight; a replay reads each piece between ``enter()`` and
+    ``leave()``.  While the device is idle any number of pieces run; while it is busy at most
+    ``busy_pieces`` do (0: none) and the other readers wait."""
 
-    def __init__(self):
-        self._open = threading.Event()
-        self._open.set()
-        self.waits = 0               # times a reader found the gate shut (for tests, stats)
+    def __init__(self, busy_pieces=0):
+        self.busy_pieces = busy_pieces
+        self._busy = False
+        self._cond = threading.Condition()
+        self.running = 0
+        self.waits = 0               # times a reader had to wait (for tests, stats)
 
     def busy(self) -> None:
-        if self._open.is_set():
-            self._open.clear()
+        if not self._busy:
+            with self._cond:
+                self._busy = True
 
     def idle(self) -> None:
-        if not self._open.is_set():
-            self._open.set()
+        if self._busy:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
     @property
     def is_open(self) -> bool:
-        return self._open.is_set()
+        return not self._busy
 
-    def wait(self, stop: threading.Event, timeout: float | None = None) -> bool:
-        """Block until the gate opens (True) or ``stop`` is set / ``timeout`` passes (False)."""
-        if self._open.is_set():
-            return not stop.is_set()
-        self.waits += 1
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not stop.is_set():
-            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-            if left <= 0:
+    def enter(self, stop: threading.Event) -> bool:
+        """Wait for room to read a piece; False when ``stop`` was set meanwhile."""
+        with self._cond:
+            waited = False
+            while self._busy and self.running >= self.busy_pieces and not stop.is_set():
+                if not waited:
+                    self.waits += 1
+                    waited = True
+                self._cond.wait(0.1)
+            if stop.is_set():
                 return False
-            if self._open.wait(left):
-                return not stop.is_set()
-        return False
+            self.running += 1
+            return True
 
+    def leave(self) -> None:
+        with self._cond:
+            self.running -= 1
+            self._cond.notify()
+
+
+MERGE_GAP = 128 << 10               # read through gaps this small between consecutive records
+MAX_SPAN = 8 << 20                  # a piece's first miss fetches at most this much of its run
 
 OPEN_GATE = PriorityGate()           # for replays nobody gates (tools, tests)
 
@@ -82,27 +99,50 @@ class Replayer:
         self.started = self.finished = None
 
     def _pieces(self, records, piece):
-        seen = set()
+        """``(layer, offset, count, span)`` pieces.  Each layer's records are merged into runs
+        (overlapping, adjacent, or apart by at most ``MERGE_GAP`` bytes, which are read too:
+        one region of the blob is one request, not several queued behind each other for the
+        refill units they share); runs are handed out in the order of their first record,
+        cut at ``piece`` bytes."""
+        by_layer: dict[int, list] = {}
         missing = set()
-        for r in records:
+        for k, r in enumerate(records):
             if r.op != abi.OP_READ or r.count <= 0 or r.offset < 0:
                 self.skipped += 1
-                continue
-            if r.layer not in self.targets:
+            elif r.layer not in self.targets:
                 self.skipped += 1
                 missing.add(r.layer)
-                continue
-            off, end = r.offset, r.offset + r.count
-            while off < end:
-                n = min(piece, end - off)
-                key = (r.layer, off, n)
-                if key not in seen:
-                    seen.add(key)
-                    yield key
-                off += n
+            else:
+                by_layer.setdefault(r.layer, []).append((r.offset, r.offset + r.count, k))
+        runs = []
+        for layer, spans in by_layer.items():
+            spans.sort()
+            cur = None
+            for start, end, k in spans:
+                if cur is not None and start <= cur[2] + MERGE_GAP:
+                    cur[2] = max(cur[2], end)
+                    cur[0] = min(cur[0], k)
+                    continue
+                cur = [k, start, end, layer]
+                runs.append(cur)
+        runs.sort()
         if missing:
             logger.warning("Prefetch: {}: records of layers {} skipped: the image has layers "
                            "0..{}", self.name, sorted(missing), len(self.targets) - 1)
+        for _, start, end, layer in runs:
+            yield from self._cut(layer, start, end, piece)
+
+    @staticmethod
+    def _cut(layer, off, end, piece):
+        """Pieces of one run: ``(layer, offset, count, span)``, span being what is left of the
+        run from the piece on (at most ``MAX_SPAN``): the piece's first miss fetches that
+        much in one request, so the run's later pieces find their data there instead of
+        queueing behind each other for the refill units they share."""
+        while off < end:
+            n = min(piece, end - off)
+            # (+1/32: a ZFile stores incompressible data in slightly more bytes than it holds)
+            yield layer, off, n, min(end - off, MAX_SPAN) * 33 // 32
+            off += n
 
     def start(self) -> Replayer:
         self.started = time.monotonic()
@@ -122,29 +162,39 @@ class Replayer:
 
     def _run(self):
         try:
-            while not self.stop_event.is_set():
-                if not self.gate.wait(self.stop_event):
-                    break
+            self._loop()
+        finally:
+            self._thread_done()
+
+    def _loop(self):
+        while not self.stop_event.is_set():
+            if not self.gate.enter(self.stop_event):
+                break
+            try:
                 item = self._next()
                 if item is None:
                     break
-                layer, off, n = item
+                layer, off, n, span = item
+                t0 = time.monotonic()
                 try:
-                    got = len(self.targets[layer].pread(n, off))
+                    with planned_reads(span):   # one fetch for the run, no readahead
+                        got = len(self.targets[layer].pread(n, off))
                     err = None if got == n else f"short read: {got} of {n} bytes"
                 except Exception as e:  # noqa: BLE001 -- a failed piece is a later cache miss
                     err = str(e) or type(e).__name__
-                with self._lock:
-                    if err is None:
-                        self.done += 1
-                        self.bytes += n
-                    else:
-                        self.failed += 1
-                if err is not None:
-                    logger.warning("Prefetch: {}: read of layer {} [{}, +{}) failed: {}",
-                                   self.name, layer, off, n, err)
-        finally:
-            self._thread_done()
+            finally:
+                self.gate.leave()
+            logger.debug("Prefetch: {}: layer {} [{}, +{}) read in {:.1f} ms", self.name, layer,
+                         off, n, (time.monotonic() - t0) * 1000)
+            with self._lock:
+                if err is None:
+                    self.done += 1
+                    self.bytes += n
+                else:
+                    self.failed += 1
+            if err is not None:
+                logger.warning("Prefetch: {}: read of layer {} [{}, +{}) failed: {}",
+                               self.name, layer, off, n, err)
 
     def _thread_done(self):
         with self._lock:

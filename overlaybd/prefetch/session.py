@@ -2,8 +2,8 @@
 
 ``PrefetchService(svc)`` is what the daemon holds.  For each device it calls
 ``open(key, config_path, opener)`` before the engine opens the image (so a recording reaches
-every engine process through the opener), ``start(key)`` once the device serves, and
-``close(key)`` when it goes.  The mode (spec §11, plus learned prefetch):
+every engine process through the opener; a replay starts there), ``start(key)`` once the
+device serves, and ``close(key)`` when it goes.  The mode (spec §11, plus learned prefetch):
 
 * ``accelerationLayer``: replay ``<last lower's dir>/trace`` (binary trace or file list);
 * ``recordTracePath`` naming an empty file: record (``RecordSession``): ``<trace>.lock``
@@ -226,7 +226,8 @@ class PrefetchService:
             self._replays -= 1
 
     def open(self, key, config_path, opener):
-        """Decide what device ``key`` does; may give ``opener`` a recording to do."""
+        """Decide what device ``key`` does; may give ``opener`` a recording to do.  Replays
+        start at once (the image is known good: the daemon opened it to check it)."""
         from ..image import load_image_config
         self.close(key)
         try:
@@ -242,6 +243,9 @@ class PrefetchService:
                 else:
                     logger.warning("Prefetch: {}: this opener cannot record", config_path)
         self.devices[key] = sessions
+        for s in sessions:          # replays start now: opening their image overlaps the engine's
+            if isinstance(s, ReplaySession):
+                s.start()
         return sessions
 
     def _sessions(self, cfg, config_path):
@@ -307,8 +311,10 @@ class PrefetchService:
                          e.strerror)
 
     def start(self, key):
+        """The device serves: recordings start watching their lock / window."""
         for s in self.devices.get(key, ()):
-            s.start()
+            if isinstance(s, RecordSession):
+                s.start()
 
     def close(self, key):
         for s in self.devices.pop(key, ()):
