@@ -13,17 +13,30 @@ from overlaybd.ext4 import Ext4, Ext4Error, detect
 from overlaybd.io import BytesFile, LocalFile
 from tests.ext4_fixtures import debugfs, debugfs_blocks, make_tree, mkfs, need_e2fsprogs
 
+_IMAGES = {}
 
-@pytest.fixture(scope="module", params=["ext4-1k", "ext4", "ext2"])
+
+def _image(kind, tmp_path_factory):
+    """(kind, image path, {file: sha256}, source dir, Ext4) made once per session."""
+    if kind not in _IMAGES:
+        need_e2fsprogs()
+        d = tmp_path_factory.mktemp(kind)
+        src = d / "src"
+        files = make_tree(src, big_mib=30 if kind != "ext4" else 8)
+        img = mkfs(src, d / "img", 96 if kind == "ext4" else 64, kind)
+        _IMAGES[kind] = (kind, img, files, src, Ext4(LocalFile(img)))
+    return _IMAGES[kind]
+
+
+@pytest.fixture(params=["ext4-1k", "ext4", "ext2"])
 def fs_image(request, tmp_path_factory):
-    need_e2fsprogs()
-    d = tmp_path_factory.mktemp(request.param)
-    src = d / "src"
-    files = make_tree(src, big_mib=30 if request.param != "ext4" else 8)
-    img = mkfs(src, d / "img", 96 if request.param == "ext4" else 64, request.param)
-    f = LocalFile(img)
-    yield request.param, img, files, src, Ext4(f)
-    f.close()
+    return _image(request.param, tmp_path_factory)
+
+
+@pytest.fixture
+def fs_1k(tmp_path_factory):
+    """The 1 KiB-block image without flex_bg, where big files fragment."""
+    return _image("ext4-1k", tmp_path_factory)
 
 
 def content(fs, ino):
@@ -67,10 +80,8 @@ def test_walk_finds_the_source_tree(fs_image):
         "/" + r for r in files if r.startswith("a/"))
 
 
-def test_fragmented_file_has_a_deep_extent_tree(fs_image):
-    kind, img, _, _, fs = fs_image
-    if kind != "ext4-1k":
-        pytest.skip("fragmentation is built into the 1 KiB-block image")
+def test_fragmented_file_has_a_deep_extent_tree(fs_1k):
+    _, img, _, _, fs = fs_1k
     node = fs.inode(fs.lookup("/big/frag.bin"))
     depth = abi.EXTENT_HEADER.unpack_from(node.i_block)[3]
     assert depth >= 1
@@ -133,10 +144,8 @@ def test_erofs_and_garbage_are_refused():
         Ext4(BytesFile(bytes(1500)))
 
 
-def test_corrupt_structures_raise_instead_of_looping(fs_image, tmp_path):
-    kind, img, _, _, fs = fs_image
-    if kind != "ext4-1k":
-        pytest.skip("one filesystem is enough")
+def test_corrupt_structures_raise_instead_of_looping(fs_1k, tmp_path):
+    _, img, _, _, fs = fs_1k
     data = bytearray(img.read_bytes())
     node = fs.inode(fs.lookup("/big/frag.bin"))
     g, i = divmod(node.ino - 1, fs.sb["inodes_per_group"])
