@@ -30,31 +30,31 @@ class PriorityGate:
 
     def __init__(self, busy_pieces=0):
         self.busy_pieces = busy_pieces
-        self._busy = False
+        self.shut = False            # the device has commands in flight (read it, never set it)
         self._cond = threading.Condition()
         self.running = 0
         self.waits = 0               # times a reader had to wait (for tests, stats)
 
     def busy(self) -> None:
-        if not self._busy:
+        if not self.shut:
             with self._cond:
-                self._busy = True
+                self.shut = True
 
     def idle(self) -> None:
-        if self._busy:
+        if self.shut:
             with self._cond:
-                self._busy = False
+                self.shut = False
                 self._cond.notify_all()
 
     @property
     def is_open(self) -> bool:
-        return not self._busy
+        return not self.shut
 
     def enter(self, stop: threading.Event) -> bool:
         """Wait for room to read a piece; False when ``stop`` was set meanwhile."""
         with self._cond:
             waited = False
-            while self._busy and self.running >= self.busy_pieces and not stop.is_set():
+            while self.shut and self.running >= self.busy_pieces and not stop.is_set():
                 if not waited:
                     self.waits += 1
                     waited = True

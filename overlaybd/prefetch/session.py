@@ -211,19 +211,17 @@ class PrefetchService:
         self._tags = 0
         self._replays = 0
         self._count_lock = threading.Lock()
-
-    @property
-    def replaying(self) -> bool:
-        """A replay is running (the daemon shuts the gate during device I/O only then)."""
-        return self._replays > 0
+        self.replaying = False      # a replay runs: the daemon shuts the gate during device I/O
 
     def replay_started(self):
         with self._count_lock:
             self._replays += 1
+            self.replaying = True
 
     def replay_ended(self):
         with self._count_lock:
             self._replays -= 1
+            self.replaying = self._replays > 0
 
     def open(self, key, config_path, opener):
         """Decide what device ``key`` does; may give ``opener`` a recording to do.  Replays

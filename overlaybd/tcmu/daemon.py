@@ -468,7 +468,7 @@ class Daemon:
                     self._service(dev)
         self.engine.poll()
         self._kick_all()
-        if self._gate is not None and not self._gate.is_open and not self.in_flight():
+        if self._gate is not None and self._gate.shut and not self.in_flight():
             self._gate.idle()
 
     def run(self):
