@@ -106,3 +106,17 @@ def test_planned_reads_fetch_the_span_once_and_nothing_ahead(registry_none, tmp_
                                                     r"\[size=(\d+)\]",
                                                     (tmp_path / "audit.log").read_text())]
     assert got == [(8 * MiB, 2 * MiB + (256 << 10))]       # [base, base + 2 MiB) rounded out
+
+
+def test_a_trace_of_another_image_warns_a_few_times_only():
+    from loguru import logger
+    seen = []
+    hid = logger.add(lambda m: seen.append(m.record["level"].name), level="DEBUG",
+                     filter=lambda r: "failed" in r["message"] and "read of layer" in r["message"])
+    try:
+        rp = Replayer([R(0, (k + 10) * MiB, 4096) for k in range(0, 40, 2)],
+                      {0: BytesFile(bytes(MiB))}, concurrency=1)
+        rp.start().join(10)
+    finally:
+        logger.remove(hid)
+    assert rp.failed == 20 and seen.count("WARNING") == 5 and seen.count("DEBUG") == 15

@@ -71,7 +71,8 @@ class PriorityGate:
 
 
 MERGE_GAP = 128 << 10               # read through gaps this small between consecutive records
-MAX_SPAN = 8 << 20                  # a piece's first miss fetches at most this much of its run
+MAX_SPAN = 8 << 20
+WARN_FAILURES = 5                   # failed pieces logged as warnings; the rest at debug level                  # a piece's first miss fetches at most this much of its run
 
 OPEN_GATE = PriorityGate()           # for replays nobody gates (tools, tests)
 
@@ -192,9 +193,11 @@ class Replayer:
                     self.bytes += n
                 else:
                     self.failed += 1
-            if err is not None:
-                logger.warning("Prefetch: {}: read of layer {} [{}, +{}) failed: {}",
-                               self.name, layer, off, n, err)
+            if err is not None:             # (a trace of another image fails everywhere)
+                log = logger.warning if self.failed <= WARN_FAILURES else logger.debug
+                log("Prefetch: {}: read of layer {} [{}, +{}) failed{}: {}", self.name, layer,
+                    off, n, " (further failures at debug level)"
+                    if self.failed == WARN_FAILURES else "", err)
 
     def _thread_done(self):
         with self._lock:
