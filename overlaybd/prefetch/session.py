@@ -32,8 +32,6 @@ from . import trace as tracefmt
 from .recorder import LOCK_POLL, RecordSpec
 from .replay import PriorityGate, Replayer
 
-JOIN_TIMEOUT = 60.0
-
 
 class RecordSession:
     """Record mode: the spool every engine process appends to, the lock, the final trace."""
@@ -183,7 +181,7 @@ class ReplaySession:
             self.replayer = Replayer(self.records, targets, self.svc.prefetch.concurrency,
                                      self.gate, self.name, stop_event=self._stop)
             self.replayer.start().join()
-        except OverlaybdError as e:
+        except Exception as e:  # noqa: BLE001 -- prefetch is best effort: log, never crash
             logger.error("Prefetch: {}: {}", self.name, e)
         finally:
             img.close()
