@@ -164,8 +164,9 @@ def placeholder_headers() -> bytes:
     return bytes(buf)
 
 
-def final_headers(payload_size: int, mode: int = 0o644) -> bytes:
-    """The 3 header blocks of a wrapped blob with ``payload_size`` bytes of payload."""
+def final_headers(payload_size: int, mode: int = 0o644, name: str = abi.COMMIT_NAME) -> bytes:
+    """The 3 header blocks of a wrapped blob with ``payload_size`` bytes of payload, stored
+    as ``name`` (upstream: overlaybd.commit)."""
     if not stat.S_IFMT(mode):
         mode |= stat.S_IFREG            # upstream stores the output file's st_mode
     buf = bytearray(WRAP_HEADER_SIZE)
@@ -188,7 +189,7 @@ def final_headers(payload_size: int, mode: int = 0o644) -> bytes:
     abi.put(hdr, "mode", abi.int_to_oct(mode, 8))
     abi.put(hdr, "mtime", abi.int_to_oct_nonull(0, 12))
     abi.put(hdr, "size", abi.int_to_oct_nonull(0, 12))
-    abi.put(hdr, "name", abi.cstr(abi.COMMIT_NAME, 100))
+    abi.put(hdr, "name", abi.cstr(name, 100))
     abi.put(hdr, "version", abi.TVERSION)
     abi.put(hdr, "magic", abi.TMAGIC)
     abi.set_checksum(hdr)
@@ -201,9 +202,10 @@ class TarWriter:
     binary stream).  ``write``/``pwrite`` take payload offsets; ``close`` writes the final
     headers and the two zero end blocks (it does not close ``out``)."""
 
-    def __init__(self, out, mode=0o644):
+    def __init__(self, out, mode=0o644, name=abi.COMMIT_NAME):
         self._sink = OutputSink(out, need_seek=True)
         self.mode = mode
+        self.name = name
         self.size = 0
         self._closed = False
         self._sink.write(placeholder_headers())
@@ -225,7 +227,7 @@ class TarWriter:
         end = WRAP_HEADER_SIZE + self.size
         padded = -(-end // BLOCK) * BLOCK
         self._sink.pwrite(bytes(padded - end + 2 * BLOCK), end)
-        self._sink.pwrite(final_headers(self.size, self.mode), 0)
+        self._sink.pwrite(final_headers(self.size, self.mode, self.name), 0)
 
     def __enter__(self):
         return self

@@ -125,19 +125,6 @@ def test_turbooci_image_is_refused_naming_the_field(tmp_path, field, target_exis
         ImageOpener(str(cfg))()
 
 
-def test_trace_fields_warn_once_per_open_and_serve(tmp_path, captured):
-    trace = tmp_path / "trace"
-    trace.write_bytes(b"")
-    rf = tmp_path / "result"
-    cfg = write_config(tmp_path / "config.v1.json", [GOLDEN / "layer1.lsmt"],
-                       recordTracePath=str(trace), resultFile=str(rf))
-    open_image(str(cfg), _svc(tmp_path)).close()        # the supervisor's open warns
-    ImageOpener(str(cfg))().close()                      # a worker's repeat open does not
-    assert rf.read_text() == "success"
-    warned = [m for lvl, m in captured if lvl == "WARNING" and "recordTracePath is set" in m]
-    assert len(warned) == 1 and str(cfg) in warned[0]
-
-
 def test_readme_limitations_name_every_unimplemented_field():
     text = (REPO / "README.md").read_text()
     section = text.split("## Limitations", 1)[1].split("\n## ", 1)[0]

@@ -8,6 +8,7 @@ processes -- fetch once (``RangeLock`` + re-check under the lock).  ``evict(off,
 hole so the next read refetches (the ZFile reader calls it on a CRC failure).
 """
 
+import contextlib
 import errno
 import os
 import threading
@@ -46,6 +47,21 @@ def _scratch(n):
     if b is None or len(b) < n:
         b = _tls.buf = bytearray(max(n, MAX_READAHEAD))
     return memoryview(b)[:n]
+
+
+@contextlib.contextmanager
+def planned_reads(span):
+    """In this thread, a miss fetches ``span`` bytes from where the missing range starts
+    (rounded out to the refill unit) and nothing more: no sequential window, no background
+    readahead.  Trace replay reads a planned piece this way: one request for the piece, where its reads
+    would otherwise go out in refill units (a ZFile reads at most 64 KiB at a time) and its
+    consecutive pieces would grow the window to 16 MiB fetches."""
+    prev = getattr(_tls, "plan", None)
+    _tls.plan = span
+    try:
+        yield
+    finally:
+        _tls.plan = prev
 
 
 def _executor():
@@ -111,7 +127,8 @@ class CachedBlob:
             return 0
         mv = memoryview(buf)[:n]
         a, b = align_down(off), min(align_up(off + n), self.size)
-        self._track(off, n)
+        if getattr(_tls, "plan", None) is None:
+            self._track(off, n)
         for _ in range(3):
             fetched = None if fully_present(self.fd, a, b) else self._fill(a, b)
             if fetched is not None and fetched[0] <= off and off + n <= fetched[0] + len(fetched[1]):
@@ -188,14 +205,17 @@ class CachedBlob:
 
     def _fill(self, a, b):
         """Make ``[a, b)`` present: fetch the holes' span rounded out to the refill unit (and
-        grown to the sequential window) and write it.  Returns (start, bytes) fetched -- served
-        from memory, as the write may fail (cache full) or be evicted at once -- or None when
-        another reader had filled the range meanwhile."""
+        grown to the sequential window, or to this thread's planned span) and write it.
+        Returns (start, bytes) fetched -- served from memory, as the write may fail (cache
+        full) or be evicted at once -- or None when another reader had filled the range
+        meanwhile."""
         hs = holes(self.fd, a, b)
         if not hs:
             return None
         fs = align_down(hs[0][0], self.refill)
-        fe = min(max(align_up(hs[-1][1], self.refill), fs + self._window), self.size)
+        plan = getattr(_tls, "plan", None)
+        reach = fs + self._window if plan is None else align_up(hs[0][0] + plan, self.refill)
+        fe = min(max(align_up(hs[-1][1], self.refill), reach), self.size)
         self._ahead = max(self._ahead, fe)
         return self._fill_span(fs, fe)
 

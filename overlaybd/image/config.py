@@ -26,9 +26,6 @@ NOT_IMPLEMENTED = (
     ("lowers[].gzipIndex", "gzip_index", True, "TurboOCI layers are not implemented"),
     ("upper.target", "target", True, "TurboOCI writable layers are not implemented"),
     ("upper.gzipIndex", "gzip_index", True, "TurboOCI writable layers are not implemented"),
-    ("accelerationLayer", "acceleration_layer", False,
-     "its trace is not replayed (the layer itself is left out, as upstream does)"),
-    ("recordTracePath", "record_trace_path", False, "no trace is recorded or replayed"),
 )
 
 
@@ -71,6 +68,7 @@ class ImageConfig:
     result_file: str = ""
     download: DownloadConfig | None = None
     acceleration_layer: bool = False
+    acceleration_dir: str = ""      # the dropped last lower's dir: it holds the trace
     record_trace_path: str = ""
 
     def blob_url(self, lower):
@@ -136,7 +134,7 @@ def parse_image_config(o, download_defaults=None):
             raise ConfigError("needs at least one of file, dir, digest", path=o.path, field=name)
         cfg.lowers.append(low)
     if cfg.acceleration_layer and cfg.lowers:
-        cfg.lowers.pop()        # the last lower only carries the prefetch trace
+        cfg.acceleration_dir = cfg.lowers.pop().dir     # it only carries the prefetch trace
     if len(cfg.lowers) > MAX_LAYERS:
         raise ConfigError(f"at most {MAX_LAYERS} layers, got {len(cfg.lowers)}",
                           path=o.path, field="lowers")

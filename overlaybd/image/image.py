@@ -14,6 +14,7 @@ from loguru import logger
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import PRIVATE_FILE, LocalFile
+from ..prefetch.recorder import wrap_layers
 from ..workers.blockcache import BlockCache
 from ..zfile import ZFile
 from .config import load_image_config, unimplemented_fields
@@ -34,9 +35,11 @@ class ImageOpenError(OverlaybdError):
 class Image:
     """The virtual disk of an image: a file object with the writable calls when it has an upper."""
 
-    def __init__(self, config, view, upper, layers, svc, download=None):
+    def __init__(self, config, view, upper, layers, svc, download=None, recorder=None):
         self.config = config
         self.download = download
+        self.recorder = recorder            # the prefetch Sink recording this image's reads
+        self.lower = None                   # the merged lowers alone (file-list prefetch)
         self.svc = svc
         self.view = view
         self.upper = upper
@@ -73,6 +76,9 @@ class Image:
         if self.download is not None:
             self.download.stop()
             self.download = None
+        if self.recorder is not None:
+            self.recorder.stop()
+            self.recorder = None
         for obj in [self.view, *self.layers]:
             try:
                 obj.close()
@@ -81,9 +87,10 @@ class Image:
         self.layers = []
 
 
-def open_lower(cfg, i, lower, svc):
+def open_lower(cfg, i, lower, svc, block_cache=True):
     """Open lower ``i`` and decode it (tar -> zfile).  Returns (decoded file, source): the
-    source is a ``SwitchFile`` for remote layers (background download switches it)."""
+    source is a ``SwitchFile`` for remote layers (background download switches it).
+    ``block_cache``: put a ZFile under this process's decompressed-block cache."""
     src = None
     for cand in lower.local_candidates():
         if os.path.exists(cand):
@@ -109,7 +116,7 @@ def open_lower(cfg, i, lower, svc):
             raise ImageOpenError(reason, e) from e
     try:
         decoded = detect.open_blob(src)
-        if isinstance(decoded, ZFile):     # a worker's slice of the decompressed-block cache
+        if block_cache and isinstance(decoded, ZFile):  # this process's decompressed-block cache
             decoded = BlockCache.for_this_process(decoded, decoded.block_size)
         return decoded, src
     except OverlaybdError as e:
@@ -117,12 +124,13 @@ def open_lower(cfg, i, lower, svc):
         raise ImageOpenError(f"failed to open layer {i}: {e}", e) from e
 
 
-def _open_lowers(cfg, svc):
+def _open_lowers(cfg, svc, block_cache=True):
     """[(decoded file, source)] for every lower, opened in parallel."""
     if not cfg.lowers:
         return []
     with ThreadPoolExecutor(min(OPEN_PARALLEL, len(cfg.lowers))) as ex:
-        futs = [ex.submit(open_lower, cfg, i, lo, svc) for i, lo in enumerate(cfg.lowers)]
+        futs = [ex.submit(open_lower, cfg, i, lo, svc, block_cache)
+                for i, lo in enumerate(cfg.lowers)]
         files, first_err = [], None
         for f in futs:
             try:
@@ -137,13 +145,16 @@ def _open_lowers(cfg, svc):
 
 
 def open_image(config_path, svc=None, write_result=True, allocator=None, download=True,
-               quiet=False):
+               quiet=False, record=None, block_cache=True):
     """Open the image of ``config_path``.  ``svc`` is a ServiceConfig, a path to
     overlaybd.json, or None for the default.  Writes the resultFile unless told not to.
     ``allocator``: shared data-position allocator of the upper when several processes write
     it (see ImageOpener).  ``download``: run background download from this process.
     ``quiet``: a repeat open (in a worker) that does not repeat the not-implemented warnings;
-    others warn about the image's fields, and about overlaybd.json's when they read it."""
+    others warn about the image's fields, and about overlaybd.json's when they read it.
+    ``record``: a prefetch RecordSpec: record the reads each lower serves once open.
+    ``block_cache``: use this process's decompressed-block cache (off for a second instance
+    read from other threads, such as the prefetch replay's: that cache is not thread-safe)."""
     if svc is None or isinstance(svc, (str, os.PathLike)):
         svc = load_service_config(svc)
         if not quiet:
@@ -152,7 +163,7 @@ def open_image(config_path, svc=None, write_result=True, allocator=None, downloa
     try:
         cfg = load_image_config(config_path, svc.download)
         _check_unimplemented(cfg, quiet)
-        img = _assemble(cfg, svc, allocator, download)
+        img = _assemble(cfg, svc, allocator, download, record, block_cache)
     except OverlaybdError as e:
         reason = getattr(e, "reason", None) or str(e)
         logger.error("open image {}: {}", config_path, reason)
@@ -179,9 +190,9 @@ def _check_unimplemented(cfg, quiet):
             logger.warning("{}: {} is set: {}", cfg.path, field, missing)
 
 
-def _assemble(cfg, svc, allocator=None, start_download=True):
-    opened = _open_lowers(cfg, svc)
-    layers = [f for f, _ in opened]
+def _assemble(cfg, svc, allocator=None, start_download=True, record=None, block_cache=True):
+    opened = _open_lowers(cfg, svc, block_cache)
+    layers, sink = wrap_layers([f for f, _ in opened], record if opened else None)
     try:
         lower_view = None
         if layers:
@@ -201,14 +212,30 @@ def _assemble(cfg, svc, allocator=None, start_download=True):
     except BaseException:
         for f in layers:
             f.close()
+        if sink is not None:
+            sink.stop()
         raise
+    if sink is not None:
+        sink.arm()                      # from here on only the device's reads are recorded
     download = None
-    if start_download and not cfg.record_trace_path:
+    if start_download and not _recording(cfg):
         from ..cache import start_background_download
         remote = [src for _, src in opened if getattr(src, "ctx", None) is not None]
         if remote:
             download = start_background_download(remote, cfg.download)
-    return Image(cfg, view, upper, layers, svc, download)
+    img = Image(cfg, view, upper, layers, svc, download, sink)
+    img.lower = lower_view
+    return img
+
+
+def _recording(cfg):
+    """Record mode (spec §11: the trace file exists and is empty): background download stays
+    off, so that the trace holds every read the workload makes."""
+    p = cfg.record_trace_path
+    try:
+        return bool(p) and os.path.getsize(p) == 0
+    except OSError:
+        return False
 
 
 def _result_file_of(config_path):
@@ -249,6 +276,7 @@ class ImageOpener:
         self.config_path = config_path
         self.svc_path = svc_path
         self.allocator = None
+        self.record = None              # a prefetch RecordSpec, set by the daemon's prefetch
         try:
             cfg = load_image_config(config_path)
         except OverlaybdError:
@@ -262,4 +290,4 @@ class ImageOpener:
         ctx = current()
         return open_image(self.config_path, self.svc_path, write_result=False,
                           allocator=self.allocator, download=ctx is None or ctx.index == 0,
-                          quiet=True)
+                          quiet=True, record=self.record)

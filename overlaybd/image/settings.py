@@ -3,7 +3,9 @@
 Every upstream field is parsed under its current and legacy names; unknown keys are ignored;
 a wrong type is a ConfigError naming the file and the field.  New keys of this implementation:
 ``workerConfig`` (the worker engine), ``proxyConfig`` (an HTTP(S) forward proxy for blob
-reads) and ``logConfig.fileMode`` (the mode of the log and audit files).  Attribute names are the snake_case of the JSON keys.
+reads), ``logConfig.fileMode`` (the mode of the log and audit files) and
+``prefetchConfig.learn*`` (learned prefetch).  Attribute names are the snake_case of the JSON
+keys.
 """
 
 import json
@@ -121,6 +123,14 @@ class WorkerConfig:
 
 
 @dataclass
+class PrefetchConfig:
+    concurrency: int = 16           # replay readers (upstream's prefetchConfig.concurrency)
+    learn: bool = False             # new: learned prefetch (record each start, replay the next)
+    learn_seconds: float = 30.0     # new: how long a start is recorded
+    learn_max_mb: int = 1024        # new: at most this much read data per learned trace
+
+
+@dataclass
 class ServiceConfig:
     path: str = ""
     log: LogConfig = field(default_factory=LogConfig)
@@ -139,7 +149,7 @@ class ServiceConfig:
     audit_path: str = "/var/log/overlaybd-audit.log"
     enable_thread: bool = False
     registry_fs_version: str = "v2"
-    prefetch_concurrency: int = 16
+    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
     user_agent: str = "overlaybd/0.1.0"
     registry_timeout: float = 30.0
     raw: dict = field(default_factory=dict, repr=False)
@@ -159,8 +169,6 @@ NOT_IMPLEMENTED = (
      "there is no gzip cache (it serves TurboOCI layers, which are refused)"),
     ("exporterConfig.enable", "exporter.enable", None, "no metrics endpoint is served"),
     ("serviceConfig.enable", "service.enable", None, "no live-snapshot API is served"),
-    ("prefetchConfig.concurrency", "prefetch_concurrency", None,
-     "traces are neither recorded nor replayed"),
     ("ioEngine", "io_engine", None, "local layer files are read with pread (ioEngine 0)"),
     ("enableThread", "enable_thread", None, "devices are served by the worker processes"),
     ("cacheConfig.cacheType", "cache.type", ("ocf",), "the file cache is used instead"),
@@ -297,7 +305,11 @@ def _parse(o):
     s.audit_path = o.get("auditPath", str, "/var/log/overlaybd-audit.log")
     s.enable_thread = o.get("enableThread", bool, False)
     s.registry_fs_version = o.get("registryFsVersion", str, "v2", choices=("v1", "v2"))
-    s.prefetch_concurrency = o.obj("prefetchConfig").get("concurrency", int, 16, minimum=1)
+    pf = o.obj("prefetchConfig")
+    s.prefetch = PrefetchConfig(concurrency=pf.get("concurrency", int, 16, minimum=1),
+                                learn=pf.get("learn", bool, False),
+                                learn_seconds=pf.get("learnSeconds", float, 30.0, minimum=0.1),
+                                learn_max_mb=pf.get("learnMaxMB", int, 1024, minimum=1))
     s.user_agent = o.get("userAgent", str, s.user_agent)
     return s
 

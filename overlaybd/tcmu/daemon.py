@@ -80,8 +80,10 @@ class Daemon:
     """Serves every overlaybd TCMU device; ``run()`` returns the exit status."""
 
     def __init__(self, engine, validate, opener, use_netlink=True, sys_uio=uio.SYS_UIO,
-                 configfs=uio.CONFIGFS_CORE, module_params=T.MODULE_PARAMS):
+                 configfs=uio.CONFIGFS_CORE, module_params=T.MODULE_PARAMS, prefetch=None):
         self.engine = engine
+        self.prefetch = prefetch        # overlaybd.prefetch.PrefetchService, or None
+        self._gate = prefetch.gate if prefetch is not None else None
         self.engine.on_complete = self._on_complete
         self.validate = validate        # config path -> backend (writes the resultFile)
         self.opener = opener            # config path -> picklable opener for the engine
@@ -247,11 +249,15 @@ class Daemon:
             return -errno.ENOENT
         disk = scsi.ScsiDisk(size // SECTOR, SECTOR, read_only,
                              serial=uio.unit_serial(info, self.configfs), cfgstring=info.cfgstring)
+        opener = self.opener(info.config_path)
+        if self.prefetch is not None:   # before the engine opens: a recording rides the opener
+            self.prefetch.open(info.minor, info.config_path, opener)
         try:
-            self.engine.add_device(info.minor, self.opener(info.config_path), handle.map_fd,
-                                   handle.size)
+            self.engine.add_device(info.minor, opener, handle.map_fd, handle.size)
         except Exception as e:  # noqa: BLE001 -- an engine refusal fails this device only
             logger.error("device {}: engine: {}", info.name, e)
+            if self.prefetch is not None:
+                self.prefetch.close(info.minor)
             return -errno.ENOENT
         dev = Device(info.minor, info, handle, ring, disk)
         inline = self.engine.inline_device(dev.key)
@@ -262,6 +268,8 @@ class Daemon:
         self._watch.add(handle.event_fd, select.EPOLLIN | (select.EPOLLET if handle.edge else 0))
         logger.info("device {} (uio{}): {} bytes, {}, config {}", info.dev_name, info.minor, size,
                     "read-only" if read_only else "writable", info.config_path)
+        if self.prefetch is not None:
+            self.prefetch.start(dev.key)
         # the kernel only wakes us for kicks raised after open(): drain what is queued now
         self._service(dev)
         self.engine.poll()
@@ -277,6 +285,8 @@ class Daemon:
         except Exception as e:  # noqa: BLE001
             logger.error("device {}: removing from the engine: {}", dev.name, e)
         self._kick_all()
+        if self.prefetch is not None:   # after the engine closed the image: the trace is whole
+            self.prefetch.close(key)
         self.devices.pop(key, None)
         self.by_fd.pop(dev.handle.event_fd, None)
         self._watch.forget(dev.handle.event_fd)
@@ -434,7 +444,12 @@ class Daemon:
         return self._watch.poll(timeout)
 
     def run_once(self, timeout=1.0):
-        """One pass of the loop: wait for any fd (``timeout`` None: no limit), then serve it."""
+        """One pass of the loop: wait for any fd (``timeout`` None: no limit), then serve it.
+        While prefetch replays, its gate is shut from the first device event of a pass until
+        no command is left in flight: device I/O goes first."""
+        gate = self._gate
+        if gate is not None and not self.prefetch.replaying:
+            gate = None
         for fd, events in self._wait(timeout):
             dev = self.by_fd.get(fd)            # most passes: a device, nothing else
             if dev is None:
@@ -456,9 +471,13 @@ class Daemon:
                         self.remove_device(dev.key)
                         continue
                 if not self.stopping:
+                    if gate is not None:
+                        gate.busy()
                     self._service(dev)
         self.engine.poll()
         self._kick_all()
+        if self._gate is not None and self._gate.shut and not self.in_flight():
+            self._gate.idle()
 
     def run(self):
         """Serve until SIGTERM/SIGINT; returns 0 after a clean shutdown."""
@@ -491,6 +510,8 @@ class Daemon:
         codes = self.engine.stop(drain=True)
         if any(c not in (0, None) for c in codes or []):
             rc = 1
+        if self.prefetch is not None:   # recordings end with the devices: write their traces
+            self.prefetch.close_all()
         self._kick_all()
         for dev in list(self.devices.values()):
             dev.handle.close()

@@ -1,10 +1,11 @@
-"""overlaybd-info: what a layer blob is, as JSON."""
+"""overlaybd-info: what a layer blob (or a prefetch trace) is, as JSON."""
 
 import json
 
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import LocalFile
+from ..prefetch import trace as prefetch_trace
 from .common import make_main, parser
 
 PROG = "overlaybd-info"
@@ -12,13 +13,20 @@ PROG = "overlaybd-info"
 
 def build_parser():
     p = parser(PROG, "Print what a blob is (tar / zfile / lsmt), its header and trailer fields,\n"
-               "index entry count and virtual size, as JSON.")
+               "index entry count and virtual size, as JSON.  On a prefetch trace: its\n"
+               "records and a summary (a corrupt trace is refused with the reason).")
     p.add_argument("file")
+    p.add_argument("--summary", action="store_true",
+                   help="for a trace: the summary only, without the records")
     return p
 
 
 def _main(a):
     f = LocalFile(a.file)
+    if prefetch_trace.is_binary(f.pread(4, 0)):
+        f.close()
+        print(json.dumps(prefetch_trace.describe(a.file, records=not a.summary), indent=2))
+        return 0
     try:
         info = detect.describe(f)
         info["file"] = a.file

@@ -68,6 +68,7 @@ def main(argv=None):
         return 1
     raise_nofile()
 
+    from ..prefetch import PrefetchService
     from ..tcmu.daemon import Daemon, image_backend
     from ..workers import Engine
     w = svc.worker
@@ -78,7 +79,7 @@ def main(argv=None):
     logger.info("overlaybd-tcmu {} starting (package {}): config {}, {} worker(s)", __version__,
                 package, svc.path, w.workers)
     try:
-        return Daemon(engine, validate, opener).run()
+        return Daemon(engine, validate, opener, prefetch=PrefetchService(svc)).run()
     except OverlaybdError as e:
         logger.error("{}", e)
         print(f"overlaybd-tcmu: {e}", file=sys.stderr)
