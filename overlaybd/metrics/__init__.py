@@ -1,0 +1,388 @@
+"""The service's counters, summed over the supervisor and its workers (docs/operations.md).
+
+Off unless ``exporterConfig.enable``: then the supervisor calls :func:`enable` before it forks
+its workers, and :mod:`overlaybd.metrics.exporter` serves the sums.  Every process counts into
+its own slab of an :class:`overlaybd.shm.slabs.SlabTable` -- the supervisor slab 0, worker
+``i`` slab ``i + 1`` (found through :func:`overlaybd.workers.context.current` after the fork);
+any other forked child counts nothing.  While metrics are off every hook below is a no-op (and
+the cache layer is not even wrapped), so the read path pays nothing.
+
+Hooks, each called where the event is also audited or logged:
+
+* :func:`layer` -> :class:`LayerMeter` per (image config, layer): reads through the cache layer
+  (hits and misses), registry reads (``download``, ``bk_download``), refills, evicted ranges,
+  background-download progress;
+* :func:`registry_error` per failed registry request (by kind), :func:`registry_gave_up` per
+  read that failed for good;
+* :func:`eviction` when an eviction pass of the file cache starts (next to its audit line),
+  :func:`evicted` with what it freed;
+* :func:`prefetch_progress` -- for trace replay (issue 14): call it with absolute numbers as
+  often as convenient; the exporter shows the latest.
+
+Within a process a thread lock makes each update whole; across processes there is nothing to
+exclude (one writer per slab).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from bisect import bisect_left
+
+from loguru import logger
+
+from ..shm.slabs import SlabTable, TableFull
+
+# -- the group layouts (word offsets inside a group) -------------------------------------------
+WIDTH = 32
+GLOBAL, REGISTRY, ERRORS, LAYER, PREFETCH = "global", "registry", "errors", "layer", "prefetch"
+
+# global: upstream's pread / download meters, evictions, reads given up
+G_PREAD_READS, G_PREAD_BYTES, G_PREAD_MAX_US = 0, 1, 2
+G_DL_READS, G_DL_BYTES, G_DL_MAX_US = 3, 4, 5
+G_EVICT_PASSES, G_EVICT_BYTES, G_RANGE_EVICTS, G_RANGE_BYTES = 6, 7, 8, 9
+G_GAVE_UP, G_EVICT_TARGET = 10, 11
+MAX_FIELDS = {(GLOBAL, G_PREAD_MAX_US), (GLOBAL, G_DL_MAX_US)}
+
+# registry (label: event): latency histogram of registry data reads
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BUCKETS_US = tuple(int(b * 1e6) for b in BUCKETS)
+R_SUM_US, R_COUNT = len(BUCKETS) + 1, len(BUCKETS) + 2     # buckets 0..len(BUCKETS) (+Inf last)
+
+# errors: one word per kind of failed registry request
+ERROR_KINDS = ("auth", "not_found", "throttled", "server", "client", "timeout", "connection",
+               "tls", "bad_response", "other")
+
+# layer (labels: config, layer)
+(L_READS, L_BYTES, L_HIT_READS, L_HIT_BYTES, L_REG_READS, L_REG_BYTES, L_REFILLS, L_REFILL_BYTES,
+ L_BK_READS, L_BK_BYTES, L_BK_DONE_BYTES, L_BK_SIZE, L_BK_COMPLETED, L_BK_FAILURES,
+ L_RANGE_BYTES) = range(15)
+MAX_FIELDS |= {(LAYER, L_BK_DONE_BYTES), (LAYER, L_BK_SIZE), (LAYER, L_BK_COMPLETED)}
+
+# prefetch (label: config): gauges set by the replayer
+P_DONE, P_TOTAL, P_BYTES, P_FAILED = range(4)
+
+
+class _State:
+    table: SlabTable | None = None
+    words = None                 # this process's slab, bound lazily after a fork
+    forked = False
+    lock = threading.Lock()
+    full_warned = False
+    groups = [None, {}]          # [table, {(kind, labels): first word}]
+
+
+_st = _State()
+
+
+def enable(slabs: int, capacity: int = 2048) -> SlabTable:
+    """Start counting (in the supervisor, before workers are forked): ``slabs`` = workers + 1."""
+    disable()
+    _st.table = SlabTable(slabs, capacity, WIDTH)
+    _st.words = _st.table.slab(0)
+    _st.forked = False
+    return _st.table
+
+
+def disable() -> None:
+    """Stop counting in this process (the shared memory goes with its last user)."""
+    t, _st.table = _st.table, None
+    if _st.words is not None:
+        _st.words.release()
+    _st.words = None
+    if t is not None and not _st.forked:
+        try:
+            t.close()
+        except BufferError:          # an exporter still holds a view: freed with it
+            pass
+
+
+def table() -> SlabTable | None:
+    return _st.table
+
+
+def enabled() -> bool:
+    return _st.table is not None
+
+
+def _after_fork_in_child() -> None:
+    _st.words = None
+    _st.forked = True
+    _st.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _words():
+    """This process's slab, or None (metrics off, or a forked process that is not a worker)."""
+    w = _st.words
+    if w is not None or _st.table is None:
+        return w
+    from ..workers.context import current
+    ctx = current()
+    if not _st.forked:
+        index = 0
+    elif ctx is not None and ctx.workers > 0 and ctx.index + 1 < _st.table.slabs:
+        index = ctx.index + 1
+    else:
+        return None
+    _st.words = _st.table.slab(index)
+    return _st.words
+
+
+def key(kind: str, *labels: str) -> str:
+    return json.dumps([kind, *labels], separators=(",", ":"))
+
+
+def _group(kind: str, *labels: str) -> int | None:
+    """The first word of the group (kind, labels) in a slab (added to the table if new)."""
+    t = _st.table
+    if t is None:
+        return None
+    cache = _st.groups
+    if cache[0] is not t:
+        cache[:] = [t, {}]
+    base = cache[1].get((kind, labels))
+    if base is None:
+        try:
+            base = t.group(key(kind, *labels)) * WIDTH
+        except TableFull as e:
+            if not _st.full_warned:
+                _st.full_warned = True
+                logger.warning("metrics: {}; later series are not counted", e)
+            return None
+        cache[1][(kind, labels)] = base
+    return base
+
+
+# -- hooks -------------------------------------------------------------------------------------
+def _note_max(w, i, value):
+    if value > w[i]:
+        w[i] = value
+
+
+def _registry_read(w, event, nbytes, us):
+    g = _group(GLOBAL)
+    r = _group(REGISTRY, event)
+    if g is None or r is None:
+        return
+    w[g + G_DL_READS] += 1
+    w[g + G_DL_BYTES] += nbytes
+    _note_max(w, g + G_DL_MAX_US, us)
+    w[r + bisect_left(_BUCKETS_US, us)] += 1
+    w[r + R_SUM_US] += us
+    w[r + R_COUNT] += 1
+
+
+class LayerMeter:
+    """The counters of one layer of one image (``config`` path, layer digest or path)."""
+
+    def __init__(self, config: str, layer: str):
+        self.config, self.layer = config, layer
+        self._labels = (config, layer)
+
+    def _base(self):
+        return _group(LAYER, *self._labels)
+
+    def cache_read(self, nbytes: int, us: int, hit: bool) -> None:
+        """A read served by the cache layer (upstream's ``pread``); ``hit``: nothing fetched."""
+        w = _words()
+        if w is None:
+            return
+        with _st.lock:
+            b, g = self._base(), _group(GLOBAL)
+            if b is None or g is None:
+                return
+            w[b + L_READS] += 1
+            w[b + L_BYTES] += nbytes
+            if hit:
+                w[b + L_HIT_READS] += 1
+                w[b + L_HIT_BYTES] += nbytes
+            w[g + G_PREAD_READS] += 1
+            w[g + G_PREAD_BYTES] += nbytes
+            _note_max(w, g + G_PREAD_MAX_US, us)
+
+    def registry_read(self, event: str, nbytes: int, seconds: float) -> None:
+        """A registry data read audited as ``event`` (``download`` or ``bk_download``)."""
+        w = _words()
+        if w is None:
+            return
+        us = int(seconds * 1e6)
+        with _st.lock:
+            b = self._base()
+            if b is None:
+                return
+            if event == "bk_download":
+                w[b + L_BK_READS] += 1
+                w[b + L_BK_BYTES] += nbytes
+            else:
+                w[b + L_REG_READS] += 1
+                w[b + L_REG_BYTES] += nbytes
+            _registry_read(w, event, nbytes, us)
+
+    def refill(self, nbytes: int) -> None:
+        """The cache fetched ``nbytes`` to fill holes (a miss, or read-ahead)."""
+        self._add((L_REFILLS, 1), (L_REFILL_BYTES, nbytes))
+
+    def range_evicted(self, nbytes: int) -> None:
+        """A range was dropped from the cache (bad checksum: it will be fetched again)."""
+        w = _words()
+        if w is None:
+            return
+        with _st.lock:
+            b, g = self._base(), _group(GLOBAL)
+            if b is not None and g is not None:
+                w[b + L_RANGE_BYTES] += nbytes
+                w[g + G_RANGE_EVICTS] += 1
+                w[g + G_RANGE_BYTES] += nbytes
+
+    def download_progress(self, done_bytes: int, size: int) -> None:
+        """Background download: ``done_bytes`` of ``size`` are in the local file."""
+        w = _words()
+        if w is None:
+            return
+        with _st.lock:
+            b = self._base()
+            if b is not None:
+                w[b + L_BK_DONE_BYTES] = done_bytes
+                w[b + L_BK_SIZE] = size
+
+    def download_finished(self, ok: bool) -> None:
+        if ok:
+            self._set(L_BK_COMPLETED, 1)
+        else:
+            self._add((L_BK_FAILURES, 1))
+
+    def _add(self, *pairs) -> None:
+        w = _words()
+        if w is None:
+            return
+        with _st.lock:
+            b = self._base()
+            if b is not None:
+                for f, n in pairs:
+                    w[b + f] += n
+
+    def _set(self, f, value) -> None:
+        w = _words()
+        if w is None:
+            return
+        with _st.lock:
+            b = self._base()
+            if b is not None:
+                w[b + f] = value
+
+
+def layer(config: str, layer: str) -> LayerMeter | None:
+    """A meter for one layer of one image, or None while metrics are off."""
+    if _st.table is None:
+        return None
+    return LayerMeter(config or "", layer or "")
+
+
+def registry_read(event: str, nbytes: int, seconds: float) -> None:
+    """A registry data read that belongs to no image layer (rare: tools, tests)."""
+    w = _words()
+    if w is None:
+        return
+    with _st.lock:
+        _registry_read(w, event, nbytes, int(seconds * 1e6))
+
+
+def _global_add(field: int, n: int = 1, kind: str = GLOBAL, *labels) -> None:
+    w = _words()
+    if w is None:
+        return
+    with _st.lock:
+        g = _group(kind, *labels)
+        if g is not None:
+            w[g + field] += n
+
+
+def registry_error(kind: str) -> None:
+    """A registry request failed (it may be retried); ``kind`` is one of ERROR_KINDS."""
+    _global_add(ERROR_KINDS.index(kind) if kind in ERROR_KINDS else ERROR_KINDS.index("other"),
+                1, ERRORS)
+
+
+def registry_gave_up() -> None:
+    """A registry read failed for good (retries exhausted or not retryable)."""
+    _global_add(G_GAVE_UP)
+
+
+def eviction(target: int) -> None:
+    """An eviction pass of the file cache starts, to free ``target`` bytes (its audit line's
+    ``actualEvict``)."""
+    w = _words()
+    if w is None:
+        return
+    with _st.lock:
+        g = _group(GLOBAL)
+        if g is not None:
+            w[g + G_EVICT_PASSES] += 1
+            w[g + G_EVICT_TARGET] += target
+
+
+def evicted(nbytes: int) -> None:
+    """An eviction pass freed ``nbytes``."""
+    _global_add(G_EVICT_BYTES, nbytes)
+
+
+def prefetch_progress(config: str, done: int, total: int, nbytes: int = 0, failed: int = 0) -> None:
+    """Trace replay of the image ``config``: ``done`` of ``total`` reads issued, ``nbytes`` read,
+    ``failed`` reads that failed.  Absolute values, so any process may call it any number of
+    times (each process reports its own share; the exporter sums them)."""
+    w = _words()
+    if w is None:
+        return
+    with _st.lock:
+        b = _group(PREFETCH, config)
+        if b is not None:
+            w[b + P_DONE], w[b + P_TOTAL], w[b + P_BYTES], w[b + P_FAILED] = done, total, nbytes, failed
+
+
+def totals() -> dict:
+    """Every group summed over the processes: ``{key: [word, ...]}`` (max fields: the largest)."""
+    t = _st.table
+    if t is None:
+        return {}
+    keys = t.keys()
+    a = t.array()[:, :len(keys), :]
+    summed = a.sum(axis=0, dtype="uint64").tolist()
+    top = a.max(axis=0).tolist() if len(keys) else []
+    del a
+    out = {}
+    for g, k in enumerate(keys):
+        kind = json.loads(k)[0]
+        row = summed[g]
+        for f in range(WIDTH):
+            if (kind, f) in MAX_FIELDS:
+                row[f] = top[g][f]
+        out[k] = row
+    return out
+
+
+def reset_max() -> dict:
+    """Read and clear the windowed maxima (the exporter's sampler, once per window):
+    ``{key: {field: max}}``.  A writer racing the clear may carry its value into the next window."""
+    t = _st.table
+    if t is None:
+        return {}
+    out = {}
+    for g, k in enumerate(t.keys()):
+        kind = json.loads(k)[0]
+        if kind != GLOBAL:
+            continue
+        vals = {}
+        for f in (G_PREAD_MAX_US, G_DL_MAX_US):
+            best = 0
+            for s in range(t.slabs):
+                w = t.slab(s)
+                best = max(best, w[g * WIDTH + f])
+                w[g * WIDTH + f] = 0
+                w.release()
+            vals[f] = best
+        out[k] = vals
+    return out
