@@ -32,6 +32,7 @@ setup(
         "posix_ipc>=1.1",
         "multiprocess>=0.70",
         "psutil>=5.9",
+        "prometheus_client>=0.16",
         "loguru>=0.7",
         "urllib3>=2.0",
     ],

@@ -70,12 +70,27 @@ def main(argv=None):
                     cache_bytes=w.cache_size_mb << 20, heartbeat_sec=w.heartbeat_sec)
     validate, opener = image_backend(svc)
     logger.info("overlaybd-tcmu starting: config {}, {} worker(s)", svc.path, w.workers)
+    daemon = Daemon(engine, validate, opener)
+    exporter = None
+    if svc.exporter.enable:             # before the engine forks its workers: they count too
+        from ..metrics.exporter import start
+        ex = svc.exporter
+        try:
+            exporter = start(ex, daemon, w.workers)
+        except OSError as e:
+            msg = f"cannot serve metrics on {ex.address}:{ex.port}: {e.strerror or e}"
+            logger.error("{}", msg)
+            print(f"overlaybd-tcmu: {msg}", file=sys.stderr)
+            return 1
     try:
-        return Daemon(engine, validate, opener).run()
+        return daemon.run()
     except OverlaybdError as e:
         logger.error("{}", e)
         print(f"overlaybd-tcmu: {e}", file=sys.stderr)
         return 1
+    finally:
+        if exporter is not None:
+            exporter.stop()
 
 
 if __name__ == "__main__":
