@@ -105,3 +105,67 @@ def test_per_layer_background_download_and_processes(served_run):
     assert total(smp, "overlaybd_worker_restarts_total", worker="1") == 1
     assert total(smp, "overlaybd_registry_errors_total") == 0
     assert total(smp, "overlaybd_inflight_commands") == 0
+
+
+@pytest.fixture
+def counted(tmp_path):
+    """Metrics on in this process, the audit file and the log under tmp_path."""
+    from loguru import logger
+
+    from overlaybd import audit, log, metrics
+    metrics.enable(1)
+    log.setup_logging(str(tmp_path / "overlaybd.log"))        # (removes every sink: first)
+    audit.configure(False, "")
+    audit.configure(True, str(tmp_path / "audit.log"))
+    yield tmp_path
+    metrics.disable()
+    audit.configure(False, "")
+    logger.remove()
+    import sys
+    logger.add(sys.stderr)
+
+
+def test_registry_errors_by_kind_are_counted_and_logged(counted, registry_basic):
+    from overlaybd import metrics
+    from overlaybd.errors import RemoteError
+    from overlaybd.registry.blob import RegistryBlob, RegistryContext
+    from overlaybd.registry.client import HttpClient
+    from overlaybd.registry.creds import CredentialProvider
+    url = registry_basic.push(b"z" * 5000, "err/r")
+    cred = registry_basic.cred_file(str(counted / "cred.json"))
+    ctx = RegistryContext(HttpClient(timeout=2.0),
+                          CredentialProvider.from_config(type("C", (), {"mode": "file", "path": cred,
+                                                                        "timeout": 1})()))
+    with pytest.raises(RemoteError):
+        RegistryBlob(url.rsplit("/", 1)[0] + "/sha256:" + "0" * 64, ctx)        # 404
+    registry_basic.cred_file(cred, password="wrong")
+    with pytest.raises(RemoteError):
+        RegistryBlob(url, ctx)                                                  # 401
+    with pytest.raises(RemoteError):
+        RegistryBlob("http://127.0.0.1:9/v2/x/blobs/sha256:" + "1" * 64, ctx)   # nothing listens
+    errors = metrics.totals()[metrics.key(metrics.ERRORS)]
+    got = {k: errors[i] for i, k in enumerate(metrics.ERROR_KINDS) if errors[i]}
+    assert got["not_found"] == 2 and got["auth"] == 2 and got["connection"] >= 1   # one re-try each
+    assert set(got) == {"not_found", "auth", "connection"}
+    assert metrics.totals()[metrics.key(metrics.GLOBAL)][metrics.G_GAVE_UP] == 3
+    lines = [ln for ln in (counted / "overlaybd.log").read_text().splitlines()
+             if "registry request failed:" in ln]
+    kinds = [ln.split("kind=")[1].split()[0] for ln in lines]
+    assert kinds.count("not_found") == 2 and kinds.count("auth") == 2
+    assert len(kinds) == sum(got.values())
+
+
+def test_eviction_counts_what_the_audit_line_says(counted):
+    from overlaybd import metrics
+    from overlaybd.cache import eviction
+    d = counted / "cache"
+    d.mkdir()
+    for name in ("a", "b", "c"):
+        (d / name).write_bytes(b"x" * 200_000)
+    store = eviction.CacheStore(str(d), capacity=300_000, interval=0)
+    freed = store.evict_pass()
+    g = metrics.totals()[metrics.key(metrics.GLOBAL)]
+    [line] = (counted / "audit.log").read_text().splitlines()
+    target = int(line.split("[actualEvict=")[1].split("]")[0])
+    assert g[metrics.G_EVICT_PASSES] == 1 and g[metrics.G_EVICT_TARGET] == target > 0
+    assert g[metrics.G_EVICT_BYTES] == freed >= target
