@@ -13,6 +13,7 @@ TOOLS = {
     "overlaybd-merge": "overlaybd.tools.merge:main",
     "overlaybd-export": "overlaybd.tools.export:main",
     "overlaybd-info": "overlaybd.tools.info:main",
+    "overlaybd-logstat": "overlaybd.tools.logstat:main",
 }
 
 setup(
