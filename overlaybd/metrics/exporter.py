@@ -251,6 +251,7 @@ class Exporter:
         self.server = None
         self._thread = None
         self.port = None
+        self.scrapes = 0                    # answered requests (200)
 
     def snapshot(self) -> dict:
         return snapshot(self.daemon, self.windows.values, self.node)
@@ -302,6 +303,7 @@ def _handler(exporter):
             if u.path != exporter.prefix:
                 return self._send(404, "text/plain; charset=utf-8", b"not found\n")
             try:
+                exporter.scrapes += 1
                 if "format=json" in u.query.split("&"):
                     body = json.dumps(exporter.snapshot()).encode()
                     return self._send(200, "application/json", body)
