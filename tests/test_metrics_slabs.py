@@ -72,8 +72,8 @@ def test_workers_count_into_their_own_slab_and_totals_sum_them(counting):
     layer = tot[metrics.key(metrics.LAYER, "/img.json", "sha256:1")]
     assert layer[metrics.L_READS] == 4 and layer[metrics.L_BYTES] == 100 + 10 + 20 + 30
     assert layer[metrics.L_HIT_READS] == 1 and layer[metrics.L_HIT_BYTES] == 100
-    g = tot[metrics.key(metrics.GLOBAL)]
-    assert g[metrics.G_PREAD_MAX_US] == 52                  # max over the slabs, not their sum
+    assert layer[metrics.L_MAX_US] == 52                    # max over the slabs, not their sum
+    assert metrics.pread_totals(tot) == (4, 160)
     errors = tot[metrics.key(metrics.ERRORS)]
     assert errors[metrics.ERROR_KINDS.index("timeout")] == 3
     per_slab = counting.array().sum(axis=(1, 2)).tolist()
@@ -98,6 +98,25 @@ def test_threads_of_one_process_lose_no_update(counting):
     assert layer[metrics.L_REG_READS] == n * threads and layer[metrics.L_REG_BYTES] == 3 * n * threads
     hist = tot[metrics.key(metrics.REGISTRY, "download")]
     assert hist[metrics.R_COUNT] == n * threads and hist[0] == n * threads   # 1 ms: le="0.001"
+
+
+def test_threads_lose_no_cache_read(counting):
+    m = metrics.layer("/t.json", "sha256:3")
+    n, threads = 20000, 8
+
+    def run(k):
+        for i in range(n):
+            m.cache_read(7, k * n + i, i % 2 == 0)
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    row = metrics.totals()[metrics.key(metrics.LAYER, "/t.json", "sha256:3")]
+    assert row[metrics.L_READS] == n * threads and row[metrics.L_BYTES] == 7 * n * threads
+    assert row[metrics.L_HIT_READS] == n * threads // 2
+    assert row[metrics.L_MAX_US] >= (threads - 1) * n         # the last thread's values are largest
 
 
 def test_windows_give_rates_and_the_window_max(counting, monkeypatch):

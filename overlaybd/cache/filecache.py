@@ -101,6 +101,7 @@ class CachedBlob:
         self._closing = False
         self._pid = os.getpid()
         self.meter = meter
+        self._fills = 0
         if meter is not None:       # metrics on: count every read (no cost when off)
             self.preadinto = self._metered_preadinto
         if store:
@@ -133,10 +134,11 @@ class CachedBlob:
         raise OSError(errno.EIO, f"cache file {self.cache_path} keeps losing [{a}, {b})")
 
     def _metered_preadinto(self, buf, off):
-        _tls.fetched = False
+        """preadinto, counted: a read during which this blob fetched nothing is a hit."""
+        fills = self._fills
         t0 = time.monotonic_ns()
         n = CachedBlob.preadinto(self, buf, off)
-        self.meter.cache_read(n, (time.monotonic_ns() - t0) // 1000, not _tls.fetched)
+        self.meter.cache_read(n, (time.monotonic_ns() - t0) // 1000, self._fills == fills)
         return n
 
     def evict(self, off, n):
@@ -226,7 +228,7 @@ class CachedBlob:
             buf = _scratch(e - s)
             self.source.fetch_into(buf, s)
             if self.meter is not None:
-                _tls.fetched = True
+                self._fills += 1
                 self.meter.refill(len(buf))
             try:
                 if self.store:

@@ -19,8 +19,9 @@ Hooks, each called where the event is also audited or logged:
 * :func:`prefetch_progress` -- for trace replay (issue 14): call it with absolute numbers as
   often as convenient; the exporter shows the latest.
 
-Within a process a thread lock makes each update whole; across processes there is nothing to
-exclude (one writer per slab).
+Within a process a thread lock makes each update whole (the per-read hook relies on the GIL
+instead, see :meth:`LayerMeter.cache_read`); across processes there is nothing to exclude (one
+writer per slab).
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ from ..shm.slabs import SlabTable, TableFull
 WIDTH = 32
 GLOBAL, REGISTRY, ERRORS, LAYER, PREFETCH = "global", "registry", "errors", "layer", "prefetch"
 
-# global: upstream's pread / download meters, evictions, reads given up
-G_PREAD_READS, G_PREAD_BYTES, G_PREAD_MAX_US = 0, 1, 2
+# global: upstream's download meter, evictions, reads given up (upstream's pread meter is the
+# sum of the layers' reads: the hot path touches one group only)
 G_DL_READS, G_DL_BYTES, G_DL_MAX_US = 3, 4, 5
 G_EVICT_PASSES, G_EVICT_BYTES, G_RANGE_EVICTS, G_RANGE_BYTES = 6, 7, 8, 9
 G_GAVE_UP, G_EVICT_TARGET = 10, 11
-MAX_FIELDS = {(GLOBAL, G_PREAD_MAX_US), (GLOBAL, G_DL_MAX_US)}
+MAX_FIELDS = {(GLOBAL, G_DL_MAX_US)}
 
 # registry (label: event): latency histogram of registry data reads
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -57,8 +58,9 @@ ERROR_KINDS = ("auth", "not_found", "throttled", "server", "client", "timeout", 
 # layer (labels: config, layer)
 (L_READS, L_BYTES, L_HIT_READS, L_HIT_BYTES, L_REG_READS, L_REG_BYTES, L_REFILLS, L_REFILL_BYTES,
  L_BK_READS, L_BK_BYTES, L_BK_DONE_BYTES, L_BK_SIZE, L_BK_COMPLETED, L_BK_FAILURES,
- L_RANGE_BYTES) = range(15)
-MAX_FIELDS |= {(LAYER, L_BK_DONE_BYTES), (LAYER, L_BK_SIZE), (LAYER, L_BK_COMPLETED)}
+ L_RANGE_BYTES, L_MAX_US) = range(16)
+MAX_FIELDS |= {(LAYER, L_BK_DONE_BYTES), (LAYER, L_BK_SIZE), (LAYER, L_BK_COMPLETED), (LAYER, L_MAX_US)}
+assert (L_READS, L_BYTES, L_HIT_READS, L_HIT_BYTES, L_MAX_US) == (0, 1, 2, 3, 15)   # cache_read
 
 # prefetch (label: config): gauges set by the replayer
 P_DONE, P_TOTAL, P_BYTES, P_FAILED = range(4)
@@ -71,6 +73,7 @@ class _State:
     lock = threading.Lock()
     full_warned = False
     groups = [None, {}]          # [table, {(kind, labels): first word}]
+    gen = 0                      # bumped when the table or this process's slab changes
 
 
 _st = _State()
@@ -82,12 +85,14 @@ def enable(slabs: int, capacity: int = 2048) -> SlabTable:
     _st.table = SlabTable(slabs, capacity, WIDTH)
     _st.words = _st.table.slab(0)
     _st.forked = False
+    _st.gen += 1
     return _st.table
 
 
 def disable() -> None:
     """Stop counting in this process (the shared memory goes with its last user)."""
     t, _st.table = _st.table, None
+    _st.gen += 1
     if _st.words is not None:
         _st.words.release()
     _st.words = None
@@ -109,6 +114,7 @@ def enabled() -> bool:
 def _after_fork_in_child() -> None:
     _st.words = None
     _st.forked = True
+    _st.gen += 1
     _st.lock = threading.Lock()
 
 
@@ -129,6 +135,7 @@ def _words():
     else:
         return None
     _st.words = _st.table.slab(index)
+    _st.gen += 1
     return _st.words
 
 
@@ -182,27 +189,36 @@ class LayerMeter:
     def __init__(self, config: str, layer: str):
         self.config, self.layer = config, layer
         self._labels = (config, layer)
+        self._gen, self._w, self._b = -1, None, None
 
     def _base(self):
         return _group(LAYER, *self._labels)
 
-    def cache_read(self, nbytes: int, us: int, hit: bool) -> None:
-        """A read served by the cache layer (upstream's ``pread``); ``hit``: nothing fetched."""
+    def _bind(self):
+        """(words, first word of this layer's group), looked up once per table/slab."""
         w = _words()
-        if w is None:
+        self._w, self._b = w, (self._base() if w is not None else None)
+        self._gen = _st.gen
+        return self._b is not None
+
+    def cache_read(self, nbytes: int, us: int, hit: bool) -> None:
+        """A read served by the cache layer (upstream's ``pread``); ``hit``: nothing fetched.
+
+        Once per read, so: one group, no look-ups, and no lock -- under the GIL ``w[i] += n``
+        with ``w``, ``i``, ``n`` already computed runs its load and store with no eval-breaker
+        check between them (CPython 3.11/3.12), so threads lose no update; the max may lose
+        a race, which only makes it one read less exact.  tests/test_metrics_slabs.py checks
+        both with 8 threads."""
+        if self._gen != _st.gen and not self._bind() or self._b is None:
             return
-        with _st.lock:
-            b, g = self._base(), _group(GLOBAL)
-            if b is None or g is None:
-                return
-            w[b + L_READS] += 1
-            w[b + L_BYTES] += nbytes
-            if hit:
-                w[b + L_HIT_READS] += 1
-                w[b + L_HIT_BYTES] += nbytes
-            w[g + G_PREAD_READS] += 1
-            w[g + G_PREAD_BYTES] += nbytes
-            _note_max(w, g + G_PREAD_MAX_US, us)
+        w, b = self._w, self._b
+        w[b] += 1                                   # L_READS
+        w[b + 1] += nbytes                          # L_BYTES
+        if hit:
+            w[b + 2] += 1                           # L_HIT_READS
+            w[b + 3] += nbytes                      # L_HIT_BYTES
+        if us > w[b + 15]:                          # L_MAX_US
+            w[b + 15] = us
 
     def registry_read(self, event: str, nbytes: int, seconds: float) -> None:
         """A registry data read audited as ``event`` (``download`` or ``bk_download``)."""
@@ -282,15 +298,6 @@ def layer(config: str, layer: str) -> LayerMeter | None:
     return LayerMeter(config or "", layer or "")
 
 
-def registry_read(event: str, nbytes: int, seconds: float) -> None:
-    """A registry data read that belongs to no image layer (rare: tools, tests)."""
-    w = _words()
-    if w is None:
-        return
-    with _st.lock:
-        _registry_read(w, event, nbytes, int(seconds * 1e6))
-
-
 def _global_add(field: int, n: int = 1, kind: str = GLOBAL, *labels) -> None:
     w = _words()
     if w is None:
@@ -343,6 +350,16 @@ def prefetch_progress(config: str, done: int, total: int, nbytes: int = 0, faile
             w[b + P_DONE], w[b + P_TOTAL], w[b + P_BYTES], w[b + P_FAILED] = done, total, nbytes, failed
 
 
+def pread_totals(tot: dict) -> tuple[int, int]:
+    """Upstream's ``pread`` meter (reads, bytes) from :func:`totals`: the layers' sum."""
+    reads = nbytes = 0
+    for k, row in tot.items():
+        if k.startswith('["layer"'):
+            reads += row[L_READS]
+            nbytes += row[L_BYTES]
+    return reads, nbytes
+
+
 def totals() -> dict:
     """Every group summed over the processes: ``{key: [word, ...]}`` (max fields: the largest)."""
     t = _st.table
@@ -366,23 +383,23 @@ def totals() -> dict:
 
 def reset_max() -> dict:
     """Read and clear the windowed maxima (the exporter's sampler, once per window):
-    ``{key: {field: max}}``.  A writer racing the clear may carry its value into the next window."""
+    ``{"pread": us, "download": us}``.  A writer racing the clear may carry its value into the
+    next window."""
+    out = {"pread": 0, "download": 0}
     t = _st.table
     if t is None:
-        return {}
-    out = {}
+        return out
+    fields = []
     for g, k in enumerate(t.keys()):
-        kind = json.loads(k)[0]
-        if kind != GLOBAL:
-            continue
-        vals = {}
-        for f in (G_PREAD_MAX_US, G_DL_MAX_US):
-            best = 0
-            for s in range(t.slabs):
-                w = t.slab(s)
-                best = max(best, w[g * WIDTH + f])
-                w[g * WIDTH + f] = 0
-                w.release()
-            vals[f] = best
-        out[k] = vals
+        if k.startswith('["layer"'):
+            fields.append(("pread", g * WIDTH + L_MAX_US))
+        elif k == key(GLOBAL):
+            fields.append(("download", g * WIDTH + G_DL_MAX_US))
+    for s in range(t.slabs):
+        w = t.slab(s)
+        for name, i in fields:
+            if w[i] > out[name]:
+                out[name] = w[i]
+            w[i] = 0
+        w.release()
     return out

@@ -40,19 +40,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import generate_latest
 
-from . import (
-    G_DL_BYTES,
-    G_DL_MAX_US,
-    G_DL_READS,
-    G_PREAD_BYTES,
-    G_PREAD_MAX_US,
-    G_PREAD_READS,
-    GLOBAL,
-    enable,
-    key,
-    reset_max,
-    totals,
-)
+from . import G_DL_BYTES, G_DL_READS, GLOBAL, enable, key, pread_totals, reset_max, totals
 from .snapshot import snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -71,18 +59,20 @@ class Windows:
         self._thread = None
 
     def tick(self) -> None:
-        g = totals().get(key(GLOBAL), [0] * 32)
+        tot = totals()
+        g = tot.get(key(GLOBAL), [0] * 32)
         now = time.monotonic()
-        maxima = reset_max().get(key(GLOBAL), {})
+        maxima = reset_max()
+        counts = {"pread": pread_totals(tot), "download": (g[G_DL_READS], g[G_DL_BYTES])}
         if self._prev is not None:
-            t0, p = self._prev
+            t0, prev = self._prev
             dt = max(now - t0, 1e-6)
             self.values = {
-                name: {"qps": (g[r] - p[r]) / dt, "throughput": (g[b] - p[b]) / dt,
-                       "max_latency_us": maxima.get(m, 0)}
-                for name, r, b, m in (("pread", G_PREAD_READS, G_PREAD_BYTES, G_PREAD_MAX_US),
-                                      ("download", G_DL_READS, G_DL_BYTES, G_DL_MAX_US))}
-        self._prev = (now, g)
+                name: {"qps": (counts[name][0] - prev[name][0]) / dt,
+                       "throughput": (counts[name][1] - prev[name][1]) / dt,
+                       "max_latency_us": maxima[name]}
+                for name in ("pread", "download")}
+        self._prev = (now, counts)
 
     def start(self) -> None:
         self.tick()

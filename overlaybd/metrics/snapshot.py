@@ -24,8 +24,6 @@ from . import (
     G_EVICT_PASSES,
     G_EVICT_TARGET,
     G_GAVE_UP,
-    G_PREAD_BYTES,
-    G_PREAD_READS,
     G_RANGE_BYTES,
     G_RANGE_EVICTS,
     GLOBAL,
@@ -53,6 +51,7 @@ from . import (
     R_COUNT,
     R_SUM_US,
     REGISTRY,
+    pread_totals,
     totals,
 )
 
@@ -108,12 +107,12 @@ def devices(daemon=None) -> list[dict]:
              "dev_id": d.info.dev_id or ""} for d in devs]
 
 
-def _upstream(g: list[int], windows: dict) -> dict:
+def _upstream(tot: dict, g: list[int], windows: dict) -> dict:
     out = {}
-    for name, reads, nbytes in (("pread", G_PREAD_READS, G_PREAD_BYTES),
-                                ("download", G_DL_READS, G_DL_BYTES)):
+    for name, (reads, nbytes) in (("pread", pread_totals(tot)),
+                                  ("download", (g[G_DL_READS], g[G_DL_BYTES]))):
         w = windows.get(name, {})
-        out[name] = {"count": g[nbytes], "reads": g[reads], "throughput": w.get("throughput", 0.0),
+        out[name] = {"count": nbytes, "reads": reads, "throughput": w.get("throughput", 0.0),
                      "qps": w.get("qps", 0.0), "max_latency_us": w.get("max_latency_us", 0)}
     return out
 
@@ -145,7 +144,8 @@ def snapshot(daemon=None, windows=None, node="") -> dict:
     g = [0] * 32
     layers, prefetch, hist = [], [], {}
     errors = dict.fromkeys(ERROR_KINDS, 0)
-    for k, row in totals().items():
+    tot = totals()
+    for k, row in tot.items():
         kind, *labels = json.loads(k)
         if kind == GLOBAL:
             g = row
@@ -162,7 +162,7 @@ def snapshot(daemon=None, windows=None, node="") -> dict:
     inflight = _retry(lambda: engine.in_flight, 0) if engine is not None else 0
     return {
         "node": node, "alive": 1, "time": time.time(),
-        "upstream": _upstream(g, windows or {}),
+        "upstream": _upstream(tot, g, windows or {}),
         "layers": layers,
         "registry": {"reads": hist, "errors": errors, "failed_reads": g[G_GAVE_UP]},
         "cache": {"evictions": g[G_EVICT_PASSES], "evict_target_bytes": g[G_EVICT_TARGET],
