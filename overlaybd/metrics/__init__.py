@@ -240,55 +240,22 @@ class LayerMeter:
 
     def refill(self, nbytes: int) -> None:
         """The cache fetched ``nbytes`` to fill holes (a miss, or read-ahead)."""
-        self._add((L_REFILLS, 1), (L_REFILL_BYTES, nbytes))
+        _update((LAYER, *self._labels), add=((L_REFILLS, 1), (L_REFILL_BYTES, nbytes)))
 
     def range_evicted(self, nbytes: int) -> None:
         """A range was dropped from the cache (bad checksum: it will be fetched again)."""
-        w = _words()
-        if w is None:
-            return
-        with _st.lock:
-            b, g = self._base(), _group(GLOBAL)
-            if b is not None and g is not None:
-                w[b + L_RANGE_BYTES] += nbytes
-                w[g + G_RANGE_EVICTS] += 1
-                w[g + G_RANGE_BYTES] += nbytes
+        _update((LAYER, *self._labels), add=((L_RANGE_BYTES, nbytes),))
+        _update((GLOBAL,), add=((G_RANGE_EVICTS, 1), (G_RANGE_BYTES, nbytes)))
 
     def download_progress(self, done_bytes: int, size: int) -> None:
         """Background download: ``done_bytes`` of ``size`` are in the local file."""
-        w = _words()
-        if w is None:
-            return
-        with _st.lock:
-            b = self._base()
-            if b is not None:
-                w[b + L_BK_DONE_BYTES] = done_bytes
-                w[b + L_BK_SIZE] = size
+        _update((LAYER, *self._labels), put=((L_BK_DONE_BYTES, done_bytes), (L_BK_SIZE, size)))
 
     def download_finished(self, ok: bool) -> None:
         if ok:
-            self._set(L_BK_COMPLETED, 1)
+            _update((LAYER, *self._labels), put=((L_BK_COMPLETED, 1),))
         else:
-            self._add((L_BK_FAILURES, 1))
-
-    def _add(self, *pairs) -> None:
-        w = _words()
-        if w is None:
-            return
-        with _st.lock:
-            b = self._base()
-            if b is not None:
-                for f, n in pairs:
-                    w[b + f] += n
-
-    def _set(self, f, value) -> None:
-        w = _words()
-        if w is None:
-            return
-        with _st.lock:
-            b = self._base()
-            if b is not None:
-                w[b + f] = value
+            _update((LAYER, *self._labels), add=((L_BK_FAILURES, 1),))
 
 
 def layer(config: str, layer: str) -> LayerMeter | None:
@@ -298,56 +265,50 @@ def layer(config: str, layer: str) -> LayerMeter | None:
     return LayerMeter(config or "", layer or "")
 
 
-def _global_add(field: int, n: int = 1, kind: str = GLOBAL, *labels) -> None:
+def _update(group: tuple, add=(), put=()) -> None:
+    """Add ``(field, n)`` pairs to, and store ``(field, value)`` pairs in, the group
+    ``(kind, *labels)`` of this process's slab."""
     w = _words()
     if w is None:
         return
     with _st.lock:
-        g = _group(kind, *labels)
-        if g is not None:
-            w[g + field] += n
+        g = _group(*group)
+        if g is None:
+            return
+        for f, n in add:
+            w[g + f] += n
+        for f, v in put:
+            w[g + f] = v
 
 
 def registry_error(kind: str) -> None:
     """A registry request failed (it may be retried); ``kind`` is one of ERROR_KINDS."""
-    _global_add(ERROR_KINDS.index(kind) if kind in ERROR_KINDS else ERROR_KINDS.index("other"),
-                1, ERRORS)
+    i = ERROR_KINDS.index(kind if kind in ERROR_KINDS else "other")
+    _update((ERRORS,), add=((i, 1),))
 
 
 def registry_gave_up() -> None:
     """A registry read failed for good (retries exhausted or not retryable)."""
-    _global_add(G_GAVE_UP)
+    _update((GLOBAL,), add=((G_GAVE_UP, 1),))
 
 
 def eviction(target: int) -> None:
     """An eviction pass of the file cache starts, to free ``target`` bytes (its audit line's
     ``actualEvict``)."""
-    w = _words()
-    if w is None:
-        return
-    with _st.lock:
-        g = _group(GLOBAL)
-        if g is not None:
-            w[g + G_EVICT_PASSES] += 1
-            w[g + G_EVICT_TARGET] += target
+    _update((GLOBAL,), add=((G_EVICT_PASSES, 1), (G_EVICT_TARGET, target)))
 
 
 def evicted(nbytes: int) -> None:
     """An eviction pass freed ``nbytes``."""
-    _global_add(G_EVICT_BYTES, nbytes)
+    _update((GLOBAL,), add=((G_EVICT_BYTES, nbytes),))
 
 
 def prefetch_progress(config: str, done: int, total: int, nbytes: int = 0, failed: int = 0) -> None:
     """Trace replay of the image ``config``: ``done`` of ``total`` reads issued, ``nbytes`` read,
     ``failed`` reads that failed.  Absolute values, so any process may call it any number of
     times (each process reports its own share; the exporter sums them)."""
-    w = _words()
-    if w is None:
-        return
-    with _st.lock:
-        b = _group(PREFETCH, config)
-        if b is not None:
-            w[b + P_DONE], w[b + P_TOTAL], w[b + P_BYTES], w[b + P_FAILED] = done, total, nbytes, failed
+    _update((PREFETCH, config), put=((P_DONE, done), (P_TOTAL, total), (P_BYTES, nbytes),
+                                     (P_FAILED, failed)))
 
 
 def pread_totals(tot: dict) -> tuple[int, int]:
