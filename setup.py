@@ -13,6 +13,7 @@ TOOLS = {
     "overlaybd-merge": "overlaybd.tools.merge:main",
     "overlaybd-export": "overlaybd.tools.export:main",
     "overlaybd-info": "overlaybd.tools.info:main",
+    "overlaybd-logstat": "overlaybd.tools.logstat:main",
 }
 
 setup(
@@ -32,6 +33,7 @@ setup(
         "posix_ipc>=1.1",
         "multiprocess>=0.70",
         "psutil>=5.9",
+        "prometheus_client>=0.16",
         "loguru>=0.7",
         "urllib3>=2.0",
     ],

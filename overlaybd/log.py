@@ -8,6 +8,8 @@ time; LEVEL is DEBUG, ``INFO ``, ``WARN ``, ERROR or FATAL.  A log file is a
 ``logRotateNum`` (1..30) is deleted.  An empty logPath logs to stdout.
 """
 
+import json
+import re
 import sys
 
 from loguru import logger
@@ -30,6 +32,19 @@ def format_line(record):
         import traceback
         line += "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
     return line
+
+
+_PLAIN = re.compile(r"[^\s\"=\\]+")
+
+
+def kv(**fields):
+    """``k=v k=v ...`` for a log message that tools parse (overlaybd-logstat): a value with
+    blanks, quotes, ``=`` or nothing in it is written as a JSON string.  None is ``-``."""
+    out = []
+    for k, v in fields.items():
+        v = "-" if v is None else str(v)
+        out.append(f"{k}={v}" if _PLAIN.fullmatch(v) else f"{k}={json.dumps(v)}")
+    return " ".join(out)
 
 
 class _Stream:

@@ -39,25 +39,33 @@ def p2p_reachable(address, timeout=0.5):
         return False
 
 
-def _download_audit(url):
-    return lambda off, n, dt: audit.io_event("download", url, off, n, dt)
+def _download_audit(url, meter=None):
+    """The on_read of a registry blob read by the cache layer: audit line + metrics."""
+    if meter is None:
+        return lambda off, n, dt: audit.io_event("download", url, off, n, dt)
+
+    def on_read(off, n, dt):
+        audit.io_event("download", url, off, n, dt)
+        meter.registry_read("download", n, dt)
+    return on_read
 
 
-def open_remote_layer(url, lower, svc):
-    """Open the blob at ``url`` (repoBlobUrl/digest) for the config.v1.json ``lower`` entry."""
+def open_remote_layer(url, lower, svc, meter=None):
+    """Open the blob at ``url`` (repoBlobUrl/digest) for the config.v1.json ``lower`` entry.
+    ``meter``: its :class:`overlaybd.metrics.LayerMeter` (None: metrics off)."""
     audit.configure_from(svc)
     lower = dict(lower or {})
     d = lower.get("dir") or ""
     commit = os.path.join(d, "overlaybd.commit") if d else ""
     if commit and os.path.exists(commit):       # downloaded earlier: no registry needed
-        return SwitchFile(LocalFile(commit), url, lower, None, local=True)
+        return SwitchFile(LocalFile(commit), url, lower, None, local=True, meter=meter)
     ctx = context_for(svc)
     size_hint = int(lower.get("size") or 0)
     p2p = getattr(svc, "p2p", None)
     if p2p is not None and p2p.enable and p2p_reachable(p2p.address):
         pctx = ctx.with_p2p(p2p.address)
-        blob = RegistryBlob(url, pctx, on_read=_download_audit(url))
-        return SwitchFile(blob, url, lower, pctx)
+        blob = RegistryBlob(url, pctx, on_read=_download_audit(url, meter))
+        return SwitchFile(blob, url, lower, pctx, meter=meter)
 
     cache = svc.cache
     ctype = cache.type or "file"
@@ -65,8 +73,8 @@ def open_remote_layer(url, lower, svc):
         ctype = "file"
     if ctype == "download":
         if not (d and size_hint):
-            blob = RegistryBlob(url, ctx, on_read=_download_audit(url))
-            return SwitchFile(blob, url, lower, ctx)
+            blob = RegistryBlob(url, ctx, on_read=_download_audit(url, meter))
+            return SwitchFile(blob, url, lower, ctx, meter=meter)
         make_private_dir(d)
         path, store = os.path.join(d, ".download"), None
     else:
@@ -78,19 +86,19 @@ def open_remote_layer(url, lower, svc):
                        "presence of cached data cannot be known there, so {} is read without "
                        "the cache; put the cache on ext4, xfs, btrfs or tmpfs",
                        os.path.dirname(path), url)
-        blob = RegistryBlob(url, ctx, on_read=_download_audit(url))
-        return SwitchFile(blob, url, lower, ctx)
+        blob = RegistryBlob(url, ctx, on_read=_download_audit(url, meter))
+        return SwitchFile(blob, url, lower, ctx, meter=meter)
 
     size = known_size(path, size_hint)
     blob = None
     if size is None:
-        blob = RegistryBlob(url, ctx, on_read=_download_audit(url))
+        blob = RegistryBlob(url, ctx, on_read=_download_audit(url, meter))
         size = blob.size
     source = (lambda: blob) if blob else (lambda: RegistryBlob(url, ctx, size=size,
-                                                               on_read=_download_audit(url)))
+                                                               on_read=_download_audit(url, meter)))
     try:
-        cached = CachedBlob(path, size, source, cache.refill_size, store, url=url)
+        cached = CachedBlob(path, size, source, cache.refill_size, store, url=url, meter=meter)
     except OSError as e:
         raise RemoteError(f"cannot open cache file {path}: {e.strerror}", path=path, errno=e.errno,
                           reason=f"failed to open remote file {url}: cache file {path}: {e.strerror}") from e
-    return SwitchFile(cached, url, lower, ctx)
+    return SwitchFile(cached, url, lower, ctx, meter=meter)

@@ -18,7 +18,7 @@ from collections import deque
 
 from loguru import logger
 
-from .. import audit
+from .. import audit, log
 from ..io import PRIVATE_FILE, make_private_dir
 from ..registry.blob import RegistryBlob
 from .sparse import holes
@@ -87,8 +87,10 @@ class DownloadHandle:
                 except Exception as e:              # noqa: BLE001 - any failure: retry later or drop
                     tries += 1
                     mismatch = isinstance(e, DigestMismatch)
-                    logger.warning("background download of {} into {} failed (attempt {}/{}): {}",
-                                   sw.url, d, tries, self.cfg.try_cnt, e)
+                    logger.warning("background download failed: {}", log.kv(
+                        blob=sw.url, dir=d, attempt=tries, tries=self.cfg.try_cnt, error=e))
+                    if getattr(sw, "meter", None) is not None:
+                        sw.meter.download_finished(False)
                     self.results[d] = f"failed: {e}"
                     if tries < self.cfg.try_cnt and not self.stopped.is_set():
                         queue.append((sw, tries, full or mismatch))
@@ -107,15 +109,22 @@ class DownloadHandle:
             if self.stopped.is_set():
                 return
             os.rename(os.path.join(d, ".download"), commit)
-            logger.info("background download of {} complete: {}", sw.url, commit)
+            logger.info("background download done: {}", log.kv(blob=sw.url, path=commit))
         sw.switch_to(commit)
+        if getattr(sw, "meter", None) is not None:
+            sw.meter.download_finished(True)
 
     def _download(self, sw, dest, full):
         size = int(sw.lower.get("size") or sw.size)
         digest = sw.lower.get("digest") or ""
         bs = max(4096, int(self.cfg.block_size or 262144))
-        src = RegistryBlob(sw.url, sw.ctx, size=size,
-                           on_read=lambda off, n, dt: audit.io_event("bk_download", sw.url, off, n, dt))
+        meter = getattr(sw, "meter", None)
+
+        def on_read(off, n, dt):
+            audit.io_event("bk_download", sw.url, off, n, dt)
+            if meter is not None:
+                meter.registry_read("bk_download", n, dt)
+        src = RegistryBlob(sw.url, sw.ctx, size=size, on_read=on_read)
         throttle = Throttle(self.cfg.max_mbps)
         make_private_dir(os.path.dirname(dest))
         fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
@@ -127,12 +136,13 @@ class DownloadHandle:
                 if self.stopped.is_set():
                     return
                 n = min(bs, size - off)
-                if not full and not holes(fd, off, off + n):
-                    continue                            # resumed / filled by the download cache
-                mv = memoryview(buf)[:n]
-                _twice(src.fetch_into, mv, off)
-                _twice(_pwrite_all, fd, mv, off)
-                throttle.wait(n, self.stopped)
+                if full or holes(fd, off, off + n):     # else resumed / filled by the cache
+                    mv = memoryview(buf)[:n]
+                    _twice(src.fetch_into, mv, off)
+                    _twice(_pwrite_all, fd, mv, off)
+                    throttle.wait(n, self.stopped)
+                if meter is not None:
+                    meter.download_progress(off + n, size)
             os.fsync(fd)
             got = "sha256:" + _sha256_fd(fd, size)
         finally:

@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 from loguru import logger
 
-from .. import audit
+from .. import audit, metrics
 from ..io import make_private_dir
 
 GiB = 1 << 30
@@ -134,6 +134,7 @@ class CacheStore:
                 return 0
             audit.event("eviction", ("actualEvict", target), ("evictByCache", by_cache),
                         ("evictByDisk", by_disk), ("totalUsed_", self.total))
+            metrics.eviction(target)
             freed, tried = 0, set()
             while target > 0 and self.used:
                 name, size = next(iter(self.used.items()))
@@ -144,6 +145,7 @@ class CacheStore:
                 target -= size
             self.full = self.total >= self.risk
         if freed:
+            metrics.evicted(freed)
             logger.info("cache {}: evicted {} bytes, {} in use", self.root, freed, self.total)
         return freed
 

@@ -12,10 +12,12 @@ import contextlib
 import errno
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
+from .. import log
 from ..io import PRIVATE_FILE, pread_by_preadinto
 from .sparse import (
     PAGE,
@@ -93,7 +95,7 @@ class CachedBlob:
     blob never contacts the registry); ``store`` is a CacheStore for accounting or None.
     """
 
-    def __init__(self, cache_path, size, source, refill=262144, store=None, url=None):
+    def __init__(self, cache_path, size, source, refill=262144, store=None, url=None, meter=None):
         self.cache_path = cache_path
         self.path = url or cache_path
         self.size = size
@@ -114,6 +116,10 @@ class CachedBlob:
         self._idle = threading.Condition(self._src_lock)
         self._closing = False
         self._pid = os.getpid()
+        self.meter = meter
+        self._fills = 0
+        if meter is not None:       # metrics on: count every read (no cost when off)
+            self.preadinto = self._metered_preadinto
         if store:
             store.acquire(self.name)
 
@@ -144,12 +150,23 @@ class CachedBlob:
             # the file was evicted (truncated) under us: fetch again
         raise OSError(errno.EIO, f"cache file {self.cache_path} keeps losing [{a}, {b})")
 
+    def _metered_preadinto(self, buf, off):
+        """preadinto, counted: a read during which this blob fetched nothing is a hit."""
+        fills = self._fills
+        t0 = time.monotonic_ns()
+        n = CachedBlob.preadinto(self, buf, off)
+        self.meter.cache_read(n, (time.monotonic_ns() - t0) // 1000, self._fills == fills)
+        return n
+
     def evict(self, off, n):
         """Drop ``[off, off+n)`` (rounded out to pages) from the cache."""
         a, b = align_down(max(0, off)), min(align_up(off + n), self.size)
         with self.locks.hold(a, b):
             punch_hole(self.fd, a, b - a)
-        logger.info("cache {}: evicted range [{}, {})", self.cache_path, a, b)
+        logger.info("cache range evicted: {}", log.kv(blob=self.path, offset=a, size=b - a,
+                                                      file=self.cache_path))
+        if self.meter is not None:
+            self.meter.range_evicted(b - a)
 
     def close(self):
         with self._idle:                        # background prefetches use the fd: wait
@@ -230,6 +247,9 @@ class CachedBlob:
             e = min(fe, align_up(hs[-1][1], self.refill), self.size)
             buf = _scratch(e - s)
             self.source.fetch_into(buf, s)
+            if self.meter is not None:
+                self._fills += 1
+                self.meter.refill(len(buf))
             try:
                 if self.store:
                     self.store.check_writable()

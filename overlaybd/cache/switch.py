@@ -18,8 +18,9 @@ WATCH_INTERVAL = 2.0        # how often a remote layer looks for a download made
 
 
 class SwitchFile:
-    def __init__(self, target, url, lower=None, ctx=None, local=False):
+    def __init__(self, target, url, lower=None, ctx=None, local=False, meter=None):
         self.target = target
+        self.meter = meter                  # overlaybd.metrics.LayerMeter, or None
         self.url = url
         self.lower = dict(lower or {})
         self.ctx = ctx                      # RegistryContext, for background download

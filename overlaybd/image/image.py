@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
-from .. import detect, lsmt
+from .. import detect, log, lsmt, metrics
 from ..errors import OverlaybdError
 from ..io import PRIVATE_FILE, LocalFile
 from ..prefetch.recorder import wrap_layers
@@ -35,8 +35,10 @@ class ImageOpenError(OverlaybdError):
 class Image:
     """The virtual disk of an image: a file object with the writable calls when it has an upper."""
 
-    def __init__(self, config, view, upper, layers, svc, download=None, recorder=None):
+    def __init__(self, config, view, upper, layers, svc, download=None, recorder=None,
+                 sources=()):
         self.config = config
+        self.sources = list(sources)       # per lower: the undecoded blob file (for its name)
         self.download = download
         self.recorder = recorder            # the prefetch Sink recording this image's reads
         self.lower = None                   # the merged lowers alone (file-list prefetch)
@@ -84,7 +86,7 @@ class Image:
                 obj.close()
             except Exception as e:  # noqa: BLE001 -- closing must not stop at the first error
                 logger.warning("closing {}: {}", getattr(obj, "path", obj), e)
-        self.layers = []
+        self.layers = self.sources = []
 
 
 def open_lower(cfg, i, lower, svc, block_cache=True):
@@ -110,7 +112,7 @@ def open_lower(cfg, i, lower, svc, block_cache=True):
         url = cfg.blob_url(lower)
         try:
             from ..cache import open_remote_layer
-            src = open_remote_layer(url, lower.raw, svc)
+            src = open_remote_layer(url, lower.raw, svc, metrics.layer(cfg.path, lower.digest))
         except OverlaybdError as e:
             reason = getattr(e, "reason", None) or f"failed to open remote file {url}: {e}"
             raise ImageOpenError(reason, e) from e
@@ -177,6 +179,11 @@ def open_image(config_path, svc=None, write_result=True, allocator=None, downloa
         write_result_file(cfg.result_file, "success")
     logger.info("opened image {}: {} layers, {} bytes, {}", config_path, len(cfg.lowers),
                 img.size, "read-only" if img.read_only else "writable")
+    if write_result:            # the open that reports (the daemon's first): which blobs it reads
+        for i, lower in enumerate(cfg.lowers):
+            blob = getattr(img.sources[i], "url", None) or getattr(img.sources[i], "path", "")
+            logger.info("image layer: {}", log.kv(config=cfg.path, index=i, digest=lower.digest,
+                                                  blob=blob))
     return img
 
 
@@ -223,7 +230,7 @@ def _assemble(cfg, svc, allocator=None, start_download=True, record=None, block_
         remote = [src for _, src in opened if getattr(src, "ctx", None) is not None]
         if remote:
             download = start_background_download(remote, cfg.download)
-    img = Image(cfg, view, upper, layers, svc, download, sink)
+    img = Image(cfg, view, upper, layers, svc, download, sink, [src for _, src in opened])
     img.lower = lower_view
     return img
 

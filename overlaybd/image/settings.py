@@ -4,8 +4,8 @@ Every upstream field is parsed under its current and legacy names; unknown keys 
 a wrong type is a ConfigError naming the file and the field.  New keys of this implementation:
 ``workerConfig`` (the worker engine), ``proxyConfig`` (an HTTP(S) forward proxy for blob
 reads), ``logConfig.fileMode`` (the mode of the log and audit files) and
-``prefetchConfig.learn*`` (learned prefetch).  Attribute names are the snake_case of the JSON
-keys.
+``prefetchConfig.learn*`` (learned prefetch) and ``exporterConfig.address`` (where the metrics
+endpoint listens).  Attribute names are the snake_case of the JSON keys.
 """
 
 import json
@@ -78,7 +78,8 @@ class ExporterConfig:
     enable: bool = False
     uri_prefix: str = "/metrics"
     port: int = 9863
-    update_interval: int = 60000000
+    update_interval: int = 60000000     # us: the window of the rate and max-latency gauges
+    address: str = "127.0.0.1"          # new: where to listen (upstream: every interface)
 
 
 @dataclass
@@ -167,7 +168,6 @@ class ServiceConfig:
 NOT_IMPLEMENTED = (
     ("gzipCacheConfig.enable", "gzip_cache.enable", None,
      "there is no gzip cache (it serves TurboOCI layers, which are refused)"),
-    ("exporterConfig.enable", "exporter.enable", None, "no metrics endpoint is served"),
     ("serviceConfig.enable", "service.enable", None, "no live-snapshot API is served"),
     ("ioEngine", "io_engine", None, "local layer files are read with pread (ioEngine 0)"),
     ("enableThread", "enable_thread", None, "devices are served by the worker processes"),
@@ -281,7 +281,11 @@ def _parse(o):
     s.exporter = ExporterConfig(enable=ex.get("enable", bool, False),
                                 uri_prefix=ex.get("uriPrefix", str, "/metrics"),
                                 port=ex.get("port", int, 9863, minimum=0),
-                                update_interval=ex.get("updateInterval", int, 60000000))
+                                update_interval=ex.get("updateInterval", int, 60000000, minimum=1),
+                                address=ex.get("address", str, ExporterConfig.address))
+    if s.exporter.port > 65535:
+        raise ConfigError(f"must be a TCP port (0-65535), got {s.exporter.port}", path=o.path,
+                          field="exporterConfig.port")
     ce = o.obj("certConfig")
     s.cert = CertConfig(cert_file=ce.get("certFile", str, ""), key_file=ce.get("keyFile", str, ""),
                         ca_file=ce.get("caFile", str, ""))

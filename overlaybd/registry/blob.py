@@ -18,7 +18,9 @@ import threading
 import time
 
 import urllib3
+from loguru import logger
 
+from .. import log, metrics
 from ..errors import RemoteError
 from ..io import pread_by_preadinto
 from .auth import (
@@ -41,6 +43,30 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 def reason_for(err):
     return REASONS.get(err) or os.strerror(err)
+
+
+def error_kind(failure):
+    """The kind of a failed request, for metrics and logs (overlaybd.metrics.ERROR_KINDS)."""
+    status = failure.status
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 429:
+        return "throttled"
+    if status is not None and status >= 500:
+        return "server"
+    if status is not None and status >= 400:
+        return "client"
+    if status is not None:
+        return "bad_response"       # a 200/206 with the wrong range or a short body
+    if failure.errno == errno.ETIMEDOUT:
+        return "timeout"
+    if "TLS" in str(failure):
+        return "tls"
+    if failure.errno == errno.ENOTCONN:
+        return "connection"
+    return "other"
 
 
 class RegistryContext:
@@ -122,12 +148,14 @@ class RegistryBlob:
 
     def _retry(self, op, what, off):
         deadline = time.monotonic() + self.ctx.timeout
-        delay, auth_retried, last, connects = 0.02, False, None, 0
+        delay, auth_retried, last, connects, attempt = 0.02, False, None, 0, 0
         while True:
+            attempt += 1
             try:
                 return op()
             except HttpFailure as e:
                 last = e
+                self._failed(e, what, off, attempt)
                 if e.errno in (errno.EPERM, errno.ENOENT) and not auth_retried:
                     auth_retried = True          # drop cached target/token, re-read creds, once
                     self.ctx.resolver.invalidate(self.url, drop_tokens=e.errno == errno.EPERM)
@@ -143,6 +171,7 @@ class RegistryBlob:
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
         err = last.errno if last is not None else errno.ETIMEDOUT
+        metrics.registry_gave_up()
         why = reason_for(err) + (f" ({last.cause})" if getattr(last, "cause", "") else "")
         if what == "open":
             reason = f"failed to open remote file {self.url}: {why}"
@@ -150,6 +179,13 @@ class RegistryBlob:
             reason = f"failed to read remote file {self.url} at offset {off}: {why}"
         raise RemoteError(f"{last}", path=self.url, reason=reason, errno=err,
                           status=getattr(last, "status", None)) from last
+
+    def _failed(self, e, what, off, attempt):
+        kind = error_kind(e)
+        metrics.registry_error(kind)
+        logger.warning("registry request failed: {}", log.kv(
+            kind=kind, status=e.status, op=what, blob=self.url, offset=off, attempt=attempt,
+            error=str(e)))
 
     def _request(self, headers):
         target = self.ctx.resolver.resolve(self.url, self.ctx.timeout)

@@ -266,8 +266,8 @@ class Daemon:
         self.devices[dev.key] = dev
         self.by_fd[handle.event_fd] = dev
         self._watch.add(handle.event_fd, select.EPOLLIN | (select.EPOLLET if handle.edge else 0))
-        logger.info("device {} (uio{}): {} bytes, {}, config {}", info.dev_name, info.minor, size,
-                    "read-only" if read_only else "writable", info.config_path)
+        logger.info("device added: {}", log.kv(device=info.dev_name, uio=info.minor, size=size,
+                    mode="read-only" if read_only else "writable", config=info.config_path))
         if self.prefetch is not None:
             self.prefetch.start(dev.key)
         # the kernel only wakes us for kicks raised after open(): drain what is queued now
@@ -291,7 +291,7 @@ class Daemon:
         self.by_fd.pop(dev.handle.event_fd, None)
         self._watch.forget(dev.handle.event_fd)
         dev.handle.close()
-        logger.info("device {} (uio{}) removed", dev.name, key)
+        logger.info("device removed: {}", log.kv(device=dev.name, uio=key))
         return 0
 
     # ---- commands ----

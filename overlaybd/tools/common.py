@@ -8,6 +8,7 @@ import time
 
 from loguru import logger
 
+from .. import __version__
 from ..errors import OverlaybdError
 
 
@@ -15,6 +16,7 @@ def parser(prog, description, epilog=None):
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--verbose", action="store_true", help="print debug logs")
+    p.add_argument("--version", action="version", version=f"{prog} {__version__}")
     return p
 
 

@@ -78,12 +78,27 @@ def main(argv=None):
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     logger.info("overlaybd-tcmu {} starting (package {}): config {}, {} worker(s)", __version__,
                 package, svc.path, w.workers)
+    daemon = Daemon(engine, validate, opener, prefetch=PrefetchService(svc))
+    exporter = None
+    if svc.exporter.enable:             # before the engine forks its workers: they count too
+        from ..metrics.exporter import start
+        ex = svc.exporter
+        try:
+            exporter = start(ex, daemon, w.workers)
+        except OSError as e:
+            msg = f"cannot serve metrics on {ex.address}:{ex.port}: {e.strerror or e}"
+            logger.error("{}", msg)
+            print(f"overlaybd-tcmu: {msg}", file=sys.stderr)
+            return 1
     try:
-        return Daemon(engine, validate, opener, prefetch=PrefetchService(svc)).run()
+        return daemon.run()
     except OverlaybdError as e:
         logger.error("{}", e)
         print(f"overlaybd-tcmu: {e}", file=sys.stderr)
         return 1
+    finally:
+        if exporter is not None:
+            exporter.stop()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ json.dump({"auths": {host + "/img": {"auth": base64.b64encode(f"{user}:{pw}".enc
 json.dump({"logConfig": {"logPath": f"{w}/out/daemon.log", "logLevel": 0},
            "credentialConfig": {"mode": "file", "path": "/tmp/cred.json"},
            "cacheConfig": {"cacheType": "file", "cacheDir": "/mnt/cache", "cacheSizeGB": 1},
-           "auditPath": f"{w}/out/audit.log", "workerConfig": {"workers": 2}},
+           "auditPath": f"{w}/out/audit.log", "workerConfig": {"workers": 2},
+           "exporterConfig": {"enable": True, "port": 9863}},
           open("/tmp/obd.json", "w"))
 json.dump({"repoBlobUrl": f"{url}/v2/img/remote/blobs",
            "lowers": [{"digest": p["digest"], "size": p["size"]} for p in pushed],
@@ -44,6 +45,10 @@ rec create_rc $?
 rec result "$(cat "$OUT/remote.result" 2>/dev/null)"
 rec sha "$(dd if="$d" bs=4M iflag=direct 2>/dev/null | sha256sum | cut -c1-64)"
 rec cached "$(ls /mnt/cache | sort | tr '\n' ' ')"
+for q in "" "?format=json"; do          # the exporter of the daemon the kernel just read from
+    $PY -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' \
+        "http://127.0.0.1:9863/metrics$q" > "$OUT/metrics${q:+.json}" 2>>"$OUT/steps.err"
+done
 $DEV remove 1 2>>"$OUT/steps.err"
 
 $DEV create 2 /tmp/missing.json > /dev/null 2>>"$OUT/steps.err"

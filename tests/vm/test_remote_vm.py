@@ -69,3 +69,28 @@ def test_missing_blob_fails_enable_with_reason(guest):
     assert rec(out, "missing.result").startswith("failed:failed to open remote file ")
     assert rec(out, "missing.result").endswith("No such file or directory")
     assert rec(out, "stop_rc") == "0"
+
+
+def test_exporter_of_the_real_daemon_matches_its_audit(guest):
+    """overlaybd-tcmu with exporterConfig, two workers, the real kernel: a scrape parsed with
+    prometheus_client equals the audit log's sums; overlaybd-logstat reads the same files."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from overlaybd.tools import logstat
+    out, _, digests = guest
+    smp = {(s.name, tuple(sorted(s.labels.items()))): s.value
+           for fam in text_string_to_metric_families(rec(out, "metrics")) for s in fam.samples}
+    sizes = [int(ln.split("[size=")[1].split("]")[0]) for ln in (out / "audit.log").read_text().splitlines()
+             if "|download[pathname=" in ln]
+    assert smp[("OverlayBD_Count", (("node", "download"), ("type", "")))] == sum(sizes) > 0
+    assert sum(v for (n, lb), v in smp.items() if n == "overlaybd_layer_registry_reads_total") == len(sizes)
+    assert [v for (n, _), v in smp.items() if n == "OverlayBD_Alive"] == [1]
+    j = json.loads(rec(out, "metrics.json"))
+    assert sorted(row["layer"] for row in j["layers"]) == sorted(digests)
+    assert [p["worker"] for p in j["processes"]] == ["", "0", "1"]
+    assert all(p["rss_bytes"] > 0 for p in j["processes"])
+    a = logstat.build_parser().parse_args(["--json", str(out / "daemon.log"), str(out / "audit.log")])
+    s = logstat.collect(a)
+    assert s["audit"]["download"]["count"] == len(sizes) and s["audit"]["download"]["bytes"] == sum(sizes)
+    [dev] = s["devices"].values()
+    assert sorted(b.rsplit("/", 1)[1] for b in dev["blobs"]) == sorted(digests)
