@@ -78,6 +78,18 @@ class BytesFile:
         pass
 
 
+def fd_error(e, fd):
+    """OSError ``e`` from a call on descriptor ``fd`` (such errors name no file), naming the
+    file ``fd`` refers to."""
+    if e.filename is not None:
+        return e
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return e
+    return OSError(e.errno, e.strerror, path)
+
+
 def pread_by_preadinto(f, n, off):
     """``f.pread`` for files whose native read is ``preadinto``: clamp to ``f.size``, fill a
     fresh buffer, return its bytes."""

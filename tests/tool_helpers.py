@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 from conftest import need
 
@@ -58,3 +59,34 @@ def fill(directory, name="filler"):
     finally:
         os.close(fd)
     return path
+
+
+@contextlib.contextmanager
+def loop_device(backing):
+    """A loop block device over file ``backing`` for the block; root and losetup only."""
+    need(os.geteuid() == 0, "loop devices need root")
+    r = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True, text=True)
+    need(r.returncode == 0, f"no loop device: {r.stderr.strip()}")
+    dev = r.stdout.strip()
+    try:
+        yield dev
+    finally:
+        subprocess.run(["losetup", "-d", dev], capture_output=True)
+
+
+class FifoReader(threading.Thread):
+    """Reads a FIFO to its end in a thread (a tool's output blocks until someone reads)."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.path, self.data = path, b""
+        self.start()
+
+    def run(self):
+        with open(self.path, "rb") as f:
+            self.data = f.read()
+
+    def result(self, timeout=60):
+        self.join(timeout)
+        assert not self.is_alive(), "FIFO reader did not finish"
+        return self.data

@@ -1,14 +1,20 @@
-"""What every tool shares: argument parsing, error reporting, logging level, progress."""
+"""What every tool shares: argument parsing, error reporting, logging level, progress, and
+the rules for output paths (``Output``)."""
 
 import argparse
-import contextlib
+import errno
+import io
 import os
+import stat
 import sys
 import time
 
 from loguru import logger
 
 from ..errors import OverlaybdError
+
+STDOUT = "-"
+STDOUT_NAME = "standard output"
 
 
 def parser(prog, description, epilog=None):
@@ -94,26 +100,128 @@ class CountingWriter:
         return getattr(self.out, name)
 
 
-@contextlib.contextmanager
-def removed_on_error(path):
-    """Remove a half-written output file if the block fails (nothing half-made is left)."""
-    try:
-        yield
-    except BaseException:
-        if path != "-" and os.path.exists(path):
-            os.unlink(path)
-        raise
+def named(e, path):
+    """``e`` (an OSError from a file descriptor call, which names no file) naming ``path``."""
+    return OSError(e.errno, e.strerror or str(e), path)
 
 
-def open_output(path, force=False, exclusive=True):
-    """Create ``path`` for writing: refuse an existing file unless ``force``."""
-    if path == "-":
-        return os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    if force and os.path.lexists(path):
-        os.unlink(path)
-    flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
-    try:
-        fd = os.open(path, flags, 0o644)
-    except FileExistsError as e:
-        raise OverlaybdError("output exists (use -f to overwrite)", path=path) from e
-    return os.fdopen(fd, "w+b")
+class _NamedFileIO(io.FileIO):
+    """A raw output whose errors name its path (``os.write`` errors name no file)."""
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise named(e, self.name) from None
+
+    def write(self, b):
+        return self._call(super().write, b)
+
+    def seek(self, pos, whence=0):
+        return self._call(super().seek, pos, whence)
+
+    def truncate(self, size=None):
+        return self._call(super().truncate, size)
+
+    def close(self):
+        return self._call(super().close)
+
+
+class Output:
+    """An output path opened by the rules every tool shares (``-`` is standard output):
+
+    * nothing there: a new regular file (``O_EXCL``, 0644), removed again if the tool fails;
+    * a regular file (a symlink is followed) or a block device: refused unless ``force``, then
+      written in place with ``O_TRUNC`` (its inode, owner, mode and links stay); when the tool
+      fails, a regular file is left empty: nothing half-written stays, nothing is removed
+      that the tool did not create;
+    * a character device, FIFO or socket: written as it is, ``-f`` or not; never removed;
+    * a directory, or anything at all when ``exclusive``: refused.
+
+    ``file`` is a buffered binary writer whose errors name the path.  As a context manager:
+    closed on success, ``discard()``-ed on failure."""
+
+    def __init__(self, path, force=False, exclusive=False):
+        self.path = os.fspath(path)
+        self.created = False
+        if self.path == STDOUT:
+            fd, label = os.dup(sys.stdout.fileno()), STDOUT_NAME
+        else:
+            fd, label = self._open(force, exclusive), self.path
+        st = os.fstat(fd)
+        self.regular = stat.S_ISREG(st.st_mode)
+        self._ident = (st.st_dev, st.st_ino)
+        raw = _NamedFileIO(fd, "wb", closefd=True)
+        raw.name = label
+        self.file = io.BufferedWriter(raw, 1 << 20)
+
+    def _open(self, force, exclusive):
+        p = self.path
+        try:
+            st = os.stat(p)                     # through a symlink
+        except FileNotFoundError:
+            st = None
+        if st is None:
+            if os.path.islink(p) and not force:
+                raise OverlaybdError("is a symlink to nothing (use -f to create its target)",
+                                     path=p)
+            try:
+                fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                self.created = True
+                return fd
+            except FileExistsError:             # a symlink to nothing, or made meanwhile
+                if not force or exclusive:
+                    raise OverlaybdError("output exists (use -f to overwrite)", path=p) from None
+            return os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFDIR:
+            raise OSError(errno.EISDIR, os.strerror(errno.EISDIR), p)
+        if exclusive:
+            raise OverlaybdError("already exists; this tool never writes over a file", path=p)
+        if kind in (stat.S_IFREG, stat.S_IFBLK) and not force:
+            what = "output exists" if kind == stat.S_IFREG else "output is a block device"
+            raise OverlaybdError(f"{what} (use -f to overwrite)", path=p)
+        return os.open(p, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
+
+    @property
+    def name(self):
+        return self.file.raw.name
+
+    def close(self):
+        """Flush and close; errors name the path."""
+        self.file.close()
+
+    def discard(self):
+        """The tool failed: remove the file it created, or empty the regular file it opened
+        in place; anything else (a device, a FIFO, standard output) is left as it is."""
+        fd = self.file.raw.fileno() if not self.file.closed else -1
+        try:
+            if fd >= 0 and self.regular and not self.created and self.path != STDOUT:
+                os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        try:
+            self.file.raw.close()               # unflushed bytes are dropped, not written
+        except OSError:
+            pass
+        if self.created:
+            try:
+                st = os.lstat(self.path)
+                if (st.st_dev, st.st_ino) == self._ident:
+                    os.unlink(self.path)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.discard()
+            return False
+        try:
+            self.close()
+        except BaseException:
+            self.discard()
+            raise
+        return False
