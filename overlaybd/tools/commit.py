@@ -5,7 +5,7 @@ import sys
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import make_main, parser
+from .common import make_main, parser, say
 from .layerout import LayerOutput, add_layer_options
 
 PROG = "overlaybd-commit"
@@ -65,7 +65,7 @@ def _main(a):
     finally:
         src.close()
     print("", file=sys.stderr)      # upstream prints the uploaded digest (empty) here
-    print(f"{PROG} has committed files SUCCESSFULLY")
+    say(f"{PROG} has committed files SUCCESSFULLY")
     return 0
 
 

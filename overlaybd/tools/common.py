@@ -5,6 +5,7 @@ import argparse
 import errno
 import io
 import os
+import select
 import stat
 import sys
 import time
@@ -15,11 +16,27 @@ from ..errors import OverlaybdError
 
 STDOUT = "-"
 STDOUT_NAME = "standard output"
+EXIT_PIPE = 128 + 13            # what a shell reports for a tool ended by SIGPIPE
+
+
+def package_version():
+    """The installed distribution's version, else the source tree's ``overlaybd.__version__``."""
+    from importlib import metadata
+    try:
+        return metadata.version("overlaybd")
+    except metadata.PackageNotFoundError:
+        from .. import __version__
+        return __version__
+
+
+def add_version(p):
+    p.add_argument("--version", action="version", version=f"{p.prog} {package_version()}")
 
 
 def parser(prog, description, epilog=None):
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("--verbose", action="store_true", help="print debug logs")
     return p
 
@@ -31,21 +48,56 @@ def setup_logging(verbose):
 
 
 def run(prog, fn, args):
-    """Run ``fn(args)``; expected failures print one clear line and exit 1."""
+    """Run ``fn(args)``; expected failures print one clear line and exit 1.  A closed standard
+    output (``tool | head``) ends the tool quietly with 141, as SIGPIPE ends a C tool."""
     setup_logging(getattr(args, "verbose", False))
     try:
         rc = fn(args)
+        say()                           # flush here, not at exit: so that errors are reported
     except OverlaybdError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        where = f" {e.filename}" if e.filename else ""
-        print(f"{prog}:{where}: {e.strerror or e}", file=sys.stderr)
+        if e.errno == errno.EPIPE and stdout_closed():
+            quiet_stdout()
+            return EXIT_PIPE
+        where = f"{e.filename}: " if e.filename is not None else ""
+        print(f"{prog}: {where}{e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return rc or 0
+
+
+def say(*text):
+    """``print(*text)`` to standard output (nothing: just flush), errors naming it."""
+    if sys.stdout is None:              # started with fd 1 closed
+        return
+    try:
+        if text:
+            print(*text)
+        sys.stdout.flush()
+    except OSError as e:
+        raise named(e, STDOUT_NAME) from None
+
+
+def stdout_closed():
+    """True when nobody reads standard output any more (a pipe whose reader has gone)."""
+    try:
+        p = select.poll()
+        p.register(1, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in p.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+def quiet_stdout():
+    """Point standard output at /dev/null so that the flush at exit raises nothing again (the
+    way the Python documentation handles SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def make_main(prog, build_parser, fn):

@@ -2,7 +2,7 @@
 
 from .. import lsmt
 from ..abi import lsmt as abi
-from .common import Output, make_main, parser
+from .common import Output, make_main, parser, say
 
 PROG = "overlaybd-create"
 MAX_VSIZE_GB = ((abi.MAX_OFFSET + 1) * 512) >> 30       # 50-bit sector offsets
@@ -40,8 +40,8 @@ def _main(a):
         for out in outs:
             out.discard()
         raise
-    print(f"overlaybd-create has created files SUCCESSFULLY "
-          f"({'sparse' if a.sparse else 'append-only'}, {a.vsize} GiB)")
+    say(f"overlaybd-create has created files SUCCESSFULLY "
+        f"({'sparse' if a.sparse else 'append-only'}, {a.vsize} GiB)")
 
 
 main = make_main(PROG, build_parser, _main)

@@ -5,7 +5,7 @@ import sys
 from .. import tar, zfile
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import CountingWriter, Output, Progress, make_main, parser
+from .common import CountingWriter, Output, Progress, make_main, parser, say
 from .layerout import BLOCK_SIZES_KB
 
 PROG = "overlaybd-zfile"
@@ -37,7 +37,7 @@ def _main(a):
             raise SystemExit(f"{PROG}: --verify takes one file")
         src = _open_src(a.files[0])
         n = zfile.verify(src)
-        print(f"{a.files[0]}: {n} blocks verified, all CRCs correct")
+        say(f"{a.files[0]}: {n} blocks verified, all CRCs correct")
         return 0
     if a.extract:
         if len(a.files) != 2:
