@@ -34,6 +34,14 @@ def test_probe_on_a_full_disk_raises_the_cause(tmp_path):
         assert sparse.reports_holes(str(fs)) is True
 
 
+def reads_golden(cfg, svc, manifest):
+    img = open_image(cfg, svc)
+    try:
+        assert sha256_of(img) == manifest["merged"]["sha256"]
+    finally:
+        img.close()
+
+
 @pytest.mark.registry
 def test_full_cache_disk_warns_with_the_real_cause(tmp_path, registry_none, golden_manifest):
     from loguru import logger
@@ -44,20 +52,12 @@ def test_full_cache_disk_warns_with_the_real_cause(tmp_path, registry_none, gold
         with tmpfs(tmp_path / "cache", "256k") as cache:
             svc = service_config(tmp_path)
             filler = fill(cache)
-            img = open_image(write_cfg(tmp_path, base, lowers), svc)
-            try:
-                assert sha256_of(img) == golden_manifest["merged"]["sha256"]
-            finally:
-                img.close()
+            reads_golden(write_cfg(tmp_path, base, lowers), svc, golden_manifest)
             full = [w for w in warnings if "no space left on the cache disk" in w]
             assert full and all(str(cache) in w for w in full), warnings
             assert not [w for w in warnings if "does not report holes" in w], warnings
             os.unlink(filler)                 # room again: this time the cache is used
-            img = open_image(write_cfg(tmp_path, base, lowers), svc)
-            try:
-                assert sha256_of(img) == golden_manifest["merged"]["sha256"]
-            finally:
-                img.close()
+            reads_golden(write_cfg(tmp_path, base, lowers), svc, golden_manifest)
             cached = [f for _, _, fs in os.walk(cache) for f in fs if f.startswith("sha256:")]
             assert cached
     finally:
