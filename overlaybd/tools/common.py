@@ -36,8 +36,8 @@ def add_version(p):
 def parser(prog, description, epilog=None):
     p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_version(p)
     p.add_argument("--verbose", action="store_true", help="print debug logs")
+    add_version(p)
     return p
 
 
