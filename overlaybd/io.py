@@ -15,7 +15,9 @@ Optional capabilities, looked up with ``getattr``:
 * ``path`` -- a name for error messages and audit lines.
 """
 
+import errno
 import os
+import stat
 
 from .errors import OverlaybdError
 
@@ -52,13 +54,25 @@ class LocalFile:
         except OSError as e:
             raise OverlaybdError(f"failed to open local file {self.path}: {e.strerror}",
                                  errno=e.errno) from e
-        self.size = os.fstat(self.fd).st_size
+        st = os.fstat(self.fd)
+        if stat.S_ISDIR(st.st_mode):
+            os.close(self.fd)
+            self.fd = -1
+            raise OverlaybdError("failed to open local file: it is a directory", path=self.path,
+                                 errno=errno.EISDIR)
+        self.size = st.st_size
 
     def pread(self, n, off):
-        return os.pread(self.fd, n, off)
+        try:
+            return os.pread(self.fd, n, off)
+        except OSError as e:        # a read error on a descriptor names no file: name it
+            raise OSError(e.errno, e.strerror, self.path) from None
 
     def preadinto(self, buf, off):
-        return os.preadv(self.fd, [buf], off)
+        try:
+            return os.preadv(self.fd, [buf], off)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, self.path) from None
 
     def pwrite(self, data, off):
         n = os.pwrite(self.fd, data, off)
@@ -97,6 +111,18 @@ class BytesFile:
 
     def close(self):
         pass
+
+
+def fd_error(e, fd):
+    """OSError ``e`` from a call on descriptor ``fd`` (such errors name no file), naming the
+    file ``fd`` refers to."""
+    if e.filename is not None:
+        return e
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return e
+    return OSError(e.errno, e.strerror, path)
 
 
 def pread_by_preadinto(f, n, off):

@@ -93,12 +93,6 @@ def test_index_offset_outside_file():
     expect(patch_header(data, 0, index_offset=100), "index_size")
 
 
-def test_original_size_larger_than_blocks():
-    data = golden(LZ4)
-    h, _ = blocks_of(data)
-    expect(patch_header(data, 0, original_file_size=h.original_file_size + 1), "index_size")
-
-
 def test_block_size_over_64k_and_bad_algorithm():
     data = golden(LZ4)
     expect(patch_header(data, 0, block_size=131072), "block_size")

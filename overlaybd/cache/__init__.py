@@ -23,7 +23,7 @@ from ..registry.blob import RegistryBlob, context_for
 from .download import start_background_download
 from .eviction import store_for
 from .filecache import CachedBlob, known_size
-from .sparse import reports_holes
+from .sparse import no_space, reports_holes
 from .switch import SwitchFile
 
 __all__ = ["SwitchFile", "open_remote_layer", "p2p_reachable", "start_background_download"]
@@ -81,7 +81,15 @@ def open_remote_layer(url, lower, svc, meter=None):
         store = store_for(cache.dir, cache.size_gb)
         make_private_dir(store.root)                 # it may have been cleaned by hand
         path = os.path.join(store.root, url.rstrip("/").rsplit("/", 1)[-1])
-    if not reports_holes(os.path.dirname(path)):
+    try:
+        sparse_ok = reports_holes(os.path.dirname(path))
+    except OSError as e:
+        why = "no space left on the cache disk" if no_space(e) else "cannot write there"
+        logger.warning("cache {}: {} ({}), so {} is read without the cache", e.filename, why,
+                       e.strerror, url)
+        blob = RegistryBlob(url, ctx, on_read=_download_audit(url))
+        return SwitchFile(blob, url, lower, ctx)
+    if not sparse_ok:
         logger.warning("cache {} is on a filesystem that does not report holes (SEEK_HOLE): "
                        "presence of cached data cannot be known there, so {} is read without "
                        "the cache; put the cache on ext4, xfs, btrfs or tmpfs",

@@ -50,7 +50,9 @@ def reports_holes(directory):
     """True when files in ``directory`` report their holes (``SEEK_HOLE`` finds one in a fresh
     sparse file).  Filesystems without it (hostfs, some FUSE and network filesystems) call a
     whole file data, which would make an empty cache file look fully cached: the caches must
-    not be used there.  Probed once per filesystem (st_dev)."""
+    not be used there.  Probed once per filesystem (st_dev).  Raises OSError naming
+    ``directory`` when the probe file cannot be written (a full disk, a quota, no permission):
+    that says nothing about holes, so it is not remembered."""
     dev = os.stat(directory).st_dev
     with _HOLE_LOCK:
         if dev not in _HOLE_SUPPORT:
@@ -62,16 +64,26 @@ def _probe_holes(directory):
     fd = -1
     path = os.path.join(directory, f".hole-probe.{os.getpid()}.{threading.get_ident()}")
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        os.ftruncate(fd, 1 << 20)
-        os.pwrite(fd, b"x" * PAGE, 512 << 10)
-        return os.lseek(fd, 0, os.SEEK_HOLE) == 0 and os.lseek(fd, 0, os.SEEK_DATA) == 512 << 10
-    except OSError:
-        return False
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            os.ftruncate(fd, 1 << 20)
+            os.pwrite(fd, b"x" * PAGE, 512 << 10)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, directory) from None
+        try:
+            return os.lseek(fd, 0, os.SEEK_HOLE) == 0 and \
+                os.lseek(fd, 0, os.SEEK_DATA) == 512 << 10
+        except OSError:
+            return False
     finally:
         if fd >= 0:
             os.close(fd)
             os.unlink(path)
+
+
+def no_space(e):
+    """True when OSError ``e`` means the disk (or the user's quota) is full."""
+    return e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def holes(fd, start, end):

@@ -168,7 +168,8 @@ def open_image(config_path, svc=None, write_result=True, allocator=None, downloa
         img = _assemble(cfg, svc, allocator, download, record, block_cache)
     except OverlaybdError as e:
         reason = getattr(e, "reason", None) or str(e)
-        logger.error("open image {}: {}", config_path, reason)
+        # the caller reports it once: the daemon logs "device ...: <reason>", a tool prints it
+        logger.debug("open image {}: {}", config_path, reason)
         if write_result:
             result_file = cfg.result_file if cfg else _result_file_of(config_path)
             write_result_file(result_file, f"failed:{reason}")

@@ -25,7 +25,7 @@ from ..abi.lsmt import (
     parse_uuid,
 )
 from ..errors import FormatError, OverlaybdError
-from ..io import LocalFile
+from ..io import LocalFile, fd_error
 from .index import SegmentIndex
 from .ro import DATA_BEGIN, decode_valid, read_block, read_header, validate_mappings
 from .view import SectorView, check_aligned
@@ -63,10 +63,13 @@ def uuid_arg(value, field: str) -> bytes:
 
 def _pwrite_all(fd: int, data, off: int) -> None:
     mv = memoryview(data)
-    while len(mv):
-        n = os.pwrite(fd, mv, off)
-        mv = mv[n:]
-        off += n
+    try:
+        while len(mv):
+            n = os.pwrite(fd, mv, off)
+            mv = mv[n:]
+            off += n
+    except OSError as e:
+        raise fd_error(e, fd) from None
 
 
 class WritableLayer(SectorView):
@@ -259,7 +262,10 @@ def create_rw(data_path, index_path, vsize: int, sparse: bool = False, uuid=None
     index_file = _create_file(index_path) if index_path is not None else None
     _pwrite_all(data.fd, header.pack(), 0)
     if sparse:
-        os.ftruncate(data.fd, vsize + HT_SPACE)
+        try:
+            os.ftruncate(data.fd, vsize + HT_SPACE)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, data.path) from None
         if index_file is not None:
             index_file.close()
             index_file = None

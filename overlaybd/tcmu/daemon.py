@@ -236,7 +236,7 @@ class Daemon:
     def _finish_add(self, info, handle, backend, error):
         """Second half of adding a device, in the loop's thread: 0 or -errno."""
         if error is not None:
-            logger.error("device {}: {}", info.name, error)
+            logger.error("device {}: config {}: {}", info.name, info.config_path, error)
             return -errno.ENOENT
         try:
             size, read_only = backend.size, bool(getattr(backend, "read_only", True))

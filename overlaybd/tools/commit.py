@@ -5,7 +5,7 @@ import sys
 from .. import detect, lsmt
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import make_main, parser, removed_on_error
+from .common import make_main, parser, say
 from .layerout import LayerOutput, add_layer_options
 
 PROG = "overlaybd-commit"
@@ -59,17 +59,13 @@ def _main(a):
         out_path = a.files[2]
     try:
         expected = _allocated_bytes(src)
-        out = LayerOutput(out_path, a, expected, overwrite_header=True, what=PROG)
-        with removed_on_error(out_path):
-            try:
-                lsmt.commit(src, out, uuid=a.uuid, parent_uuid=a.parent_uuid,
-                            message=a.message.encode())
-            finally:
-                out.close()
+        with LayerOutput(out_path, a, expected, overwrite_header=True, what=PROG) as out:
+            lsmt.commit(src, out, uuid=a.uuid, parent_uuid=a.parent_uuid,
+                        message=a.message.encode())
     finally:
         src.close()
     print("", file=sys.stderr)      # upstream prints the uploaded digest (empty) here
-    print(f"{PROG} has committed files SUCCESSFULLY")
+    say(f"{PROG} has committed files SUCCESSFULLY")
     return 0
 
 

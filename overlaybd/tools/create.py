@@ -1,13 +1,11 @@
 """overlaybd-create: make a writable (upper) layer."""
 
-import os
-
 from .. import lsmt
 from ..abi import lsmt as abi
-from ..errors import OverlaybdError
-from .common import make_main, parser
+from .common import Output, make_main, parser, say
 
 PROG = "overlaybd-create"
+MAX_VSIZE_GB = ((abi.MAX_OFFSET + 1) * 512) >> 30       # 50-bit sector offsets
 
 
 def build_parser():
@@ -24,20 +22,26 @@ def build_parser():
 
 
 def _main(a):
-    if a.vsize <= 0:
-        raise SystemExit(f"{PROG}: vsize must be a positive number of GiB")
+    if a.vsize <= 0 or a.vsize > MAX_VSIZE_GB:
+        raise SystemExit(f"{PROG}: vsize must be a number of GiB from 1 to {MAX_VSIZE_GB} "
+                         "(what the LSMT index can address)")
     parent = a.parent_uuid or None
     if parent is not None and not abi.is_valid_uuid_text(parent):
         raise SystemExit(f"{PROG}: invalid UUID format: {parent}")
-    for path in (a.data_file, a.index_file):
-        if os.path.lexists(path):
-            raise OverlaybdError("already exists; overlaybd-create never overwrites a layer",
-                                 path=path)
-    layer = lsmt.create_rw(a.data_file, a.index_file, a.vsize << 30, sparse=a.sparse,
-                           parent_uuid=parent)
-    layer.close()
-    print(f"overlaybd-create has created files SUCCESSFULLY ({'sparse' if a.sparse else 'append-only'},"
-          f" {a.vsize} GiB)")
+    outs = []
+    try:                # both files are new (O_EXCL); a failure removes what was made
+        for path in (a.data_file, a.index_file):
+            outs.append(Output(path, exclusive=True))
+            outs[-1].close()
+        layer = lsmt.create_rw(a.data_file, a.index_file, a.vsize << 30, sparse=a.sparse,
+                               parent_uuid=parent)
+        layer.close()
+    except BaseException:
+        for out in outs:
+            out.discard()
+        raise
+    say(f"overlaybd-create has created files SUCCESSFULLY "
+        f"({'sparse' if a.sparse else 'append-only'}, {a.vsize} GiB)")
 
 
 main = make_main(PROG, build_parser, _main)

@@ -3,10 +3,10 @@
 import json
 
 from .. import detect, lsmt
-from ..errors import OverlaybdError
+from ..errors import FormatError, OverlaybdError
 from ..io import LocalFile
 from ..prefetch import trace as prefetch_trace
-from .common import make_main, parser
+from .common import make_main, parser, say
 
 PROG = "overlaybd-info"
 
@@ -14,7 +14,9 @@ PROG = "overlaybd-info"
 def build_parser():
     p = parser(PROG, "Print what a blob is (tar / zfile / lsmt), its header and trailer fields,\n"
                "index entry count and virtual size, as JSON.  On a prefetch trace: its\n"
-               "records and a summary (a corrupt trace is refused with the reason).")
+               "records and a summary (a corrupt trace is refused with the reason).  Exit\n"
+               "status 1 when the file is none of these, or is a committed layer that does\n"
+               "not open.")
     p.add_argument("file")
     p.add_argument("--summary", action="store_true",
                    help="for a trace: the summary only, without the records")
@@ -25,11 +27,14 @@ def _main(a):
     f = LocalFile(a.file)
     if prefetch_trace.is_binary(f.pread(4, 0)):
         f.close()
-        print(json.dumps(prefetch_trace.describe(a.file, records=not a.summary), indent=2))
+        say(json.dumps(prefetch_trace.describe(a.file, records=not a.summary), indent=2))
         return 0
     try:
         info = detect.describe(f)
         info["file"] = a.file
+        if not info["kinds"]:
+            raise FormatError(f"not an overlaybd blob: no tar, ZFile or LSMT header in its "
+                              f"{f.size} bytes", path=a.file, field="magic")
         if "lsmt" in info:
             inner = detect.open_blob(f)
             try:
@@ -38,9 +43,11 @@ def _main(a):
                 info["lsmt"]["virtual_size"] = layer.virtual_size
                 info["lsmt"]["sealed"] = True
             except OverlaybdError as e:
-                info["lsmt"]["sealed"] = False
+                if info["lsmt"]["header"]["is_sealed"]:
+                    raise       # a committed layer that does not open: truncated or corrupt
+                info["lsmt"]["sealed"] = False      # a writable layer's data or index file
                 info["lsmt"]["open_error"] = str(e)
-        print(json.dumps(info, indent=2, default=str))
+        say(json.dumps(info, indent=2, default=str))
     finally:
         f.close()
     return 0

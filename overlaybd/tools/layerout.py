@@ -1,7 +1,7 @@
 """Where committed layers go: plain, ZFile (-z) and/or tar-wrapped (-t) outputs."""
 
 from .. import tar, zfile
-from .common import CountingWriter, Progress, open_output
+from .common import CountingWriter, Output, Progress
 
 BLOCK_SIZES_KB = (4, 8, 16, 32, 64)
 
@@ -27,32 +27,58 @@ def add_layer_options(p, compress_default=False):
 
 
 class LayerOutput:
-    """A sequential writer for a committed layer: file [-> tar] [-> zfile]; ``close()`` seals
-    every level.  ``overwrite_header`` is what ``overlaybd-commit -z`` does (not merge)."""
+    """A sequential writer for a committed layer: file [-> tar] [-> zfile].  As a context
+    manager it seals every level on success and discards the output on failure (see
+    ``common.Output``).  ``overwrite_header`` is what ``overlaybd-commit -z`` does (not merge)."""
 
     def __init__(self, path, a, expected_size, overwrite_header, what):
-        self.file = open_output(path, force=a.force)
+        self.output = Output(path, force=a.force)
+        self.file = self.output.file
         self.progress = Progress(what, expected_size)
-        self.tar = tar.TarWriter(self.file) if a.tar else None
-        inner = self.tar if self.tar else self.file
-        self.zfile = None
-        if a.zfile:
-            self.zfile = zfile.ZFileWriter(inner, algorithm=a.algorithm, block_size=a.bs << 10,
-                                           verify=True, overwrite_header=overwrite_header,
-                                           threads=max(1, a.compress_threads))
-            inner = self.zfile
+        self.tar = self.zfile = None
+        try:
+            self.tar = tar.TarWriter(self.file) if a.tar else None
+            inner = self.tar if self.tar else self.file
+            if a.zfile:
+                self.zfile = zfile.ZFileWriter(inner, algorithm=a.algorithm,
+                                               block_size=a.bs << 10, verify=True,
+                                               overwrite_header=overwrite_header,
+                                               threads=max(1, a.compress_threads))
+                inner = self.zfile
+        except BaseException:
+            self.output.discard()
+            raise
         self.writer = CountingWriter(inner, self.progress)
 
     def write(self, data):
         return self.writer.write(data)
 
     def close(self):
+        """Seal every level and close the file."""
+        if self.zfile is not None:
+            self.zfile.close()
+        if self.tar is not None:
+            self.tar.close()
+        self.output.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
         try:
-            if self.zfile is not None:
-                self.zfile.close()
-            if self.tar is not None:
-                self.tar.close()
-            self.file.flush()
+            if exc_type is None:
+                try:
+                    self.close()
+                except BaseException as e:
+                    self._abort(type(e), e, e.__traceback__)
+                    raise
+            else:
+                self._abort(exc_type, exc, tb)
         finally:
             self.progress.finish()
-            self.file.close()
+        return False
+
+    def _abort(self, exc_type, exc, tb):
+        if self.zfile is not None:
+            self.zfile.__exit__(exc_type, exc, tb)      # stops its compression workers
+        self.output.discard()

@@ -4,7 +4,7 @@ import sys
 
 from .. import lsmt
 from ..image import open_image
-from .common import make_main, parser, removed_on_error
+from .common import make_main, parser
 from .layerout import LayerOutput, add_layer_options
 
 PROG = "overlaybd-merge"
@@ -13,7 +13,9 @@ PROG = "overlaybd-merge"
 def build_parser():
     p = parser(PROG, "Merge all layers of an image (config.v1.json) into a single committed\n"
                "layer (ZFile lz4 by default).  Reads through the image service, so remote\n"
-               "layers work given --service_config_path.")
+               "layers work given --service_config_path.  As upstream, an existing output\n"
+               "is overwritten in place (O_TRUNC: a symlink is followed, a device stays a\n"
+               "device); a failed merge leaves no partial file behind.")
     p.add_argument("--service_config_path", default=None,
                    help="overlaybd.json (default /etc/overlaybd/overlaybd.json)")
     add_layer_options(p, compress_default=True)
@@ -30,14 +32,10 @@ def _main(a):
     try:
         if img.upper is not None:
             raise SystemExit(f"{PROG}: the image has an upper layer; commit it first")
-        a.force = True              # upstream opens the output with O_TRUNC
-        out = LayerOutput(a.output, a, img.view.allocated_sectors() * 512,
-                          overwrite_header=False, what=PROG)
-        with removed_on_error(a.output):
-            try:
-                lsmt.commit(img.view, out)
-            finally:
-                out.close()
+        a.force = True      # upstream opens the output with O_TRUNC: written in place
+        with LayerOutput(a.output, a, img.view.allocated_sectors() * 512,
+                         overwrite_header=False, what=PROG) as out:
+            lsmt.commit(img.view, out)
     finally:
         img.close()
     print("", file=sys.stderr)

@@ -9,6 +9,7 @@ from loguru import logger
 
 from .. import __version__
 from ..errors import OverlaybdError
+from .common import add_version
 
 DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
 NOFILE = 1048576
@@ -42,6 +43,7 @@ def main(argv=None):
         description="Serve overlaybd images as SCSI disks through the kernel's TCMU "
                     "(target_core_user) backstore.  Devices are created through configfs "
                     "with dev_config=overlaybd/<config.v1.json>[;<id>].")
+    add_version(p)
     p.add_argument("config", nargs="?", default=DEFAULT_CONFIG,
                    help=f"path to overlaybd.json (default {DEFAULT_CONFIG})")
     args = p.parse_args(argv)

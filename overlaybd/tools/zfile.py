@@ -5,7 +5,7 @@ import sys
 from .. import tar, zfile
 from ..errors import OverlaybdError
 from ..io import LocalFile
-from .common import CountingWriter, Progress, make_main, open_output, parser, removed_on_error
+from .common import CountingWriter, Output, Progress, make_main, parser, say
 from .layerout import BLOCK_SIZES_KB
 
 PROG = "overlaybd-zfile"
@@ -37,7 +37,7 @@ def _main(a):
             raise SystemExit(f"{PROG}: --verify takes one file")
         src = _open_src(a.files[0])
         n = zfile.verify(src)
-        print(f"{a.files[0]}: {n} blocks verified, all CRCs correct")
+        say(f"{a.files[0]}: {n} blocks verified, all CRCs correct")
         return 0
     if a.extract:
         if len(a.files) != 2:
@@ -46,9 +46,9 @@ def _main(a):
         if not zfile.is_zfile(src):
             raise OverlaybdError("not a ZFile", path=a.files[0])
         z = zfile.ZFile(src)
-        with open_output(a.files[1], force=a.force) as out, removed_on_error(a.files[1]):
+        with Output(a.files[1], force=a.force) as out:
             prog = Progress(PROG, z.size)
-            zfile.decompress(z, CountingWriter(out, prog))
+            zfile.decompress(z, CountingWriter(out.file, prog))
             prog.finish()
         return 0
     if len(a.files) == 1:
@@ -58,9 +58,9 @@ def _main(a):
         total, dst = src.size, a.files[1]
     else:
         raise SystemExit(f"{PROG}: expected <src> <dst> or <dst>")
-    with open_output(dst, force=a.force) as out, removed_on_error(dst):
+    with Output(dst, force=a.force) as out:
         prog = Progress(PROG, total, enabled=None if total else False)
-        sink = tar.TarWriter(out) if a.tar else out
+        sink = tar.TarWriter(out.file) if a.tar else out.file
         zfile.compress(_Counting(src, prog), sink, algorithm=a.algorithm, block_size=a.bs << 10,
                        verify=True, overwrite_header=False)
         if a.tar:
@@ -97,7 +97,6 @@ def _open_src(path):
 
 
 main = make_main(PROG, build_parser, _main)
-
 
 
 if __name__ == "__main__":

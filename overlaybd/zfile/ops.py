@@ -58,7 +58,8 @@ def decompress(src_file, out) -> int:
 
 
 def verify(src_file) -> int:
-    """Upstream's ``--verify``: check every block's CRC (no decompression).  Returns the number
+    """Upstream's ``--verify``: check every block's CRC (no decompression but the last block's,
+    whose length must match original_file_size).  Returns the number
     of blocks checked; raises ChecksumError on the first bad block and FormatError when the
     file carries no block CRCs."""
     z = src_file if isinstance(src_file, ZFile) else ZFile(src_file)
@@ -84,4 +85,18 @@ def verify(src_file) -> int:
                 raise ChecksumError(f"block {k} at offset {z._offs[k]}: expected {stored:#010x} "
                                     f"but got {crc:#010x}", path=z.path, field="block crc")
         i = j
+    if n:
+        _check_last_block(z)
     return n
+
+
+def _check_last_block(z):
+    """The last block must decompress to what original_file_size leaves for it: the one
+    size the jump table cannot bound (the others must be block_size, checked on read)."""
+    want = z.size - ((z.nblocks - 1) * z.block_size)
+    try:
+        z.pread(want, z.size - want)
+    except FormatError as e:
+        raise FormatError(f"the last block does not hold the {want} bytes original_file_size "
+                          f"{z.size} leaves for it ({e.message})", path=z.path,
+                          field="original_file_size") from e

@@ -132,6 +132,8 @@ class ZFile:
         self.size = info.original_file_size
         self.nblocks = info.index_size
         self._offs = self._load_jump_table(info)
+        if header.is_header_overwritten:
+            self._check_trailer_agrees(header)
 
     # -- open --------------------------------------------------------------------------------
     def _read_trailer(self):
@@ -151,6 +153,30 @@ class ZFile:
             raise FormatError("ZFile trailer digest mismatch", path=self.path,
                               field="trailer digest")
         return t
+
+    # what the rewritten header and the trailer must both say about the data
+    AGREED = ("index_offset", "index_size", "original_file_size", "index_crc", "block_size",
+              "algo", "verify", "dict_size")
+
+    def _check_trailer_agrees(self, header):
+        """A rewritten header (flag 0x8) carries the final index info, and upstream reads only
+        it; the trailer its writer also left at the end must say the same, or one of the two
+        describes other data than the file holds.  An end block that is no trailer at all is
+        left alone, as upstream does."""
+        fsize = self.file.size
+        block = self.file.pread(abi.HT_SPACE, fsize - abi.HT_SPACE)
+        if len(block) != abi.HT_SPACE:
+            return
+        t = abi.HeaderTrailer.unpack(block)
+        if not t.magic_ok or t.is_header or not t.is_data_file or not t.is_sealed or \
+                (t.has_digest and not abi.digest_ok(block)):
+            return
+        for name in self.AGREED:
+            h_val, t_val = getattr(header, name), getattr(t, name)
+            if h_val != t_val:
+                raise FormatError(f"the rewritten header says {name} {h_val} but the trailer "
+                                  f"says {t_val}", path=self.path, field=f"trailer {name}")
+        self.trailer = t
 
     def _check_options(self, info):
         p = self.path
@@ -175,11 +201,13 @@ class ZFile:
             raise FormatError(f"jump table of {info.index_size} blocks at {info.index_offset} "
                               f"does not fit before the trailer at {trailer_offset}", path=p,
                               field="index_size")
+        # the jump table must describe exactly the original size: (n-1)*bs < size <= n*bs, so
+        # that no block is past the end and no byte lacks a block (n = 0 iff size = 0)
         needed = -(-info.original_file_size // bs)
-        if info.index_size < needed:
-            raise FormatError(f"index_size {info.index_size} < {needed} blocks needed for "
-                              f"original_file_size {info.original_file_size}", path=p,
-                              field="index_size")
+        if info.index_size != needed:
+            raise FormatError(f"original_file_size {info.original_file_size} needs {needed} "
+                              f"blocks of {bs} bytes but the jump table has index_size "
+                              f"{info.index_size}", path=p, field="original_file_size")
 
     def _load_jump_table(self, info):
         p = self.path
