@@ -139,7 +139,7 @@ def test_turbooci_layer_is_refused_not_served_plain(guest):
 
 def test_inert_field_warned_once_per_daemon_start(guest):
     lines = guest["daemon.log"].splitlines()
-    starts = [x for x in lines if "overlaybd-tcmu starting" in x]
+    starts = [x for x in lines if "starting (package " in x]
     warned = [x for x in lines if "enableThread = true is not implemented" in x]
     assert len(starts) == 2 and len(warned) == len(starts)    # not once per worker or device
 
