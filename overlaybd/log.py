@@ -48,12 +48,16 @@ def kv(**fields):
 
 
 class _Stream:
-    def __init__(self, stream):
-        self.stream = stream
+    """Standard output looked up at each write: whoever replaced ``sys.stdout`` since logging
+    was set up (a test's capture that has since closed) gets the line, not a closed file."""
+
+    def __init__(self, name):
+        self.name = name
 
     def write(self, message):
-        self.stream.write(message)
-        self.stream.flush()
+        stream = getattr(sys, self.name)
+        stream.write(message)
+        stream.flush()
 
     def close(self):
         pass
@@ -70,7 +74,7 @@ def setup_logging(path="", level=1, size_mb=10, rotate_num=3, file_mode=logfile.
         _sink.close()
         _sink = None
     _sink = (logfile.LogFile(path, max(1, size_mb) << 20, max(1, min(30, rotate_num)), file_mode)
-             if path else _Stream(sys.stdout))
+             if path else _Stream("stdout"))
     sink = _sink
     logger.add(lambda m: sink.write(format_line(m.record)), level=LOGURU_LEVEL.get(level, "INFO"),
                format="{message}", colorize=False, catch=True)

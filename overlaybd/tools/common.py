@@ -43,7 +43,9 @@ def parser(prog, description, epilog=None):
 
 def setup_logging(verbose):
     logger.remove()
-    logger.add(sys.stderr, level="DEBUG" if verbose else "WARNING",
+    # sys.stderr looked up per line: a background thread that logs after a caller swapped
+    # standard error back (a test's capture) must not write to a closed stream
+    logger.add(lambda m: sys.stderr.write(m), level="DEBUG" if verbose else "WARNING",
                format="{time:YYYY/MM/DD HH:mm:ss.SSSSSS}|{level: <5}|{name}:{line}|{message}")
 
 
