@@ -274,3 +274,26 @@ def test_a_new_device_on_a_reused_fd_number_is_watched(tmp_path):
         b.fk.close()
     finally:
         a.daemon.shutdown()
+
+
+@pytest.mark.parametrize("cap_read_len", [True, False])
+def test_short_reply_after_long_one_sends_nothing_stale(tmp_path, cap_read_len):
+    """INQUIRY's 36 bytes land in the data-area block a 4 KiB READ has just filled: the reply
+    says its length (read_len, where the kernel offers it) and the rest of the buffer is zero,
+    so no byte of the earlier command reaches the initiator (libiscsi Inquiry.Standard)."""
+    from overlaybd.abi import tcmu as T
+    flags = T.MB_FLAG_CAP_OOOC | (T.MB_FLAG_CAP_READ_LEN if cap_read_len else 0)
+    h = Harness(tmp_path, content=b"\xee" * MiB, fk_kwargs={"flags": flags})
+    try:
+        assert h.run(read10(0, 8), data_in_len=4096).data == b"\xee" * 4096
+        c = h.run(bytes([S.INQUIRY, 0, 0, 0x10, 0x00, 0]), data_in_len=4096)
+        assert c.status == 0
+        if cap_read_len:
+            assert c.uflags & T.UFLAG_READ_LEN and len(c.data) == c.data[4] + 5
+        else:
+            assert not c.uflags & T.UFLAG_READ_LEN and len(c.data) == 4096
+        n = c.data[4] + 5                                    # ADDITIONAL LENGTH + 5
+        assert c.data[n:] == bytes(len(c.data) - n)          # nothing left over
+        assert b"\xee" not in c.data
+    finally:
+        h.close()

@@ -312,9 +312,10 @@ class Daemon:
         ring = dev.ring
         r = dev.disk.execute(cmd.cdb, cmd.data_len, lambda limit: ring.gather(cmd.iovs, limit))
         if isinstance(r, scsi.Reply):
-            if r.data:
-                ring.scatter(cmd.iovs, r.data)
-            ring.complete(cmd.cmd_id, r.status, r.sense)
+            read_len = None
+            if r.data:      # a reply shorter than its buffers says so: nothing stale is sent
+                read_len = ring.scatter(cmd.iovs, r.data, clear=True)
+            ring.complete(cmd.cmd_id, r.status, r.sense, read_len)
         else:
             self._submit(dev, cmd, r.op, r.ranges)
 

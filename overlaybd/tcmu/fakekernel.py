@@ -174,6 +174,8 @@ class FakeKernel:
                 status = mm[ent + T.RSP_STATUS]
                 sense = bytes(mm[ent + T.RSP_SENSE:ent + T.RSP_SENSE + T.SENSE_BUFFERSIZE])
                 data = b"".join(bytes(mm[o:o + n]) for o, n in iovs)[:data_in_len]
+                if uflags & T.UFLAG_READ_LEN:       # the kernel sends only read_len bytes
+                    data = data[:T.U32.unpack_from(mm, ent + T.RSP_READ_LEN)[0]]
                 self.free.extend(blocks)
                 out.append(Completion(cmd_id, status, sense, data, uflags))
             self.last_cleaned = (self.last_cleaned + length) % self.cmdr_size

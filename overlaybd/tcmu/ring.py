@@ -126,8 +126,10 @@ class Ring:
             p += T.IOVEC_SIZE
         return Command(cmd_id, cdb, iovs)
 
-    def complete(self, cmd_id, status, sense=b""):
-        """Write the completion of ``cmd_id`` into the slot at the mailbox tail and advance it."""
+    def complete(self, cmd_id, status, sense=b"", read_len=None):
+        """Write the completion of ``cmd_id`` into the slot at the mailbox tail and advance it.
+        ``read_len``: the bytes of data-in the reply holds when that is less than the
+        command's buffers; the kernel then sends only those (and reports the residual)."""
         if self.inflight <= 0:
             raise FormatError(f"completion of command {cmd_id} with none in flight",
                               path=self.name, field="cmd_tail")
@@ -141,6 +143,9 @@ class Ring:
         ent = self.cmdr_off + tail
         T.U16.pack_into(buf, ent + T.ENT_CMD_ID, cmd_id)
         buf[ent + T.RSP_STATUS] = status
+        if read_len is not None and self.flags & T.MB_FLAG_CAP_READ_LEN:
+            T.U32.pack_into(buf, ent + T.RSP_READ_LEN, read_len)
+            buf[ent + T.ENT_UFLAGS] = buf[ent + T.ENT_UFLAGS] | T.UFLAG_READ_LEN
         if sense or status:
             s = ent + T.RSP_SENSE
             buf[s:s + T.SENSE_BUFFERSIZE] = sense[:T.SENSE_BUFFERSIZE].ljust(T.SENSE_BUFFERSIZE, b"\0")
@@ -169,14 +174,20 @@ class Ring:
                 break
         return b"".join(parts)
 
-    def scatter(self, iovs, data):
-        """Copy ``data`` into ``iovs`` (data-in); returns the bytes copied."""
+    def scatter(self, iovs, data, clear=False):
+        """Copy ``data`` into ``iovs`` (data-in); returns the bytes copied.  ``clear``: zero
+        the buffer bytes past the data, so that a kernel that ignores ``read_len`` still sends
+        nothing left over from an earlier command."""
         mv = memoryview(data)
         done = 0
         for base, n in iovs:
-            n = min(n, len(mv) - done)
-            if n <= 0:
+            k = min(n, len(mv) - done)
+            if k > 0:
+                self.buf[base:base + k] = mv[done:done + k]
+                done += k
+            elif not clear:
                 break
-            self.buf[base:base + n] = mv[done:done + n]
-            done += n
+            if clear and k < n:
+                k = max(k, 0)
+                self.buf[base + k:base + n] = bytes(n - k)
         return done
