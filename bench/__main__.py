@@ -1,6 +1,7 @@
 """Run every benchmark: ``python -m bench [name ...]`` (default: all that exist, in ORDER).
 
-Each one's ``main`` is called with an empty argument list.  One that raises is reported and the
+Each one's ``main`` is called with the options given after the names (``python -m bench
+engine_bench --json``), or none.  One that raises is reported and the
 rest still run (exit status 1); missed targets are listed, exit status 0 (timings are noisy).
 """
 
@@ -13,7 +14,8 @@ ORDER = ["image_bench", "lsmt_bench", "zfile_bench", "engine_bench", "daemon_ben
 
 
 def main(argv):
-    names = argv or ORDER
+    first = next((i for i, a in enumerate(argv) if a.startswith("-")), len(argv))
+    names, options = argv[:first] or ORDER, argv[first:]
     failed, crashed = [], []
     for name in names:
         try:
@@ -24,7 +26,7 @@ def main(argv):
             raise
         print(f"== {name}", flush=True)
         try:
-            rc = mod.main([])
+            rc = mod.main(options)
         except Exception:                   # the benchmarks after it still run
             traceback.print_exc()
             crashed.append(name)
