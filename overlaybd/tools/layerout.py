@@ -1,5 +1,7 @@
 """Where committed layers go: plain, ZFile (-z) and/or tar-wrapped (-t) outputs."""
 
+import argparse
+
 from .. import tar, zfile
 from .common import CountingWriter, Output, Progress
 
@@ -21,9 +23,26 @@ def add_layer_options(p, compress_default=False):
     p.add_argument("--bs", type=int, default=4, choices=BLOCK_SIZES_KB, metavar="KB",
                    help="ZFile block size in KiB: 4, 8, 16, 32 or 64 (default 4)")
     p.add_argument("-t", dest="tar", action="store_true", help="wrap the output in a one-file tar")
-    p.add_argument("--compress_threads", type=int, default=1, metavar="N",
-                   help="ZFile compression threads (default 1)")
+    add_compress_threads(p)
     p.add_argument("-f", dest="force", action="store_true", help="overwrite an existing output")
+
+
+def _processes(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count of processes (1 or more)")
+    return n
+
+
+def add_compress_threads(p):
+    """``--compress_threads N``: upstream's flag name; here N compressing processes (this one
+    and N-1 forked), since threads cannot run the per-block Python work in parallel."""
+    p.add_argument("--compress_threads", type=_processes, default=1, metavar="N",
+                   help="ZFile compression processes, this one included (default 1); the "
+                        "output is the same bytes for every N")
 
 
 class LayerOutput:
@@ -43,7 +62,7 @@ class LayerOutput:
                 self.zfile = zfile.ZFileWriter(inner, algorithm=a.algorithm,
                                                block_size=a.bs << 10, verify=True,
                                                overwrite_header=overwrite_header,
-                                               threads=max(1, a.compress_threads))
+                                               threads=a.compress_threads)
                 inner = self.zfile
         except BaseException:
             self.output.discard()

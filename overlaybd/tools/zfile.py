@@ -6,12 +6,13 @@ from .. import tar, zfile
 from ..errors import OverlaybdError
 from ..io import LocalFile
 from .common import CountingWriter, Output, Progress, make_main, parser, say
-from .layerout import BLOCK_SIZES_KB
+from .layerout import BLOCK_SIZES_KB, add_compress_threads
 
 PROG = "overlaybd-zfile"
 
 EPILOG = """forms:
   overlaybd-zfile [-t] [-f] [--algorithm lz4|zstd] [--bs KB] <src> <dst>   compress
+  (--compress_threads N: N compressing processes; an addition, upstream's tool has none)
   overlaybd-zfile [-f] <dst>                       compress standard input into <dst>
   overlaybd-zfile -x [-f] <src> <dst>              decompress (a tar-wrapped src is unwrapped)
   overlaybd-zfile --verify <src>                   check every block's CRC"""
@@ -27,6 +28,7 @@ def build_parser():
     p.add_argument("--algorithm", choices=("lz4", "zstd"), default="lz4")
     p.add_argument("--bs", type=int, default=4, choices=BLOCK_SIZES_KB, metavar="KB",
                    help="block size in KiB: 4, 8, 16, 32 or 64 (default 4)")
+    add_compress_threads(p)
     p.add_argument("files", nargs="+", metavar="FILE")
     return p
 
@@ -62,7 +64,7 @@ def _main(a):
         prog = Progress(PROG, total, enabled=None if total else False)
         sink = tar.TarWriter(out.file) if a.tar else out.file
         zfile.compress(_Counting(src, prog), sink, algorithm=a.algorithm, block_size=a.bs << 10,
-                       verify=True, overwrite_header=False)
+                       verify=True, overwrite_header=False, threads=a.compress_threads)
         if a.tar:
             sink.close()
         prog.finish()

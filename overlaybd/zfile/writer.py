@@ -4,24 +4,23 @@
 Layout written: header (flags 0x13) -> blocks, each followed by its CRC when ``verify`` ->
 jump table -> trailer (0x16); with ``overwrite_header`` the header at offset 0 is rewritten
 at close with the final index info and flags 0x1B.  ``write()`` takes any sizes; with
-``threads > 1`` batches of blocks are compressed in a thread pool (the codecs release the
-GIL) and written in order, so the bytes do not depend on the thread count.
+``threads > 1`` runs of blocks (about 1 MiB each) are compressed in that many forked
+processes (``parallel.CompressorPool``) and written in order, so the bytes do not depend on
+the count.
 """
 
 from __future__ import annotations
 
-import struct
 import sys
 from array import array
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 from ..abi import zfile as abi
 from ..crc import crc32c_raw
 from ..errors import OverlaybdError
 from . import codec
+from .parallel import CompressorPool, block_bound, compress_into
 
-BATCH_BLOCKS = 64            # blocks per compression task / per output write
+TASK_BYTES = 1 << 20         # raw bytes per compression run / per output write
 
 
 class OutputSink:
@@ -77,7 +76,7 @@ class ZFileWriter:
     ``out``: a file with ``pwrite(data, off)`` or a binary stream with ``write``;
     ``algorithm``: "lz4" or "zstd"; ``block_size``: a power of two up to 64 KiB (the tools
     allow 4..64 KiB); ``verify``: append a CRC to every block; ``overwrite_header``: rewrite
-    the header at close (needs a seekable output); ``threads``: compression workers.
+    the header at close (needs a seekable output); ``threads``: compression processes (forked).
     """
 
     def __init__(self, out, algorithm="lz4", block_size=abi.DEFAULT_BLOCK_SIZE, verify=True,
@@ -93,54 +92,38 @@ class ZFileWriter:
         self._sink = OutputSink(out, need_seek=overwrite_header)
         self._compress = codec.compressor(self.algo)
         self._pending = bytearray()
-        self._batch = []
+        self._task = max(TASK_BYTES // block_size, 1) * block_size
         self._lens = array("I")
         self._raw_size = 0
         self._closed = False
-        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
-        self._inflight = deque()
-        self._max_inflight = 2 * threads
+        self._pool = self._out = None
+        if threads > 1:
+            self._pool = CompressorPool(threads, self.algo, block_size, self.verify, self._task)
+        else:
+            self._out = bytearray(self._task // block_size * block_bound(block_size))
         self._opts = abi.HeaderTrailer(block_size=block_size, algo=self.algo,
                                        verify=int(self.verify))
         self._sink.write(self._opts.with_flags(abi.FLAGS_HEADER).pack())
 
     # -- compression -------------------------------------------------------------------------
-    def _compress_batch(self, blocks):
-        """Stored bytes of each block (CRC appended) for a list of raw blocks."""
-        comp = self._compress
-        out = []
-        for b in blocks:
-            c = comp(b)
-            if self.verify:
-                c = c + struct.pack("<I", crc32c_raw(c, abi.BLOCK_CRC_SEED))
-            out.append(c)
-        return out
-
-    def _emit(self, stored):
-        big = max(map(len, stored))
+    def _emit(self, lens, stored):
+        big = max(lens)
         if big > abi.MAX_BLOCK_SIZE:
             # upstream writes such a block and then cannot read it back (MAX_READ_SIZE)
-            i = len(self._lens) + next(k for k, b in enumerate(stored) if len(b) == big)
+            i = len(self._lens) + lens.index(big)
             raise OverlaybdError(f"block {i} compresses to {big} bytes > {abi.MAX_BLOCK_SIZE}: "
                                  "no ZFile reader could read it back; use a smaller block size",
                                  field="block_size")
-        self._lens.extend(map(len, stored))
-        self._sink.write(b"".join(stored))
+        self._lens.extend(lens)
+        self._sink.write(stored)
 
-    def _flush_batch(self):
-        batch, self._batch = self._batch, []
-        if not batch:
+    def _submit(self, raw):
+        if self._pool is not None:
+            self._pool.submit(raw, self._emit)
             return
-        if self._pool is None:
-            self._emit(self._compress_batch(batch))
-            return
-        self._inflight.append(self._pool.submit(self._compress_batch, batch))
-        while len(self._inflight) >= self._max_inflight:
-            self._emit(self._inflight.popleft().result())
-
-    def _drain(self):
-        while self._inflight:
-            self._emit(self._inflight.popleft().result())
+        lens = compress_into(self._compress, raw, self.block_size, self.verify, self._out, 0)
+        with memoryview(self._out) as out:
+            self._emit(lens, out[:sum(lens)])
 
     # -- public ------------------------------------------------------------------------------
     def write(self, data) -> int:
@@ -150,25 +133,21 @@ class ZFileWriter:
         mv = memoryview(data).cast("B")
         n = len(mv)
         self._raw_size += n
-        bs = self.block_size
+        task = self._task
         pos = 0
         if self._pending:
-            take = min(bs - len(self._pending), n)
+            take = min(task - len(self._pending), n)
             self._pending += mv[:take]
             pos = take
-            if len(self._pending) < bs:
+            if len(self._pending) < task:
                 return n
-            self._batch.append(bytes(self._pending))
+            self._submit(self._pending)
             self._pending = bytearray()
-        while n - pos >= bs:
-            self._batch.append(bytes(mv[pos:pos + bs]))
-            pos += bs
-            if len(self._batch) >= BATCH_BLOCKS:
-                self._flush_batch()
+        while n - pos >= task:
+            self._submit(mv[pos:pos + task])
+            pos += task
         if pos < n:
             self._pending += mv[pos:]
-        if len(self._batch) >= BATCH_BLOCKS:
-            self._flush_batch()
         return n
 
     def close(self):
@@ -178,13 +157,13 @@ class ZFileWriter:
         self._closed = True
         try:
             if self._pending:
-                self._batch.append(bytes(self._pending))
+                self._submit(self._pending)
                 self._pending = bytearray()
-            self._flush_batch()
-            self._drain()
+            if self._pool is not None:
+                self._pool.drain(self._emit)
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=True)
+                self._pool.close()
         index_offset = self._sink.pos
         lens = self._lens
         if sys.byteorder == "big":
@@ -217,4 +196,4 @@ class ZFileWriter:
         if exc_type is None:
             self.close()
         elif self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.close(cancel=True)
