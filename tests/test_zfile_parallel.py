@@ -52,10 +52,14 @@ def test_children_compress_and_results_come_back_in_order():
     got = []
     pool = CompressorPool(2, zabi.ALGO_LZ4, bs, True, MiB)
     try:
+        def emit(lens, stored):
+            got.append((list(lens), bytes(stored)))
         for r in runs:
-            pool.submit(r, lambda lens, stored: got.append((list(lens), bytes(stored))))
+            with pool.take(emit) as slot:
+                slot[:len(r)] = r
+            pool.submit(len(r), emit)
         by_child = sum(run[1] is not None for run in pool.runs)
-        pool.drain(lambda lens, stored: got.append((list(lens), bytes(stored))))
+        pool.drain(emit)
     finally:
         pool.close()
     assert by_child >= 1                    # the first run always goes to the idle child

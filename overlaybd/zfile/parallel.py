@@ -3,8 +3,8 @@
 One loop, :func:`compress_into`, turns a run of raw blocks into stored blocks (CRC appended)
 written straight into a destination buffer.  The writer calls it inline, or hands runs to a
 :class:`CompressorPool` of N compressing processes: the parent and N-1 forked children, which
-share one anonymous ``MAP_SHARED`` mapping of 3N slots.  The parent copies a run into a free
-slot's input half; while fewer than two runs wait per child it sends it only ``(slot, length)``
+share one anonymous ``MAP_SHARED`` mapping of 3N slots.  The writer fills a free slot's input
+half with a run; while fewer than two runs wait per child it sends it only ``(slot, length)``
 down a pipe, the child compresses into the slot's output half, puts the stored lengths (4
 bytes a block) at the slot's end and answers ``(slot, blocks)``;
 otherwise the parent compresses the run itself (it would only wait otherwise, and it is one
@@ -96,10 +96,10 @@ class _Child:
 
 class CompressorPool:
     """``processes`` compressors (this one and ``processes - 1`` forked children) fed
-    through shared-memory slots.  :meth:`submit` copies a run of at most ``task_bytes`` raw
-    bytes (whole blocks but the last) in and, when every slot is busy, first hands the oldest
-    finished run to ``emit(lens, stored)``; :meth:`drain` hands over the rest.  ``stored`` is
-    a view into the slot, valid only during the call."""
+    through shared-memory slots.  The caller fills the slot :meth:`take` returns with a run of
+    at most ``task_bytes`` raw bytes (whole blocks but the last) and :meth:`submit` hands it on;
+    finished runs go to ``emit(lens, stored)`` in order, when a slot is needed or at
+    :meth:`drain`.  ``stored`` is a view into the slot, valid only during the call."""
 
     def __init__(self, processes, algo, block_size, verify, task_bytes):
         self.comp, self.block_size, self.verify = codec.compressor(algo), block_size, verify
@@ -111,6 +111,7 @@ class CompressorPool:
         self.mm = mmap.mmap(-1, nslots * self.stride)
         self.view = memoryview(self.mm)
         self.free = deque(range(nslots))
+        self.filling = None               # the slot handed out by take(), not yet submitted
         self.runs = deque()               # [slot, child or None, lens or None], oldest first
         self.kids = []
         try:
@@ -141,18 +142,26 @@ class CompressorPool:
         return lens
 
     # -- parent side ---------------------------------------------------------------------
-    def submit(self, raw, emit):
+    def take(self, emit):
+        """A free slot's input half to fill with the next run (at most ``task_bytes``); when
+        every slot is busy the oldest run is finished and emitted first."""
         if not self.free:
             self._finish_oldest(emit)
-        slot = self.free.popleft()
-        base = slot * self.stride
+        self.filling = self.free.popleft()
+        base = self.filling * self.stride
+        return self.view[base:base + self.in_size]
+
+    def submit(self, n, emit):
+        """Compress the ``n`` bytes filled into the slot from :meth:`take`: sent to the least
+        busy child, or compressed here when every child has two runs queued."""
+        slot, self.filling = self.filling, None
         self._collect(block=None)
         kid = min(self.kids, key=lambda k: len(k.runs))
-        if len(kid.runs) >= 2:                  # every child has its next run queued
-            run = [slot, None, self._compress(raw, base)]
+        if len(kid.runs) >= 2:
+            base = slot * self.stride
+            with self.view[base:base + n] as src:
+                run = [slot, None, self._compress(src, base)]
         else:
-            n = len(raw)
-            self.view[base:base + n] = raw
             run = [slot, kid, None]
             kid.runs.append(run)
             try:
@@ -209,4 +218,7 @@ class CompressorPool:
         self.kids = []
         self.runs.clear()
         self.view.release()
-        self.mm.close()
+        try:
+            self.mm.close()
+        except BufferError:       # a view is still held (a traceback): unmapped when collected
+            pass

@@ -91,15 +91,16 @@ class ZFileWriter:
         self.overwrite_header = overwrite_header
         self._sink = OutputSink(out, need_seek=overwrite_header)
         self._compress = codec.compressor(self.algo)
-        self._pending = bytearray()
         self._task = max(TASK_BYTES // block_size, 1) * block_size
+        self._buf, self._fill = None, 0   # the run being filled (a pool slot or _in) and its length
         self._lens = array("I")
         self._raw_size = 0
         self._closed = False
-        self._pool = self._out = None
+        self._pool = self._in = self._out = None
         if threads > 1:
             self._pool = CompressorPool(threads, self.algo, block_size, self.verify, self._task)
         else:
+            self._in = bytearray(self._task)
             self._out = bytearray(self._task // block_size * block_bound(block_size))
         self._opts = abi.HeaderTrailer(block_size=block_size, algo=self.algo,
                                        verify=int(self.verify))
@@ -117,17 +118,23 @@ class ZFileWriter:
         self._lens.extend(lens)
         self._sink.write(stored)
 
-    def _submit(self, raw):
+    def _flush(self):
+        """Compress the run filled so far (the pool's slot, or inline)."""
+        buf, n = self._buf, self._fill
+        self._buf, self._fill = None, 0
         if self._pool is not None:
-            self._pool.submit(raw, self._emit)
+            buf.release()
+            self._pool.submit(n, self._emit)
             return
-        lens = compress_into(self._compress, raw, self.block_size, self.verify, self._out, 0)
+        lens = compress_into(self._compress, buf[:n], self.block_size, self.verify, self._out, 0)
+        buf.release()
         with memoryview(self._out) as out:
             self._emit(lens, out[:sum(lens)])
 
     # -- public ------------------------------------------------------------------------------
     def write(self, data) -> int:
-        """Append ``data`` (any size) to the uncompressed stream."""
+        """Append ``data`` (any size) to the uncompressed stream.  Bytes are copied once, into
+        the run being filled; a full run is compressed (or handed to a process) at once."""
         if self._closed:
             raise ValueError("write to a closed ZFileWriter")
         mv = memoryview(data).cast("B")
@@ -135,19 +142,16 @@ class ZFileWriter:
         self._raw_size += n
         task = self._task
         pos = 0
-        if self._pending:
-            take = min(task - len(self._pending), n)
-            self._pending += mv[:take]
-            pos = take
-            if len(self._pending) < task:
-                return n
-            self._submit(self._pending)
-            self._pending = bytearray()
-        while n - pos >= task:
-            self._submit(mv[pos:pos + task])
-            pos += task
-        if pos < n:
-            self._pending += mv[pos:]
+        while pos < n:
+            if self._buf is None:
+                self._buf = (self._pool.take(self._emit) if self._pool is not None
+                             else memoryview(self._in))
+            k = min(n - pos, task - self._fill)
+            self._buf[self._fill:self._fill + k] = mv[pos:pos + k]
+            self._fill += k
+            pos += k
+            if self._fill == task:
+                self._flush()
         return n
 
     def close(self):
@@ -156,12 +160,12 @@ class ZFileWriter:
             return
         self._closed = True
         try:
-            if self._pending:
-                self._submit(self._pending)
-                self._pending = bytearray()
+            if self._fill:
+                self._flush()
             if self._pool is not None:
                 self._pool.drain(self._emit)
         finally:
+            self._drop_buffer()
             if self._pool is not None:
                 self._pool.close()
         index_offset = self._sink.pos
@@ -195,5 +199,12 @@ class ZFileWriter:
     def __exit__(self, exc_type, *exc):
         if exc_type is None:
             self.close()
-        elif self._pool is not None:
-            self._pool.close(cancel=True)
+        else:
+            self._drop_buffer()
+            if self._pool is not None:
+                self._pool.close(cancel=True)
+
+    def _drop_buffer(self):
+        if self._buf is not None:
+            self._buf.release()
+            self._buf, self._fill = None, 0
