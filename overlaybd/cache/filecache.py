@@ -121,7 +121,7 @@ class CachedBlob:
         if meter is not None:       # metrics on: count every read (no cost when off)
             self.preadinto = self._metered_preadinto
         if store:
-            store.acquire(self.name)
+            store.acquire(self.name, self.fd)
 
     # -- file protocol ----------------------------------------------------------------------
     def pread(self, n, off):
