@@ -38,7 +38,7 @@ from loguru import logger
 from .. import audit, metrics
 from ..io import make_private_dir
 from .usage import NAME as USAGE_NAME
-from .usage import SharedUsage
+from .usage import SharedUsage, sweep_stale
 
 GiB = 1 << 30
 DISK_RESERVE = 1 * GiB
@@ -63,6 +63,7 @@ class CacheStore:
         self.total = 0
         self.mtimes = {}                     # relative name -> st_mtime_ns at the last measure
         make_private_dir(self.root)
+        sweep_stale()
         self.usage = SharedUsage(self.root)
         self.usage.try_become_evictor()
         self.scan()

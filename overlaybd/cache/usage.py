@@ -14,6 +14,8 @@ offset   u64
 8        ``written``: growth reported by any process's cache writes since that pass
 16       ``full``: cache writes fail with ENOSPC until a pass ends below the risk mark
 24       ``request``: a writer crossed the risk mark; the evictor runs a pass now
+64       the directory's real path (NUL-terminated), so a file whose directory is gone
+         can be recognised and removed (:func:`sweep_stale`, run at every store's start)
 =======  ===========================================================================
 
 Updates hold a POSIX record lock on the file (released by the kernel if the holder dies).
@@ -37,10 +39,32 @@ NAME = ".overlaybd-usage"
 SHM_DIR = "/dev/shm"
 
 
+_PREFIX = "overlaybd-cache-usage."
+_PATH_AT = 64
+
+
+def sweep_stale():
+    """Remove the usage files in /dev/shm whose cache directory no longer exists."""
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for n in names:
+        p = os.path.join(SHM_DIR, n)
+        try:
+            with open(p, "rb") as f:
+                f.seek(_PATH_AT)
+                root = f.read(SIZE - _PATH_AT).split(b"\0", 1)[0]
+            if root and not os.path.isdir(root):
+                os.unlink(p)
+        except OSError:
+            pass
+
+
 def usage_path(root):
     if os.path.isdir(SHM_DIR):
         key = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:20]
-        return os.path.join(SHM_DIR, f"overlaybd-cache-usage.{key}")
+        return os.path.join(SHM_DIR, _PREFIX + key)
     return os.path.join(root, NAME)
 SIZE = 4096
 _U64 = struct.Struct("Q")
@@ -61,6 +85,8 @@ class SharedUsage:
             # blocks allocated now: a sparse page first touched on a full disk is a SIGBUS
             os.posix_fallocate(self.fd, 0, SIZE)
             self.mm = mmap.mmap(self.fd, SIZE)
+            real = os.path.realpath(root).encode()[:SIZE - _PATH_AT - 1]
+            self.mm[_PATH_AT:_PATH_AT + len(real) + 1] = real + b"\0"
         except OSError as e:
             if self.fd >= 0:
                 os.close(self.fd)
