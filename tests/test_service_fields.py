@@ -21,7 +21,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 # a non-default value for every field that has ever been inert; the expected warnings come
 # from the table, so a field that gets implemented (its row deleted) simply stops warning
 INERT = {"gzipCacheConfig": {"enable": True}, "exporterConfig": {"enable": True, "port": 9999},
-         "serviceConfig": {"enable": True}, "prefetchConfig": {"concurrency": 4}, "ioEngine": 1,
+         "serviceConfig": {"enable": True}, "prefetchConfig": {"concurrency": 4}, "ioEngine": 2,
          "enableThread": True, "cacheConfig": {"cacheType": "ocf"}, "registryFsVersion": "v1"}
 
 
@@ -55,7 +55,7 @@ def test_daemon_warns_once_per_inert_field_at_start(tmp_path, monkeypatch):
     lines = [x for x in log.read_text().splitlines() if "|WARN |" in x]
     assert _warned_fields(lines) == {row[0]: 1 for row in NOT_IMPLEMENTED}
     assert all(str(cfg) in x for x in lines if "is not implemented" in x)
-    assert any("ioEngine = 1 is not implemented" in x for x in lines)
+    assert any("ioEngine = 2 is not implemented" in x for x in lines)
 
 
 def test_defaults_and_shipped_config_warn_about_nothing(captured):
@@ -65,7 +65,7 @@ def test_defaults_and_shipped_config_warn_about_nothing(captured):
     assert shipped.gzip_cache.enable is False
     # inert settings under a disabled feature are not worth a warning; implemented values neither
     quiet = ServiceConfig.from_dict({"exporterConfig": {"port": 1}, "cacheConfig": {"cacheType": "download"},
-                                     "registryFsVersion": "v2", "ioEngine": 0})
+                                     "registryFsVersion": "v2", "ioEngine": 1})
     assert unimplemented_fields(quiet) == []
 
 

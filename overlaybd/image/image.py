@@ -12,8 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from loguru import logger
 
 from .. import detect, log, lsmt, metrics
+from ..directio import open_local
 from ..errors import OverlaybdError
-from ..io import PRIVATE_FILE, LocalFile
+from ..io import PRIVATE_FILE
 from ..prefetch.recorder import wrap_layers
 from ..workers.blockcache import BlockCache
 from ..zfile import ZFile
@@ -97,7 +98,7 @@ def open_lower(cfg, i, lower, svc, block_cache=True):
     for cand in lower.local_candidates():
         if os.path.exists(cand):
             try:
-                src = LocalFile(cand)
+                src = open_local(cand, svc.io_engine)
             except OverlaybdError as e:
                 raise ImageOpenError(f"failed to open local file {cand}", e) from e
             if svc.enable_audit and svc.audit_path:

@@ -169,7 +169,8 @@ NOT_IMPLEMENTED = (
     ("gzipCacheConfig.enable", "gzip_cache.enable", None,
      "there is no gzip cache (it serves TurboOCI layers, which are refused)"),
     ("serviceConfig.enable", "service.enable", None, "no live-snapshot API is served"),
-    ("ioEngine", "io_engine", None, "local layer files are read with pread (ioEngine 0)"),
+    ("ioEngine", "io_engine", (2,), "POSIX aio is not implemented: local layer files are read "
+     "with pread (ioEngine 0)"),
     ("enableThread", "enable_thread", None, "devices are served by the worker processes"),
     ("cacheConfig.cacheType", "cache.type", ("ocf",), "the file cache is used instead"),
     ("registryFsVersion", "registry_fs_version", ("v1",),
