@@ -102,7 +102,8 @@ def test_vpd_block_limits(rw):
     d = rw.run(inquiry(1, 0xB0), data_in_len=64).data
     assert d[:6] == bytes([0, 0xB0, 0, 0x3C, 1, 1])
     assert struct.unpack(">II", d[8:16]) == (0, 0)              # max/optimal transfer
-    assert struct.unpack(">III", d[20:32]) == (0, 4, 0)         # unmap count, descriptors, gran
+    # UNMAP is advertised, so MAXIMUM UNMAP LBA COUNT is not 0 (0 means unsupported): no limit
+    assert struct.unpack(">III", d[20:32]) == (0xFFFFFFFF, 4, 0)  # unmap count, descr., gran
     assert d[32] == 0x80                                        # UGAVALID
     assert struct.unpack(">Q", d[36:44])[0] == 0xFFFFFFFF       # max WRITE SAME length
 
@@ -223,12 +224,29 @@ def test_read16_high_lba_beyond_capacity(rw):
 def test_write_to_read_only_is_write_protected(ro):
     c = ro.run(rw_cdb(S.WRITE_10, 0, 1), data_out=bytes(512))
     assert c.status == S.CHECK_CONDITION
-    assert c.sense[:18] == S.fixed_sense(S.ILLEGAL_REQUEST, S.ASC_INCOMPATIBLE_FORMAT)
-    assert sense_of(c) == (0x05, 0x3005)
+    assert c.sense[:18] == S.fixed_sense(S.DATA_PROTECT, S.ASC_WRITE_PROTECTED)
+    assert sense_of(c) == (0x07, 0x2700)
     assert file_bytes(ro.path, 0, 512) == ro.content[:512]
     c = ro.run(bytes([S.WRITE_SAME_16, 0x08]) + struct.pack(">QI", 0, 8) + b"\0\0",
                data_out=bytes(512))
-    assert sense_of(c) == (0x05, 0x3005)
+    assert sense_of(c) == (0x07, 0x2700)
+    for op in (S.WRITE_12, S.WRITE_16):
+        c = ro.run(rw_cdb(op, 0, 1), data_out=bytes(512))
+        assert sense_of(c) == (0x07, 0x2700)
+    assert file_bytes(ro.path, 0, 512) == ro.content[:512]
+
+
+@pytest.mark.parametrize("op", ["READ_10", "READ_12", "READ_16", "WRITE_10", "WRITE_12",
+                                "WRITE_16"])
+@pytest.mark.parametrize("bits", [0x20, 0x40, 0xE0, 0x10, 0x08])   # (RD|WR)PROTECT, DPO, FUA
+def test_protect_dpo_fua_are_invalid_fields(rw, op, bits):
+    opcode = getattr(S, op)
+    cdb = bytearray(rw_cdb(opcode, 3, 1))
+    cdb[1] |= bits
+    write = op.startswith("WRITE")
+    c = rw.run(bytes(cdb), **({"data_out": b"\xAA" * 512} if write else {"data_in_len": 512}))
+    assert sense_of(c) == (S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_CDB)
+    assert file_bytes(rw.path, 3 * 512, 512) == rw.content[3 * 512:4 * 512]   # nothing written
 
 
 def test_write_same_with_unmap_discards(rw):

@@ -86,7 +86,9 @@ class FastReads:
                 if fast:
                     fast = False
                     opc = buf[cdb_off]
-                    if opc == _READ_10:
+                    if buf[cdb_off + 1] & S.RW_PROTECT_DPO_FUA:
+                        pass                    # RDPROTECT / DPO / FUA: the generic path refuses
+                    elif opc == _READ_10:
                         lba, nblocks = _READ10(buf, cdb_off)
                         fast = True
                     elif opc == _READ_16:

@@ -1,4 +1,9 @@
-"""SCSI emulation of an overlaybd disk (spec §9.2), byte for byte like photon-libtcmu.
+"""SCSI emulation of an overlaybd disk (spec §9.2), like photon-libtcmu except where SBC says
+otherwise (libiscsi's conformance suite and the kernel's file backstore are the references):
+a write to a read-only disk is DATA PROTECT / WRITE PROTECTED (libtcmu: ILLEGAL REQUEST /
+INCOMPATIBLE FORMAT), RDPROTECT/WRPROTECT and DPO/FUA are refused as INVALID FIELD IN CDB
+(no protection information; MODE SENSE does not claim DPOFUA), and Block Limits gives a
+MAXIMUM UNMAP LBA COUNT, since UNMAP is advertised.
 
 ``ScsiDisk.execute(cdb, data_len, data_out)`` answers non-I/O commands itself with a
 :class:`Reply` (status, sense, data-in bytes) and turns block I/O into an :class:`Io` (one
@@ -26,6 +31,7 @@ PRODUCT = b"TCMU device"
 REVISION = b"0002"
 MAX_WRITE_SAME_LENGTH = 0xFFFFFFFF
 MAX_UNMAP_DESCRIPTORS = 4
+MAX_UNMAP_LBAS = 0xFFFFFFFF   # no limit (0 would mean UNMAP is not supported)
 MAX_PARAM_LIST = 512     # libtcmu reads parameter lists into 512-byte buffers
 
 
@@ -63,7 +69,7 @@ INVALID_CDB = check(S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_CDB)
 INVALID_PARAM_LIST = check(S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_PARAM_LIST)
 PARAM_LIST_LEN = check(S.ILLEGAL_REQUEST, S.ASC_PARAM_LIST_LENGTH_ERROR)
 LBA_OUT_OF_RANGE = check(S.ILLEGAL_REQUEST, S.ASC_LBA_OUT_OF_RANGE)
-WRITE_PROTECTED = check(S.ILLEGAL_REQUEST, S.ASC_INCOMPATIBLE_FORMAT)
+WRITE_PROTECTED = check(S.DATA_PROTECT, S.ASC_WRITE_PROTECTED)
 READ_ERROR = check(S.MEDIUM_ERROR, S.ASC_READ_ERROR)
 WRITE_ERROR = check(S.MEDIUM_ERROR, S.ASC_WRITE_ERROR)
 HW_ERROR = check(S.HARDWARE_ERROR, S.ASC_INTERNAL_TARGET_FAILURE)
@@ -136,6 +142,8 @@ class ScsiDisk:
         return handler(self, cdb, data_len, data_out)
 
     def _rw(self, cdb, write):
+        if S.cdb_length(cdb[0]) > 6 and cdb[1] & S.RW_PROTECT_DPO_FUA:
+            return INVALID_CDB
         if write and self.read_only:
             return WRITE_PROTECTED
         lba, nblocks = lba_and_length(cdb)
@@ -247,7 +255,7 @@ class ScsiDisk:
             buf[4] = 0x01               # WSNZ
             buf[5] = 0x01               # maximum COMPARE AND WRITE length
             # max / optimal transfer length: 0 (no limit); unmap enabled:
-            struct.pack_into(">IIII", buf, 20, 0, MAX_UNMAP_DESCRIPTORS, 0, 0)
+            struct.pack_into(">IIII", buf, 20, MAX_UNMAP_LBAS, MAX_UNMAP_DESCRIPTORS, 0, 0)
             buf[32] |= 0x80             # UGAVALID
             struct.pack_into(">Q", buf, 36, MAX_WRITE_SAME_LENGTH)
             return bytes(buf)

@@ -27,7 +27,7 @@ sg_inq -p 0xb2 "$sg1" > "$OUT/sg_inq_b2.txt" 2>&1
 sg_readcap -l "$sg1" > "$OUT/sg_readcap16.txt" 2>&1
 sg_readcap "$sg1" > "$OUT/sg_readcap10.txt" 2>&1
 sg_modes -a "$sg1" > "$OUT/sg_modes.txt" 2>&1
-# a WRITE(10) sent straight to the read-only disk: CHECK CONDITION 0x05/0x3005
+# a WRITE(10) sent straight to the read-only disk: CHECK CONDITION DATA PROTECT/0x2700
 sg_raw -v -s 512 -i /dev/zero "$sg1" 2a 00 00 00 00 00 00 00 01 00 > "$OUT/sg_raw_write.txt" 2>&1
 # reconfiguring a live device is not supported: the kernel's write fails, the device lives on
 echo -n "overlaybd//elsewhere.json;1" 2>"$OUT/reconfig.err" > /sys/kernel/config/target/core/user_999999999/dev_1/attrib/dev_config
