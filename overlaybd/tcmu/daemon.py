@@ -54,7 +54,7 @@ class Device:
         self.handle = handle
         self.ring = ring
         self.disk = disk
-        self.pending = {}            # cmd_id -> [further (offset, length) ranges of a discard]
+        self.pending = {}            # cmd_id -> (op in the engine, [(op, offset, length) to run next])
         self.fast = None             # FastReads when the engine is inline
 
     @property
@@ -317,26 +317,32 @@ class Daemon:
                 read_len = ring.scatter(cmd.iovs, r.data, clear=True)
             ring.complete(cmd.cmd_id, r.status, r.sense, read_len)
         else:
-            self._submit(dev, cmd, r.op, r.ranges)
+            self._submit(dev, cmd, r)
 
-    def _submit(self, dev, cmd, op, ranges):
-        off, length = ranges[0]
+    def _submit(self, dev, cmd, io):
+        """Start ``io``'s first range in the engine; its further ranges (UNMAP descriptors)
+        and its follow-up (the flush of a FUA write) run from :meth:`_on_complete`."""
+        off, length = io.ranges[0]
         iovs = []
-        if op in (scsi.OP_READ, scsi.OP_WRITE):
-            left = length
-            for base, n in cmd.iovs:
-                n = min(n, left)
-                if n:
-                    iovs.append((base, n))
-                left -= n
-            if left:
-                logger.error("device {}: command {} has {} bytes of buffers for {}", dev.name,
-                             cmd.cmd_id, length - left, length)
-                dev.ring.complete(cmd.cmd_id, scsi.HW_ERROR.status, scsi.HW_ERROR.sense)
-                return
-        dev.pending[cmd.cmd_id] = (op, ranges[1:])
+        left = io.data_len
+        for base, n in cmd.iovs:
+            if not left:
+                break
+            n = min(n, left)
+            if n:
+                iovs.append((base, n))
+            left -= n
+        if left:
+            logger.error("device {}: command {} has {} bytes of buffers for {}", dev.name,
+                         cmd.cmd_id, io.data_len - left, io.data_len)
+            dev.ring.complete(cmd.cmd_id, scsi.HW_ERROR.status, scsi.HW_ERROR.sense)
+            return
+        steps = [(io.op, o, n) for o, n in io.ranges[1:]]
+        if io.then is not None:
+            steps.append((io.then, 0, 0))
+        dev.pending[cmd.cmd_id] = (io.op, steps)
         try:
-            self.engine.submit(dev.key, cmd.cmd_id, op, off, length, iovs)
+            self.engine.submit(dev.key, cmd.cmd_id, io.op, off, length, iovs)
         except OverlaybdError as e:
             logger.error("device {}: command {}: {}", dev.name, cmd.cmd_id, e)
             dev.pending.pop(cmd.cmd_id, None)
@@ -346,11 +352,12 @@ class Daemon:
         dev = self.devices.get(key)
         if dev is None:
             return
-        op, rest = dev.pending.pop(cmd_id, (None, []))
-        if status == scsi.ST_GOOD and rest:       # UNMAP with several descriptors
-            dev.pending[cmd_id] = (op, rest[1:])
+        op, steps = dev.pending.pop(cmd_id, (None, []))
+        if status == scsi.ST_GOOD and steps:       # the next UNMAP range, a FUA write's flush
+            nop, off, length = steps[0]
+            dev.pending[cmd_id] = (nop, steps[1:])
             try:
-                self.engine.submit(key, cmd_id, op, rest[0][0], rest[0][1], [])
+                self.engine.submit(key, cmd_id, nop, off, length, [])
                 return
             except OverlaybdError as e:
                 logger.error("device {}: command {}: {}", dev.name, cmd_id, e)

@@ -36,7 +36,7 @@ _MB_TAIL = T.MB_CMD_TAIL
 _REQ_IOV = T.REQ_IOV
 _STATUS = T.RSP_STATUS
 _READ_10 = S.READ_10
-_REFUSED = S.RW_PROTECT_DPO_FUA       # READ(10/16) byte 1: the generic path refuses these
+_REFUSED = S.RW_PROTECT              # READ(10/16) byte 1: the generic path refuses RDPROTECT
 _READ_16 = S.READ_16
 
 
@@ -88,7 +88,7 @@ class FastReads:
                     fast = False
                     opc = buf[cdb_off]
                     if buf[cdb_off + 1] & _REFUSED:
-                        pass                    # RDPROTECT / DPO / FUA: the generic path refuses
+                        pass                    # RDPROTECT: the generic path refuses it
                     elif opc == _READ_10:
                         lba, nblocks = _READ10(buf, cdb_off)
                         fast = True
