@@ -1,17 +1,21 @@
-"""The engine's compare operations (VERIFY, COMPARE AND WRITE) and WRITE SAME with 0, 1 and 2
-workers: bytes on disk, miscompare offsets relative to the command, and COMPARE AND WRITE
-atomic across worker processes."""
+"""The engine's compare operations (VERIFY, COMPARE AND WRITE), WRITE SAME and the scratch
+copies of EXTENDED COPY with 0, 1 and 2 workers: bytes on disk, miscompare offsets relative
+to the command, and COMPARE AND WRITE atomic across worker processes."""
 
 import os
 
 import pytest
 from workers_fixtures import Harness, MiB
 
+from overlaybd.workers import CommandError
 from overlaybd.workers.ops import (
     OP_COMPARE_WRITE,
+    OP_COPY_IN,
+    OP_COPY_OUT,
     OP_READ,
     OP_VERIFY,
     OP_WRITE_SAME,
+    SCRATCH_SIZE,
     ST_GOOD,
     ST_MISCOMPARE,
     ST_WRITE_PROTECT,
@@ -126,3 +130,22 @@ def test_compare_and_write_is_atomic_across_worker_processes(tmp_path):
     finally:
         h.close()
     assert h.path.read_bytes()[target:target + 512] == datas[winners[0]]
+
+
+@pytest.mark.parametrize("workers", WORKERS)
+def test_copy_in_then_out_moves_bytes_through_the_scratch_area(tmp_path, workers):
+    h = Harness(tmp_path, workers, writable=True, chunk_size=64 * 1024)
+    try:
+        src, dst, n = 64 * 1024 - 4096, 5 * 64 * 1024 + 512, 200 * 1024   # several chunks each
+        h.engine.submit(7, 1, OP_COPY_IN, src, n, [(0, n)])
+        h.wait_for([1])
+        h.engine.submit(7, 2, OP_COPY_OUT, dst, n, [(0, n)])
+        h.wait_for([2])
+        assert h.completions == {1: [ST_GOOD], 2: [ST_GOOD]}
+        with pytest.raises(CommandError):                     # beyond the scratch area
+            h.engine.submit(7, 3, OP_COPY_IN, 0, 4096, [(SCRATCH_SIZE - 512, 4096)])
+    finally:
+        h.close()
+    content = h.path.read_bytes()
+    assert content[dst:dst + n] == h.src[src:src + n]
+    assert content[:dst] == h.src[:dst] and content[dst + n:] == h.src[dst + n:]

@@ -29,15 +29,19 @@ class Reply:
 class Io:
     """Block I/O for the engine: ``op`` over ``ranges`` [(byte offset, byte length)] (one
     engine command each, in turn), with the first ``data_len`` bytes of the command's buffers
-    (data in or out), then, if ``then`` is set, that operation (OP_FLUSH after a FUA write)."""
+    (data in or out), then, if ``then`` is set, that operation (OP_FLUSH after a FUA write).
+    ``steps`` [(op, offset, length, scratch iovecs)], if given, follow instead of ``ranges[1:]``
+    and ``then`` (EXTENDED COPY: chunks in and out of the device's scratch area)."""
 
-    __slots__ = ("data_len", "op", "ranges", "then")
+    __slots__ = ("data_len", "op", "ranges", "steps", "then")
 
-    def __init__(self, op, ranges, data_len=0, then=None):
+    def __init__(self, op, ranges, data_len=0, then=None, steps=None):
         self.op, self.ranges, self.data_len, self.then = op, ranges, data_len, then
+        self.steps = steps
 
     def __repr__(self):
-        return f"Io(op={self.op}, ranges={self.ranges}, data_len={self.data_len}, then={self.then})"
+        return (f"Io(op={self.op}, ranges={self.ranges}, data_len={self.data_len}, "
+                f"then={self.then}, steps={len(self.steps or ())})")
 
 
 def check(key, asc, information=None):

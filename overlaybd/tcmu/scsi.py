@@ -9,9 +9,10 @@ COUNT, since UNMAP is advertised.
 ``ScsiDisk.execute(cdb, data_len, data_out)`` answers non-I/O commands itself with a
 :class:`Reply` (status, sense, data-in bytes) and turns block I/O into an :class:`Io` (one
 engine operation per range).  Beyond upstream: READ CAPACITY(10), UNMAP, VERIFY, WRITE SAME
-without UNMAP, WRITE AND VERIFY, COMPARE AND WRITE and REPORT SUPPORTED OPERATION CODES.
+without UNMAP, WRITE AND VERIFY, COMPARE AND WRITE, EXTENDED COPY within the disk and REPORT
+SUPPORTED OPERATION CODES.
 The primary commands (INQUIRY, MODE SENSE/SELECT, REPORT SUPPORTED OPERATION CODES) are in
-:mod:`overlaybd.tcmu.spc`.
+:mod:`overlaybd.tcmu.spc`, EXTENDED COPY's parameter list in :mod:`overlaybd.tcmu.xcopy`.
 """
 
 import struct
@@ -20,16 +21,19 @@ from typing import ClassVar
 from ..abi import scsi as S
 from ..workers.ops import (
     OP_COMPARE_WRITE,
+    OP_COPY_IN,
+    OP_COPY_OUT,
     OP_DISCARD,
     OP_FLUSH,
     OP_READ,
     OP_VERIFY,
     OP_WRITE,
     OP_WRITE_SAME,
+    SCRATCH_SIZE,
     ST_GOOD,
     ST_WRITE_ERR,
 )
-from . import spc
+from . import spc, xcopy
 from .reply import (
     GOOD,
     HW_ERROR,
@@ -217,6 +221,27 @@ class ScsiDisk:
         last = min(self.num_lbas - 1, 0xFFFFFFFF)
         return Reply(data=struct.pack(">II", last, self.block_size))
 
+    def naa_designator(self):
+        return spc.naa_designator(self.serial) if self.serial is not None else None
+
+    def _extended_copy(self, cdb, data_len, data_out):
+        """EXTENDED COPY within this disk: each segment in scratch-sized pieces, read into the
+        device's scratch area, then written from it (the daemon runs one copy at a time per
+        device, since they share that area)."""
+        if self.read_only and xcopy.parameter_length(cdb):
+            return WRITE_PROTECTED
+        segments = xcopy.parse(self, cdb, data_len, data_out)
+        if isinstance(segments, Reply):
+            return segments
+        steps = []
+        for src, dst, n in segments:
+            for pos in range(0, n, SCRATCH_SIZE):
+                m = min(SCRATCH_SIZE, n - pos)
+                steps += [(OP_COPY_IN, src + pos, m, [(0, m)]), (OP_COPY_OUT, dst + pos, m, [(0, m)])]
+        if not steps:
+            return GOOD
+        return Io(OP_COPY_IN, [steps[0][1:3]], steps=steps)
+
     def _maintenance_in(self, cdb, data_len, data_out):
         if cdb[1] & 0x1F != S.SAI_REPORT_SUPPORTED_OPCODES:
             return INVALID_CDB
@@ -253,6 +278,8 @@ class ScsiDisk:
         S.WRITE_VERIFY_12: _write_verify,
         S.WRITE_VERIFY_16: _write_verify,
         S.COMPARE_AND_WRITE: _compare_and_write,
+        S.EXTENDED_COPY: _extended_copy,
+        S.RECEIVE_COPY_RESULTS: xcopy.operating_parameters,
     }
 
     # REPORT SUPPORTED OPERATION CODES: (opcode, service action or None) -> CDB usage data,
@@ -285,6 +312,9 @@ class ScsiDisk:
             bytes([S.SERVICE_ACTION_IN_16, S.SAI_READ_CAPACITY_16]) + bytes(8) + _FF4 + bytes(2),
         (S.MAINTENANCE_IN, S.SAI_REPORT_SUPPORTED_OPCODES):
             bytes([S.MAINTENANCE_IN, S.SAI_REPORT_SUPPORTED_OPCODES, 0x87]) + b"\xff" * 7 + bytes(2),
+        (S.EXTENDED_COPY, None): bytes([S.EXTENDED_COPY]) + bytes(9) + _FF4 + bytes(2),
+        (S.RECEIVE_COPY_RESULTS, S.SAI_COPY_OPERATING_PARAMETERS):
+            bytes([S.RECEIVE_COPY_RESULTS, S.SAI_COPY_OPERATING_PARAMETERS]) + bytes(8) + _FF4 + bytes(2),
         (S.READ_12, None): bytes([S.READ_12, 0x18]) + _FF4 + _FF4 + bytes(2),
         (S.WRITE_12, None): bytes([S.WRITE_12, 0x18]) + _FF4 + _FF4 + bytes(2),
         (S.WRITE_VERIFY_12, None): bytes([S.WRITE_VERIFY_12, 0x12]) + _FF4 + _FF4 + bytes(2),

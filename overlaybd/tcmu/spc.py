@@ -107,12 +107,22 @@ def _vpd_device_id(disk):
     # 1: T10 vendor identification, ASCII: "LIO-ORG " + serial (+ NUL counted)
     body = VENDOR + sn + b"\0"
     out += bytes([0x02, 0x01, 0, len(body)]) + body
-    # 2: NAA IEEE registered extended (type 6), OpenFabrics company id 00 14 05, then one
-    #    nibble per hex digit of the serial (what the kernel does too)
+    out += naa_designator(disk.serial)        # 2: NAA
+    # 3: vendor specific, ASCII: the cfgstring (+ NUL counted)
+    cfg = disk.cfgstring.encode()[:200] + b"\0"
+    out += bytes([0x02, 0x00, 0, len(cfg)]) + cfg
+    struct.pack_into(">H", out, 2, len(out) - 4)
+    return bytes(out)
+
+
+def naa_designator(serial):
+    """The NAA designation descriptor of VPD page 0x83 (binary, LU, 16 bytes): IEEE registered
+    extended (type 6), OpenFabrics company id 00 14 05, then one nibble per hex digit of the
+    serial (what the kernel does too).  EXTENDED COPY target descriptors name a disk by it."""
     naa = bytearray(16)
     naa[0:4] = b"\x60\x01\x40\x50"
     i, high = 3, False
-    for c in disk.serial:
+    for c in serial:
         if i >= 16:
             break
         v = _hexval(c)
@@ -125,12 +135,7 @@ def _vpd_device_id(disk):
         else:
             naa[i] = v << 4
             high = False
-    out += bytes([0x01, 0x03, 0, 16]) + naa
-    # 3: vendor specific, ASCII: the cfgstring (+ NUL counted)
-    cfg = disk.cfgstring.encode()[:200] + b"\0"
-    out += bytes([0x02, 0x00, 0, len(cfg)]) + cfg
-    struct.pack_into(">H", out, 2, len(out) - 4)
-    return bytes(out)
+    return bytes([0x01, 0x03, 0, 16]) + naa
 
 
 # ---- MODE SENSE / SELECT ----

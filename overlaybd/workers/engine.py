@@ -32,6 +32,8 @@ from .ops import (
     OP_FLUSH,
     OP_WRITE_SAME,
     OPS,
+    SCRATCH_OPS,
+    SCRATCH_SIZE,
     ST_GOOD,
     ST_MISCOMPARE,
     miscompare,
@@ -126,19 +128,25 @@ class Engine:
             raise RuntimeError("add_device before start")
         if dev in self._map_sizes:
             raise CommandError("device already added", path=f"dev {dev}", field="dev")
-        if self.pool is None:
-            backend = opener()            # errors reach the caller, as the contract wants
-            try:
-                self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend)
-            except BaseException:
-                backend.close()
-                raise
-        else:
-            try:
-                self.pool.add_device(dev, opener, uio_fd, map_size)
-            except (pickle.PicklingError, TypeError, AttributeError) as e:
-                raise CommandError(f"the opener cannot be sent to the workers: {e}",
-                                   path=f"dev {dev}", field="opener") from e
+        scratch = os.memfd_create(f"overlaybd-scratch-{dev}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(scratch, SCRATCH_SIZE)      # pages only exist once EXTENDED COPY runs
+            if self.pool is None:
+                backend = opener()        # errors reach the caller, as the contract wants
+                try:
+                    self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend,
+                                               scratch)
+                except BaseException:
+                    backend.close()
+                    raise
+            else:
+                try:
+                    self.pool.add_device(dev, opener, uio_fd, map_size, scratch)
+                except (pickle.PicklingError, TypeError, AttributeError) as e:
+                    raise CommandError(f"the opener cannot be sent to the workers: {e}",
+                                       path=f"dev {dev}", field="opener") from e
+        finally:
+            os.close(scratch)
         self._map_sizes[dev] = map_size
 
     def remove_device(self, dev: int, timeout: float = 30.0) -> None:
@@ -182,6 +190,8 @@ class Engine:
         if op == OP_DISCARD:
             return
         total = 0
+        if op in SCRATCH_OPS:
+            map_size = SCRATCH_SIZE
         for moff, n in iovs:
             if moff < 0 or n < 0 or moff + n > map_size:
                 raise bad(f"iovec ({moff}, {n}) outside the {map_size}-byte data area", "iovs")

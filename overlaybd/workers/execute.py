@@ -16,12 +16,16 @@ from ..errors import ReadOnlyError
 from .ops import (
     FAILED,
     OP_COMPARE_WRITE,
+    OP_COPY_IN,
+    OP_COPY_OUT,
     OP_DISCARD,
     OP_FLUSH,
     OP_READ,
     OP_VERIFY,
     OP_WRITE,
     OP_WRITE_SAME,
+    SCRATCH_OPS,
+    SCRATCH_SIZE,
     ST_FLUSH_ERR,
     ST_GOOD,
     ST_READ_ERR,
@@ -51,16 +55,22 @@ class RetryPolicy:
 
 
 class Device:
-    """A backend plus a mapping of the data area its iovecs point into."""
+    """A backend plus a mapping of the data area its iovecs point into, and of the device's
+    scratch area (``scratch_fd``, SCRATCH_SIZE bytes: EXTENDED COPY's bounce buffer)."""
 
     def __init__(self, dev: int, opener, fd: int, map_size: int, retry: RetryPolicy | None = None,
-                 backend=None):
+                 backend=None, scratch_fd: int | None = None):
         self.dev = dev
         self.opener = opener
         self.retry = retry or RetryPolicy()
         self.map_size = map_size
         self.mapping = mmap.mmap(fd, map_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.view = memoryview(self.mapping)
+        self.scratch = self.scratch_view = None
+        if scratch_fd is not None:
+            self.scratch = mmap.mmap(scratch_fd, SCRATCH_SIZE, mmap.MAP_SHARED,
+                                     mmap.PROT_READ | mmap.PROT_WRITE)
+            self.scratch_view = memoryview(self.scratch)
         self.backend = backend
         self.open_error: Exception | None = None
 
@@ -83,15 +93,26 @@ class Device:
         """Run one part; returns an ``ST_*`` status.  Never raises for I/O errors."""
         if not self.ensure_open():
             return FAILED.get(op, ST_READ_ERR)
+        if op in SCRATCH_OPS:
+            if self.scratch is None:
+                logger.error("dev {}: no scratch area for {}", self.dev, op)
+                return FAILED[op]
+            view, size = self.scratch_view, SCRATCH_SIZE
+        else:
+            view, size = self.view, self.map_size
         for moff, n in iovs:
-            if moff < 0 or n < 0 or moff + n > self.map_size:
+            if moff < 0 or n < 0 or moff + n > size:
                 logger.error("dev {}: iovec ({}, {}) outside the {}-byte data area", self.dev, moff, n,
-                             self.map_size)
+                             size)
                 return ST_READ_ERR if op == OP_READ else ST_WRITE_ERR
         if op == OP_READ:
-            return self._read(offset, iovs)
+            return self._read(offset, iovs, view)
         if op == OP_WRITE:
-            return self._write(offset, iovs)
+            return self._write(offset, iovs, view)
+        if op == OP_COPY_IN:
+            return self._read(offset, iovs, view)
+        if op == OP_COPY_OUT:
+            return self._write(offset, iovs, view)
         if op == OP_FLUSH:
             return self.flush()
         if op == OP_DISCARD:
@@ -105,11 +126,11 @@ class Device:
         logger.error("dev {}: unknown op {}", self.dev, op)
         return ST_READ_ERR
 
-    def _read(self, offset, iovs) -> int:
+    def _read(self, offset, iovs, view) -> int:
         delays = None
         while True:
             try:
-                return self._read_once(offset, iovs)
+                return self._read_once(offset, iovs, view)
             except Exception as e:  # noqa: BLE001 -- read errors are retried, then reported
                 if delays is None:
                     delays = self.retry.delays()
@@ -121,12 +142,12 @@ class Device:
                                offset, e, delay)
                 time.sleep(delay)
 
-    def _read_once(self, offset, iovs) -> int:
+    def _read_once(self, offset, iovs, view) -> int:
         backend = self.backend
         into = getattr(backend, "preadinto", None)
         pos = offset
         for moff, n in iovs:
-            dst = self.view[moff:moff + n]
+            dst = view[moff:moff + n]
             done = 0
             while done < n:
                 if into is not None:
@@ -146,11 +167,11 @@ class Device:
         b = self.backend
         return not getattr(b, "read_only", False) and getattr(b, "pwrite", None) is not None
 
-    def _write(self, offset, iovs) -> int:
+    def _write(self, offset, iovs, view) -> int:
         if len(iovs) != 1:
-            return self._pwrite(self._gather(iovs), offset)
+            return self._pwrite(b"".join(view[moff:moff + n] for moff, n in iovs), offset)
         moff, n = iovs[0]
-        data = self.view[moff:moff + n]
+        data = view[moff:moff + n]
         try:
             return self._pwrite(data, offset)
         finally:
@@ -269,6 +290,9 @@ class Device:
                 logger.error("dev {}: close failed: {}", self.dev, e)
         self.backend = None
         self.view.release()
+        if self.scratch is not None:
+            self.scratch_view.release()
+            self.scratch.close()
         try:
             self.mapping.close()
         except BufferError:      # a backend kept a view of the data area: the GC unmaps it later

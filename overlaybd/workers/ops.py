@@ -7,8 +7,13 @@ OP_DISCARD = 4
 OP_WRITE_SAME = 5      # iovecs hold one block, written over every block of the range
 OP_COMPARE_WRITE = 6   # iovecs hold 2 x length: compare with the medium, then write if equal
 OP_VERIFY = 7          # iovecs hold length bytes, compared with the medium
+OP_COPY_IN = 8         # READ into the device's scratch area (iovecs are scratch offsets)
+OP_COPY_OUT = 9        # WRITE from the device's scratch area (EXTENDED COPY: IN, then OUT)
 OPS = {OP_READ: "READ", OP_WRITE: "WRITE", OP_FLUSH: "FLUSH", OP_DISCARD: "DISCARD",
-       OP_WRITE_SAME: "WRITE_SAME", OP_COMPARE_WRITE: "COMPARE_AND_WRITE", OP_VERIFY: "VERIFY"}
+       OP_WRITE_SAME: "WRITE_SAME", OP_COMPARE_WRITE: "COMPARE_AND_WRITE", OP_VERIFY: "VERIFY",
+       OP_COPY_IN: "COPY_IN", OP_COPY_OUT: "COPY_OUT"}
+SCRATCH_OPS = (OP_COPY_IN, OP_COPY_OUT)
+SCRATCH_SIZE = 1 << 20  # bytes of a device's scratch area (a memfd every process maps)
 
 ST_GOOD = 0
 ST_READ_ERR = 1        # MEDIUM ERROR, unrecovered read error (0x03/0x1100)
@@ -36,4 +41,4 @@ def status_kind(status: int) -> int:
 # The status a part gets when it cannot run at all (device unknown or failed to open).
 FAILED = {OP_READ: ST_READ_ERR, OP_WRITE: ST_WRITE_ERR, OP_FLUSH: ST_FLUSH_ERR,
           OP_DISCARD: ST_WRITE_ERR, OP_WRITE_SAME: ST_WRITE_ERR, OP_COMPARE_WRITE: ST_WRITE_ERR,
-          OP_VERIFY: ST_READ_ERR}
+          OP_VERIFY: ST_READ_ERR, OP_COPY_IN: ST_READ_ERR, OP_COPY_OUT: ST_WRITE_ERR}
