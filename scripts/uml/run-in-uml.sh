@@ -8,7 +8,8 @@
 # The environment and the working directory carry over; stdin is /dev/null; stdout/stderr are
 # relayed (streamed).  Exit status: COMMAND's; 124 timeout; 125 fixture failure.
 # Options: -t/--timeout SECS (default 900), -m/--mem MB (default 2048), --rw DIR (repeatable),
-#          --no-cwd-rw, --keep (keep the run dir with the guest console log), -v (print console).
+#          --no-cwd-rw, --keep (keep the run dir with the guest console log), -v (print console),
+#          --mods M1,M2 (more modules to load, e.g. iscsi_target_mod,iscsi_tcp for iSCSI).
 # Env: OVERLAYBD_UML_DIR (default /var/cache/overlaybd-uml).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,9 +22,10 @@ while [ $# -gt 0 ]; do
         -m|--mem) MEM=$2; shift 2 ;;
         --rw) RW+=("$(realpath "$2")"); shift 2 ;;
         --no-cwd-rw) CWD_RW=0; shift ;;
+        --mods) MODS=$MODS,$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -v|--verbose) VERBOSE=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         --) shift; break ;;
         *) break ;;
     esac
