@@ -1,0 +1,40 @@
+"""libiscsi's SCSI conformance suite (iscsi-test-cu --dataloss -t SCSI) over LIO's iSCSI fabric
+in the UML 6.1 kernel, in one boot: the kernel's file backstore (emulate_tpu=1 emulate_tpws=1)
+as the reference, then overlaybd-tcmu with workers 0 and 2 serving the golden lz4 lowers
+under a fresh writable upper (bench/conformance.py, bench/guest_conformance.sh).  Every test
+that passes on the file backstore must pass here."""
+
+import shutil
+
+import pytest
+from uml import need_uml
+
+from bench.conformance import KNOWN, counts, run
+
+pytestmark = pytest.mark.vm
+
+
+@pytest.fixture(scope="module")
+def results():
+    need_uml()
+    assert shutil.which("iscsi-test-cu"), "iscsi-test-cu missing: `make deps` installs libiscsi-bin"
+    res, _ = run("SCSI", [0, 2], keep=False)
+    for name, r in res.items():
+        c = counts(r)
+        print(f"conformance {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped")
+    return res
+
+
+def test_the_suite_ran_against_every_backstore(results):
+    for name in ("fileio", "obd-w0", "obd-w2"):
+        assert len(results[name]) > 200, f"{name}: only {len(results[name])} results"
+    assert counts(results["fileio"])["passed"] > 100
+
+
+@pytest.mark.parametrize("name", ["obd-w0", "obd-w2"])
+def test_everything_that_passes_on_the_file_backstore_passes_here(results, name):
+    ref, here = results["fileio"], results[name]
+    missing = sorted(t for t, v in ref.items() if v == "passed" and here.get(t) != "passed"
+                     and t not in KNOWN)
+    assert missing == [], f"{name}: pass on target_core_file, not here: {missing}"
+    assert counts(here)["passed"] >= counts(ref)["passed"]
