@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from overlaybd.image.settings import default_workers
+from overlaybd.cpus import default_workers
 
 from .image_bench import build
 

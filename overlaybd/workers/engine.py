@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..cpus import default_workers
 from ..errors import OverlaybdError
 from ..shm.descriptor import MAX_IOVS, Part
 from ..shm.wakeup import Event
@@ -47,10 +48,6 @@ SECTOR = 512
 
 class CommandError(OverlaybdError):
     """A command the engine cannot accept (unknown device, misaligned, iovecs off the map)."""
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 class Engine:

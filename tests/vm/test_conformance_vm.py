@@ -1,7 +1,7 @@
 """libiscsi's SCSI conformance suite (iscsi-test-cu --dataloss -t SCSI) over LIO's iSCSI fabric
 in the UML 6.1 kernel, in one boot: the kernel's file backstore (emulate_tpu=1 emulate_tpws=1)
 as the reference, then overlaybd-tcmu with workers 0 and 2 serving the golden lz4 lowers
-under a fresh writable upper (bench/conformance.py, bench/guest_conformance.sh).  Every test
+under a fresh writable upper (bench/conformance_bench.py, bench/guest_conformance.sh).  Every test
 that passes on the file backstore must pass here."""
 
 import shutil
@@ -9,7 +9,7 @@ import shutil
 import pytest
 from uml import need_uml
 
-from bench.conformance import KNOWN, counts, run
+from bench.conformance_bench import KNOWN, counts, run
 
 pytestmark = pytest.mark.vm
 

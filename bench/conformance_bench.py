@@ -1,6 +1,6 @@
 """libiscsi's SCSI conformance suite against the kernel's file backstore and overlaybd-tcmu.
 
-    python3 -m bench conformance [--family SCSI] [--workers 0,2] [--json]
+    python3 -m bench conformance_bench [--family SCSI] [--workers 0,2] [--json]
 
 One UML 6.1 boot: LIO's iSCSI fabric on 127.0.0.1:3260 exports (1) a target_core_file
 backstore of a 1 GiB tmpfs file with emulate_tpu=1 emulate_tpws=1, then (2) overlaybd-tcmu
