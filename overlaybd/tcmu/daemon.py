@@ -244,7 +244,7 @@ class Daemon:
         dev = Device(info.minor, info, handle, ring, disk)
         inline = self.engine.inline_device(dev.key)
         if inline is not None:
-            dev.fast = FastReads(ring, disk, inline, lambda cmd, dev=dev: self._dispatch(dev, cmd))
+            dev.fast = FastReads(ring, disk, inline)
         self.devices[dev.key] = dev
         self.by_fd[handle.event_fd] = dev
         self._watch.add(handle.event_fd, select.EPOLLIN | (select.EPOLLET if handle.edge else 0))
@@ -280,15 +280,10 @@ class Daemon:
     def _service(self, dev):
         """Parse and dispatch every command queued in ``dev``'s ring."""
         try:
-            if dev.fast is not None:
-                dev.fast.service()      # READ(10/16) fused, the rest through _dispatch
-                return
-            cmds = dev.ring.fetch()
+            # READ(10/16) fused when inline, the rest (and all with workers) through _dispatch
+            dev.ring.walk(dev.fast, lambda cmd: self._dispatch(dev, cmd))
         except OverlaybdError as e:
             logger.error("device {}: corrupt ring: {}", dev.name, e)
-            return
-        for cmd in cmds:
-            self._dispatch(dev, cmd)
 
     def _dispatch(self, dev, cmd):
         ring = dev.ring
