@@ -1,6 +1,6 @@
 """overlaybd-tcmu in a real kernel (UML 6.1) against the kernel's own file backstore.
 
-    python3 -m bench.tcmu_bench [--seconds 5] [--stacks plain,lz4]
+    python3 -m bench.tcmu_bench [--seconds 5] [--stacks plain,lz4] [--ncpus 2]
 
 The image is image_bench's 4-layer 1 GiB image of real file content, served as plain layers
 and as lz4 ZFile layers (what real images are); the baseline is target_core_file serving the
@@ -39,6 +39,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--stacks", default="plain,lz4", help="comma-separated: plain, lz4")
+    ap.add_argument("--ncpus", type=int, default=1,
+                    help="guest CPUs (> 1: the SMP kernel of scripts/uml/build-smp-uml.sh)")
     a = ap.parse_args(argv)
     stacks = [x for x in a.stacks.split(",") if x]
     if not stacks or set(stacks) - {"plain", "lz4"}:
@@ -57,6 +59,7 @@ def main(argv=None):
     env = dict(os.environ, OBD_PYTHON=sys.executable, OBD_BENCH_SECONDS=str(a.seconds),
                OBD_BENCH_STACKS=" ".join(stacks))
     p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "900", "-m", "4096",
+                        "--ncpus", str(a.ncpus),
                         "--rw", str(w), "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
                        capture_output=True, text=True)
     out = w / "out"
@@ -65,14 +68,15 @@ def main(argv=None):
         return 1
     ref_sha = (out / "fileio.sha").read_text()
     base = {t: fio(out / f"fileio-{t}.json", u) for t, u, _ in TESTS}
-    print("tcmu_bench (UML 6.1, one vCPU): kernel target_core_file: " +
+    ncpu = int((out / "nproc").read_text())
+    kernel = "UML 6.1, one vCPU" if a.ncpus == 1 else f"SMP UML, {ncpu} vCPUs"
+    print(f"tcmu_bench ({kernel}): kernel target_core_file: " +
           ", ".join(f"{t} {base[t]:,.0f} {u}" for t, u, _ in TESTS))
     same = (out / "naive.sha").read_text() == ref_sha
     print("  naive Python handler of the flat file (bench/naive_tcmu.py): " + ", ".join(
         f"{t} {fio(out / f'naive-{t}.json', u):,.0f} {u} "
         f"({fio(out / f'naive-{t}.json', u) / base[t]:.2f}x)" for t, u, _ in TESTS)
         + f"; bytes {'equal' if same else 'DIFFER'}")
-    ncpu = int((out / "nproc").read_text())
     default = default_workers(ncpu)
     ok = default in (0, 1, 2)
     for kind in stacks:
