@@ -1,7 +1,7 @@
 #!/bin/bash
 # install-deps.sh: system packages for the tests and benchmarks, from Debian's registry only.
 # systemd only for systemd-analyze, which checks the unit; open-iscsi and libiscsi-bin for the
-# iSCSI kernel tests and the conformance suite (bench/conformance.py).  Idempotent.  Runs the per-fixture
+# iSCSI kernel tests and the conformance suite (bench/conformance_bench.py).  Idempotent.  Runs the per-fixture
 # installers scripts/*/install.sh (UML kernel, registry...).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
