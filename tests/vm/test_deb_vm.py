@@ -83,14 +83,16 @@ def life(request, tmp_path_factory, golden_manifest):
          f"this test installs the package into / and needs it absent: found {taken} "
          f"(package status {status()!r})")
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
 
-    def say(msg):
+    def say(msg):                           # past pytest's capture: on the terminal, also with -q
         line = f"[deb {time.strftime('%H:%M:%S')}] {msg}"
-        if tr is not None:
+        if tr is None or capman is None:
+            print(line, flush=True)
+            return
+        with capman.global_and_fixture_disabled():
             tr.ensure_newline()
             tr.write_line(line)
-        else:
-            print(line, flush=True)
 
     w = tmp_path_factory.mktemp("deb")
     rec = Life()
