@@ -14,7 +14,9 @@
 #   --out DIR     where the .deb goes (default: dist/ of this checkout)
 #   --version V   the package version (default: the wheel's version, revision 1: 0.1.0-1)
 #   --wheel FILE  package this wheel instead of one built from the checkout
-#   --wheels DIR  take the dependencies' wheels only from DIR (offline: pip --no-index)
+#   --wheels DIR  offline: take wheels only from DIR (pip --no-index): the dependencies', and
+#                 setuptools and wheel to build this checkout's (fill it where there is a network:
+#                 python3 -m pip wheel -w DIR . setuptools wheel)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=$here/dist; version=; wheel=; wheels=
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
         --version) version=$2; shift 2 ;;
         --wheel) wheel=$(realpath "$2"); shift 2 ;;
         --wheels) wheels=$(realpath "$2"); shift 2 ;;
-        -h|--help) sed -n '2,19s/^# \{0,1\}//p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21s/^# \{0,1\}//p' "$0"; exit 0 ;;
         *) echo "build-deb: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -40,20 +42,20 @@ mkdir -p "$out"; out=$(realpath "$out")
 work=$(mktemp -d "${TMPDIR:-/tmp}/overlaybd-deb.XXXXXX"); trap 'rm -rf "$work"' EXIT
 stage=$work/root
 step "build tools: a venv with pip in $work/tools"
-bash "$here/scripts/make-venv.sh" "$PY" "$work/tools" >&2
+bash "$here/scripts/make-venv.sh" "$PY" "$work/tools" --bundled-pip >&2
 pip=("$work/tools/bin/python" -m pip)
 
 mkdir -p "$work/wheels"
+src=(); [ -z "$wheels" ] || src=(--no-index --find-links "$wheels")
 if [ -z "$wheel" ]; then
     step "the project's wheel, from $here"
-    "${pip[@]}" wheel -q --no-deps -w "$work/wheels" "$here"
+    "${pip[@]}" wheel -q --no-deps "${src[@]}" -w "$work/wheels" "$here"
     wheel=$(ls "$work"/wheels/overlaybd-*.whl)
 else
     cp "$wheel" "$work/wheels/"
 fi
 wver=$(basename "$wheel" | cut -d- -f2)
 version=${version:-$wver-1}
-src=(); [ -z "$wheels" ] || src=(--no-index --find-links "$wheels")
 step "the dependencies' wheels ${wheels:+(from $wheels only)}"
 "${pip[@]}" wheel -q "${src[@]}" --find-links "$work/wheels" -w "$work/wheels" "$wheel"
 

@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -106,11 +107,16 @@ def life(request, tmp_path_factory, golden_manifest):
             rec.errors[name] = f"{type(e).__name__}: {e}"
             say(f"{name}: FAILED: {rec.errors[name][:2000]}")
 
-    def build(out, version=None):
+    def build(out, version=None, wheels=None):
         t = time.monotonic()
         args = ["make", "-C", REPO, "deb", f"DEB_OUT={out}"] + ([f"DEB_VERSION={version}"] if version else [])
-        say(f"build: {' '.join(map(str, args))}")
-        sh(*args, timeout=1200, env=user_env())     # (pip's settings and proxies carry over)
+        env = user_env()                            # (pip's settings and proxies carry over)
+        if wheels:                                  # offline: no index, proxies that refuse
+            args.append(f"DEB_WHEELS={wheels}")
+            env.update({k: "http://127.0.0.1:9" for k in ("http_proxy", "https_proxy",
+                                                         "HTTP_PROXY", "HTTPS_PROXY")})
+        say(f"build: {' '.join(map(str, args))}" + (" (network proxies refused)" if wheels else ""))
+        sh(*args, timeout=1200, env=env)
         (deb,) = pathlib.Path(out).glob("overlaybd_*.deb")
         fields = {k: sh("dpkg-deb", "-f", deb, k).stdout.strip()
                   for k in ("Package", "Version", "Depends", "Architecture")}
@@ -119,6 +125,15 @@ def life(request, tmp_path_factory, golden_manifest):
         return {"deb": deb, **fields,
                 "conffiles": sh("dpkg-deb", "-I", deb, "conffiles").stdout.split(),
                 "contents": sh("dpkg-deb", "-c", deb).stdout}
+
+    def collect_wheels(d):
+        """What an offline build needs, fetched beforehand: the dependencies' wheels, setuptools."""
+        say(f"wheels for an offline build: pip wheel -w {d} <checkout> setuptools wheel")
+        sh(sys.executable, "-m", "pip", "wheel", "-q", "-w", d, REPO, "setuptools", "wheel",
+           env=user_env())
+        for f in d.glob("overlaybd-*.whl"):     # the build makes its own from the checkout
+            f.unlink()
+        return d
 
     def install(deb):
         say(f"install: apt-get install -y ./{deb.name}")
@@ -197,7 +212,8 @@ def life(request, tmp_path_factory, golden_manifest):
 
     try:
         step("v1", lambda: build(w / "v1"))
-        step("v2", lambda: build(w / "v2", rec["v1"]["Version"] + "+upgrade1"))
+        step("wheels", lambda: collect_wheels(w / "wheels"))
+        step("v2", lambda: build(w / "v2", rec["v1"]["Version"] + "+upgrade1", rec["wheels"]))
         step("install", lambda: install(rec["v1"]["deb"]))
         step("installed", inspect)
         step("serve", serve)
