@@ -69,11 +69,11 @@ step "the venv: $PY -m venv, at the staging path of $VENV"
 grep -rlIF "$stage" "$stage$VENV" | while read -r f; do
     sed -i "s#$stage$VENV#$VENV#g" "$f"
 done
-left=$(grep -rlF "$stage" "$stage" || true)
-[ -z "$left" ] || die "the staging path is still named in: $left"
 step "bytecode, compiled with the final paths"
 "$stage$VENV/bin/python" -m compileall -q -s "$stage" -p / "$stage$VENV/lib" >/dev/null \
     || step "warning: some modules did not compile (they are compiled when imported)"
+left=$(grep -rlF "$stage" "$stage" || true)
+[ -z "$left" ] || die "the staging path is still named in: $left"
 
 mkdir -p "$stage/opt/overlaybd/bin" "$stage/etc/overlaybd" "$stage/lib/systemd/system"
 for t in "$stage$VENV"/bin/overlaybd-*; do ln -s "../venv/bin/${t##*/}" "$stage/opt/overlaybd/bin/"; done

@@ -82,7 +82,7 @@ def life(request, tmp_path_factory, golden_manifest):
     taken = [str(p) for p in [OPT, ETC, UNIT, DOC, *RUNTIME] if os.path.lexists(p)]
     need(status() in GONE and not taken,
          f"this test installs the package into / and needs it absent: found {taken} "
-         f"(package status {status()!r})")
+         f"(package status {status()!r}; `dpkg --purge overlaybd` if a killed run left it)")
     tr = request.config.pluginmanager.get_plugin("terminalreporter")
     capman = request.config.pluginmanager.get_plugin("capturemanager")
 
