@@ -1,8 +1,8 @@
 #!/bin/bash
 # build-deb.sh [--out DIR] [--version V] [--wheel FILE] [--wheels DIR]: build the Debian package
 # overlaybd_<V>_<arch>.deb (`make deb`).  It bundles a virtualenv, the way dh-virtualenv does, but
-# with nothing beyond what `make install` already needs (python3-venv, python3-dev, gcc; dpkg-deb
-# is part of dpkg):
+# with nothing beyond what `make install` already needs (python3-venv, python3-dev, gcc) and
+# dpkg-dev (installed if missing, as root):
 #   /opt/overlaybd/venv            a venv of Debian's /usr/bin/python3 holding this checkout's
 #                                  wheel and its dependencies' wheels (built at a staging path,
 #                                  then every path in it rewritten to the final one; bytecode is
@@ -34,9 +34,16 @@ step() { echo "[build-deb] $*" >&2; }
 die() { echo "build-deb: $*" >&2; exit 1; }
 PY=/usr/bin/python3                  # Debian's interpreter: the installed venv runs on it
 VENV=/opt/overlaybd/venv
-[ -x "$PY" ] || die "$PY is missing (apt-get install python3)"
-command -v dpkg-deb >/dev/null || die "dpkg-deb is missing: build on Debian"
-[ -n "$wheel" ] || command -v gcc >/dev/null || die "gcc is missing (make deps, or apt-get install gcc)"
+command -v dpkg-query >/dev/null || die "build on Debian (no dpkg here)"
+# What the build needs: the venv module, the C accelerator's compiler and headers, dpkg-shlibdeps.
+need="python3 python3-venv python3-dev gcc dpkg-dev"
+missing=$(for p in $need; do dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || echo "$p"; done)
+if [ -n "$missing" ]; then
+    [ "$(id -u)" = 0 ] || die "missing packages: apt-get install" $missing
+    step "apt-get install" $missing
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $missing >/dev/null
+fi
 mkdir -p "$out"; out=$(realpath "$out")
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/overlaybd-deb.XXXXXX"); trap 'rm -rf "$work"' EXIT
@@ -87,13 +94,18 @@ step "control files, version $version"
 pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 next=$("$PY" -c 'import sys; print("%d.%d" % (sys.version_info[0], sys.version_info[1] + 1))')
 mkdir -p "$stage/DEBIAN"
+# The libraries the compiled modules need (those vendored in the wheels' *.libs folders aside).
+shlibs=$(cd "$work" && mkdir -p debian && touch debian/control &&
+         dpkg-shlibdeps -O --ignore-missing-info $(find "$stage" -type d -name '*.libs' -printf '-l%p ') \
+             $(find "$stage" -name '*.so*' -type f) 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+[ -n "$shlibs" ] || die "dpkg-shlibdeps found no dependencies of the compiled modules"
 cat > "$stage/DEBIAN/control" <<CONTROL
 Package: overlaybd
 Version: $version
 Architecture: $(dpkg --print-architecture)
 Maintainer: overlaybd in Python <root@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$stage" | cut -f1)
-Depends: python$pyver, python3 (>= $pyver~), python3 (<< $next), kmod, libc6
+Depends: python$pyver, python3 (>= $pyver~), python3 (<< $next), kmod, $shlibs
 Section: admin
 Priority: optional
 Homepage: https://github.com/containerd/overlaybd

@@ -240,6 +240,7 @@ def test_make_deb_builds_a_package_of_debians_python3(life):
     v1 = life["v1"]
     assert v1["Package"] == PKG
     assert "python3 (>= 3.11~)" in v1["Depends"] and "python3 (<< 3.12)" in v1["Depends"]
+    assert "libc6 (>= " in v1["Depends"]         # what the compiled modules link (dpkg-shlibdeps)
     assert v1["conffiles"] == [str(CONF)]
     for t in TOOLS:
         assert f"./opt/overlaybd/bin/{t} -> ../venv/bin/{t}" in v1["contents"]
