@@ -43,7 +43,7 @@ ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteracti
 
 def sh(*cmd, timeout=900, check=True, cwd="/", env=ENV):
     p = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
-                       env=env, cwd=cwd)
+                       env=env, cwd=cwd, stdin=subprocess.DEVNULL)    # (a dpkg prompt fails, never waits)
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, cmd))} failed ({p.returncode}):\n"
                              f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
