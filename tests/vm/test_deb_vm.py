@@ -103,7 +103,7 @@ def life(request, tmp_path_factory, golden_manifest):
     def step(name, fn):
         try:
             rec[name] = fn()
-        except Exception as e:                  # recorded; the tests that need it fail with it
+        except (Exception, pytest.fail.Exception) as e:     # recorded; the tests needing it fail
             rec.errors[name] = f"{type(e).__name__}: {e}"
             say(f"{name}: FAILED: {rec.errors[name][:2000]}")
 
