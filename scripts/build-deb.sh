@@ -119,6 +119,7 @@ echo /etc/overlaybd/overlaybd.json > "$stage/DEBIAN/conffiles"
 for s in postinst prerm postrm; do install -m 0755 "$here/scripts/deb/$s" "$stage/DEBIAN/$s"; done
 (cd "$stage" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z \
     | xargs -0 md5sum > DEBIAN/md5sums)
+chmod -R u+rwX,go+rX,go-w "$stage"           # whatever the builder's umask: readable, root-writable
 deb=$out/overlaybd_${version}_$(dpkg --print-architecture).deb
 step "dpkg-deb --build -> $deb"
 dpkg-deb --root-owner-group -Zxz -z6 --build "$stage" "$deb" >&2
