@@ -6,7 +6,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export DEBIAN_FRONTEND=noninteractive
-PKGS="gcc python3-dev python3-venv liblz4-1 e2fsprogs util-linux kmod fio systemd open-iscsi libiscsi-bin"
+PKGS="gcc dpkg-dev python3-dev python3-venv liblz4-1 e2fsprogs util-linux kmod fio systemd open-iscsi libiscsi-bin"
 missing=$(for p in $PKGS; do dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || echo "$p"; done)
 if [ -n "$missing" ]; then
     [ "$(id -u)" = 0 ] || { echo "install-deps: need root to apt-get install: $missing" >&2; exit 1; }
