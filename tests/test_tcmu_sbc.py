@@ -7,7 +7,7 @@ import os
 import struct
 
 import pytest
-from tcmu_fixtures import Harness, file_bytes, sense_of
+from tcmu_fixtures import file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu.reply import INVALID_OPCODE
@@ -15,26 +15,6 @@ from overlaybd.tcmu.scsi import ScsiDisk
 
 MiB = 1 << 20
 BS = 512
-
-
-@pytest.fixture
-def rw(tmp_path):
-    content = os.urandom(MiB)
-    h = Harness(tmp_path, size=8 * MiB, content=content)
-    assert h.status == 0
-    h.content = content
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def ro(tmp_path):
-    content = os.urandom(MiB)
-    h = Harness(tmp_path, size=8 * MiB, read_only=True, content=content)
-    assert h.status == 0
-    h.content = content
-    yield h
-    h.close()
 
 
 def cdb_of(opcode, lba, nblocks, flags=0):

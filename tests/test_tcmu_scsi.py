@@ -5,31 +5,11 @@ import os
 import struct
 
 import pytest
-from tcmu_fixtures import SERIAL, Harness, file_bytes, sense_of
+from tcmu_fixtures import SERIAL, file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def rw(tmp_path):
-    content = os.urandom(MiB)
-    h = Harness(tmp_path, size=8 * MiB, content=content)
-    assert h.status == 0
-    h.content = content
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def ro(tmp_path):
-    content = bytes(range(256)) * 4096
-    h = Harness(tmp_path, size=8 * MiB, read_only=True, content=content)
-    assert h.status == 0
-    h.content = content
-    yield h
-    h.close()
 
 
 def inquiry(evpd, page, alloc=255):
