@@ -15,13 +15,13 @@ pytestmark = pytest.mark.vm
 
 
 @pytest.fixture(scope="module")
-def results():
+def results(say):
     need_uml()
     assert shutil.which("iscsi-test-cu"), "iscsi-test-cu missing: `make deps` installs libiscsi-bin"
     res, _ = run("SCSI", [0, 2], keep=False)
     for name, r in res.items():
         c = counts(r)
-        print(f"conformance {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped")
+        say(f"[conformance] {name}: {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped")
     return res
 
 

@@ -76,24 +76,17 @@ class Life(dict):
 
 
 @pytest.fixture(scope="module")
-def life(request, tmp_path_factory, golden_manifest):
+def life(tmp_path_factory, golden_manifest, say):
     need_uml()
     need(shutil.which("dpkg-deb") and shutil.which("apt-get"), "dpkg-deb and apt-get (Debian)")
     taken = [str(p) for p in [OPT, ETC, UNIT, DOC, *RUNTIME] if os.path.lexists(p)]
     need(status() in GONE and not taken,
          f"this test installs the package into / and needs it absent: found {taken} "
          f"(package status {status()!r}; `dpkg --purge overlaybd` if a killed run left it)")
-    tr = request.config.pluginmanager.get_plugin("terminalreporter")
-    capman = request.config.pluginmanager.get_plugin("capturemanager")
+    terminal = say
 
-    def say(msg):                           # past pytest's capture: on the terminal, also with -q
-        line = f"[deb {time.strftime('%H:%M:%S')}] {msg}"
-        if tr is None or capman is None:
-            print(line, flush=True)
-            return
-        with capman.global_and_fixture_disabled():
-            tr.ensure_newline()
-            tr.write_line(line)
+    def say(msg):
+        terminal(f"[deb {time.strftime('%H:%M:%S')}] {msg}")
 
     w = tmp_path_factory.mktemp("deb")
     rec = Life()

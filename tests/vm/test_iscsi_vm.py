@@ -42,19 +42,19 @@ def guest(tmp_path_factory, installed):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_whole_disk_reads_byte_exact_through_the_initiator(guest, golden_manifest, workers):
+def test_whole_disk_reads_byte_exact_through_the_initiator(guest, golden_manifest, workers, say):
     assert guest[f"login-w{workers}.rc"] == "0", guest.get(f"login-w{workers}.txt")
     assert guest[f"size-w{workers}"] == str(golden_manifest["virtual_size"])
     assert guest[f"sha-w{workers}"] == golden_manifest["merged"]["sha256"]
     mib_s = golden_manifest["virtual_size"] / MiB / float(guest[f"secs-w{workers}"])
-    print(f"iSCSI workers={workers}: {golden_manifest['virtual_size'] >> 20} MiB read through "
+    say(f"[iscsi] workers={workers}: {golden_manifest['virtual_size'] >> 20} MiB read through "
           f"{guest[f'disk-w{workers}']}, sha256 {guest[f'sha-w{workers}'][:16]}... equals the "
           f"golden image's ({mib_s:.0f} MiB/s)")
     assert guest[f"logout-w{workers}.rc"] == "0"
     assert guest[f"daemon-w{workers}.rc"] == "0"
 
 
-def test_daemon_restart_under_a_logged_in_initiator(guest):
+def test_daemon_restart_under_a_logged_in_initiator(guest, say):
     img = open_image(str(GOLDEN / "config.v1.json"), write_result=False)
     try:
         head = hashlib.sha256(img.pread(64 * MiB, 0)).hexdigest()
@@ -62,3 +62,4 @@ def test_daemon_restart_under_a_logged_in_initiator(guest):
         img.close()
     assert guest["stop-w0.rc"] == "0"
     assert guest["restart-head-sha"] == head
+    say(f"[iscsi] daemon restarted under the logged-in session: first 64 MiB sha256 {head[:16]}... equal")
