@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv install install-service deb test unit lint bench demo clean
+.PHONY: help deps venv install install-service deb test unit lint bench demo clean smp-kernel
 
 help:
 	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
@@ -19,6 +19,8 @@ help:
 	@echo "make demo     - install the service under .cache/demo, serve the golden image through"
 	@echo "               its overlaybd-tcmu in a real kernel"
 	@echo "make lint     - ruff"
+	@echo "make smp-kernel - build and cache the SMP UML kernel (once, 10-20 min) for"
+	@echo "               python3 -m bench tcmu_bench --ncpus 2 (benchmarks only; make test keeps 6.1)"
 
 deps:
 	bash scripts/install-deps.sh
@@ -49,6 +51,9 @@ lint: install
 
 bench: deps install
 	$(PY) -m bench $(BENCH_ARGS)
+
+smp-kernel:
+	bash scripts/uml/build-smp-uml.sh
 
 demo: deps
 	bash scripts/demo.sh

@@ -11,7 +11,8 @@
 #          --no-cwd-rw, --keep (keep the run dir with the guest console log), -v (print console),
 #          --mods M1,M2 (more modules to load, e.g. iscsi_target_mod,iscsi_tcp for iSCSI),
 #          --ncpus N (N > 1: the SMP kernel scripts/uml/build-smp-uml.sh builds; benchmarks only).
-# Env: OVERLAYBD_UML_DIR (default /var/cache/overlaybd-uml).
+# Env: OVERLAYBD_UML_DIR (default /var/cache/overlaybd-uml); OVERLAYBD_UML_KERNEL=smp boots the
+#      SMP kernel even with one CPU (a control run: same kernel and stub mode, one vCPU).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DIR=${OVERLAYBD_UML_DIR:-/var/cache/overlaybd-uml}
@@ -37,7 +38,7 @@ die() { echo "run-in-uml: $*" >&2; exit 125; }
 UML=$DIR/pkg/usr/bin/linux.uml; MROOT=$DIR/mroot; SMP=()
 [ -x "$UML" ] || die "UML not installed: run (as root) $HERE/install.sh"
 case "$NCPUS" in ''|*[!0-9]*|0) die "--ncpus wants a positive number, got '$NCPUS'" ;; esac
-if [ "$NCPUS" -gt 1 ]; then     # SMP needs the seccomp stub mode; everything is built in
+if [ "$NCPUS" -gt 1 ] || [ "${OVERLAYBD_UML_KERNEL:-}" = smp ]; then     # SMP needs the seccomp stub mode; everything is built in
     [ -e "$DIR/uml-smp/.complete" ] || die "no SMP kernel: run $HERE/build-smp-uml.sh (once, 10-20 min)"
     UML=$DIR/uml-smp/linux; MROOT=$DIR/uml-smp/mroot; SMP=(ncpus="$NCPUS" seccomp=on)
 fi
