@@ -69,7 +69,8 @@ def main(argv=None):
     ref_sha = (out / "fileio.sha").read_text()
     base = {t: fio(out / f"fileio-{t}.json", u) for t, u, _ in TESTS}
     ncpu = int((out / "nproc").read_text())
-    kernel = "UML 6.1, one vCPU" if a.ncpus == 1 else f"SMP UML, {ncpu} vCPUs"
+    smp = a.ncpus > 1 or os.environ.get("OVERLAYBD_UML_KERNEL") == "smp"
+    kernel = f"SMP UML, {ncpu} vCPU{'s' if ncpu > 1 else ''}" if smp else "UML 6.1, one vCPU"
     print(f"tcmu_bench ({kernel}): kernel target_core_file: " +
           ", ".join(f"{t} {base[t]:,.0f} {u}" for t, u, _ in TESTS))
     same = (out / "naive.sha").read_text() == ref_sha
