@@ -3,7 +3,7 @@
 # guest CPUs (run-in-uml.sh --ncpus N).  Debian packages UML uniprocessor only, so this builds
 # Debian unstable's newest linux-source-X.Y as ARCH=um, starting from the packaged UML's own
 # config with what the fixture loads built in (hostfs, configfs, target_core_user, tcm_loop,
-# target_core_file, iSCSI target, sd, sg, loop).  Cached in $OVERLAYBD_UML_DIR/uml-smp (~20 MB);
+# target_core_file, iSCSI target, sd, sg, loop).  Cached in $OVERLAYBD_UML_DIR/uml-smp (~60 MB);
 # a finished build is reused.  From scratch: ~1 min download, 10-20 min compile on 2 cores,
 # ~2 GB of disk meanwhile.  Root (apt-get).  Env: OBD_SMP_KSRC (e.g. linux-source-7.2),
 # OBD_SMP_JOBS (default: nproc), OBD_SMP_NICE (default 10).
