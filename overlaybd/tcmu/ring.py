@@ -18,7 +18,6 @@ from ..abi import tcmu as T
 from ..abi.scsi import cdb_length
 from ..errors import FormatError
 
-
 _U32 = T.U32.unpack_from
 _U16 = T.U16.unpack_from
 _SET_U32 = T.U32.pack_into
