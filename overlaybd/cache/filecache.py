@@ -133,10 +133,12 @@ class CachedBlob:
             return 0
         mv = memoryview(buf)[:n]
         a, b = align_down(off), min(align_up(off + n), self.size)
+        present = fully_present(self.fd, a, b)
         if getattr(_tls, "plan", None) is None:
-            self._track(off, n)
+            self._track(off, n, not present)
         for _ in range(3):
-            fetched = None if fully_present(self.fd, a, b) else self._fill(a, b)
+            fetched = None if present else self._fill(a, b)
+            present = False
             if fetched is not None and fetched[0] <= off and off + n <= fetched[0] + len(fetched[1]):
                 s = fetched[0]
                 mv[:] = fetched[1][off - s:off + n - s]
@@ -188,12 +190,16 @@ class CachedBlob:
             return self._source
 
     # -- refill -----------------------------------------------------------------------------
-    def _track(self, off, n):
-        """Sequential-read detection: the window doubles per consecutive read, from the refill
-        unit up to MAX_READAHEAD; at its maximum, up to PREFETCH_DEPTH further windows are
-        fetched in the background so network, page-cache writes and the reader overlap."""
+    def _track(self, off, n, miss=True):
+        """Sequential-read detection: the window doubles per consecutive read that misses,
+        from the refill unit up to MAX_READAHEAD; at its maximum, up to PREFETCH_DEPTH further
+        windows are fetched in the background so network, page-cache writes and the reader
+        overlap.  Hits do not grow it: a ZFile reads its blob 64 KiB at a time, so a few
+        decompressed reads served from one refill (a mount's metadata) would otherwise reach
+        16 MiB fetches (make demo fetched 72% of its image to mount it)."""
         if self._last_end - PAGE <= off <= self._last_end + PAGE:
-            self._window = min(self._window * 2, MAX_READAHEAD)
+            if miss:
+                self._window = min(self._window * 2, MAX_READAHEAD)
         else:
             self._window, self._ahead = self.refill, -1
         self._last_end = off + n
