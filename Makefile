@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv install install-service test unit lint bench demo clean
+.PHONY: help deps venv install install-service test unit lint bench demo stress soak clean
 
 help:
 	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
@@ -16,6 +16,8 @@ help:
 	@echo "make bench    - benchmarks, printed as ratios against baselines from the same run"
 	@echo "make demo     - install the service under .cache/demo, serve the golden image through"
 	@echo "               its overlaybd-tcmu in a real kernel"
+	@echo "make stress   - full-stack stress (~3 min): real kernel, registry, faults; report in .cache/stress"
+	@echo "make soak     - the same, 15 minutes"
 	@echo "make lint     - ruff"
 
 deps:
@@ -43,6 +45,12 @@ lint: install
 
 bench: deps install
 	$(PY) -m bench $(BENCH_ARGS)
+
+stress: deps install
+	$(PY) -m stress.fullstack run --profile stress --out .cache/stress
+
+soak: deps install
+	$(PY) -m stress.fullstack run --profile soak --out .cache/soak
 
 demo: deps
 	bash scripts/demo.sh

@@ -173,11 +173,11 @@ def guest(w):
     io_procs = []
     for di, d in enumerate(devs):
         for r in range(prm["readers"]):
-            io_procs.append(subprocess.Popen([sys.executable, "-m", "stress.fullio", "read", d, secs,
-                            os.path.join(prm["golden"], "manifest.json"), di * 100 + r], stdout=subprocess.PIPE, text=True))
+            io_procs.append(subprocess.Popen([sys.executable, "-m", "stress.fullio", "read", d, str(secs),
+                            os.path.join(prm["golden"], "manifest.json"), str(di * 100 + r)], stdout=subprocess.PIPE, text=True))
         for s in range(prm["writers"]):
-            io_procs.append(subprocess.Popen([sys.executable, "-m", "stress.fullio", "write", d, secs, s,
-                            prm["writers"], di * 100 + 50 + s], stdout=subprocess.PIPE, text=True))
+            io_procs.append(subprocess.Popen([sys.executable, "-m", "stress.fullio", "write", d, str(secs), str(s),
+                            str(prm["writers"]), str(di * 100 + 50 + s)], stdout=subprocess.PIPE, text=True))
     t0, cache, samples, fault_log = time.monotonic(), {}, [], []
     slots = [secs * 0.3 + k * (secs * 0.6 / len(SCHEDULE)) for k in range(len(SCHEDULE))]
     pending = list(zip(slots, SCHEDULE))
