@@ -102,7 +102,10 @@ def sigstop(ctx):
     v = random.choice(_workers(ctx))
     os.kill(v.pid, signal.SIGSTOP)
     time.sleep(ctx.hold)
-    os.kill(v.pid, signal.SIGCONT)
+    try:
+        os.kill(v.pid, signal.SIGCONT)
+    except ProcessLookupError:           # the supervisor's heartbeat check replaced it meanwhile
+        return f"SIGSTOP worker pid {v.pid}; replaced by the supervisor within {ctx.hold}s"
     return f"SIGSTOP worker pid {v.pid} for {ctx.hold}s, then SIGCONT"
 
 
@@ -121,8 +124,7 @@ def slow_registry(ctx):
 
 
 def corrupt_cache(ctx):
-    files = [os.path.join(r, f) for r, _, fs in os.walk(ctx.cache_dir) for f in fs
-             if not f.startswith("fill")]
+    files = [os.path.join(r, f) for r, _, fs in os.walk(ctx.cache_dir) for f in fs]
     files = [f for f in files if os.path.getsize(f) > 8192]
     if not files:
         return "no cache file to corrupt"
@@ -137,7 +139,7 @@ def corrupt_cache(ctx):
 def fill_cache_disk(ctx):
     st = os.statvfs(ctx.cache_dir)
     free = st.f_bavail * st.f_frsize
-    path = os.path.join(ctx.cache_dir, "fill.tmp")
+    path = ctx.fill_path                 # same filesystem, outside the cache's own directory
     with open(path, "wb") as fh:
         try:
             os.posix_fallocate(fh.fileno(), 0, max(free - (4 << 20), 1 << 20))
@@ -152,4 +154,4 @@ KINDS = {"kill9": (kill9, _workers_back), "sigstop": (sigstop, _workers_back),
          "registry_restart": (registry_restart, lambda c: c.registry.up()),
          "slow_registry": (slow_registry, lambda c: c.proxy.delay == 0.0),
          "corrupt_cache": (corrupt_cache, _workers_back),
-         "fill_cache_disk": (fill_cache_disk, lambda c: not os.path.exists(os.path.join(c.cache_dir, "fill.tmp")))}
+         "fill_cache_disk": (fill_cache_disk, lambda c: not os.path.exists(c.fill_path))}

@@ -63,7 +63,7 @@ def _setup(w, golden, reg, py):
     json.dump({"auths": {"127.0.0.1:5001/img": {"auth": auth}}}, open("/tmp/cred.json", "w"))
     json.dump({"logConfig": {"logPath": f"{w}/out/daemon.log", "logLevel": 1},
                "credentialConfig": {"mode": "file", "path": "/tmp/cred.json"},
-               "cacheConfig": {"cacheType": "file", "cacheDir": "/mnt/cache", "cacheSizeGB": 1},
+               "cacheConfig": {"cacheType": "file", "cacheDir": "/mnt/cachefs/cache", "cacheSizeGB": 1},
                "enableAudit": False, "workerConfig": {"workers": WORKERS, "heartbeatSec": 2}},
               open("/tmp/obd.json", "w"))
     return pushed
@@ -168,7 +168,8 @@ def guest(w):
             break
         time.sleep(0.1)
     devs = [_device(i + 1, pushed, w) for i in range(prm["devices"])]
-    ctx = Ctx(daemon=daemon, daemon_pid=daemon.pid, workers=WORKERS, registry=reg, proxy=proxy, cache_dir="/mnt/cache")
+    ctx = Ctx(daemon=daemon, daemon_pid=daemon.pid, workers=WORKERS, registry=reg, proxy=proxy, cache_dir="/mnt/cachefs/cache",
+              fill_path="/mnt/cachefs/fill.tmp")
     secs = prm["seconds"]
     io_procs = []
     for di, d in enumerate(devs):
@@ -179,7 +180,7 @@ def guest(w):
             io_procs.append(subprocess.Popen([sys.executable, "-m", "stress.fullio", "write", d, str(secs), str(s),
                             str(prm["writers"]), str(di * 100 + 50 + s)], stdout=subprocess.PIPE, text=True))
     t0, cache, samples, fault_log = time.monotonic(), {}, [], []
-    slots = [secs * 0.3 + k * (secs * 0.6 / len(SCHEDULE)) for k in range(len(SCHEDULE))]
+    slots = [secs * 0.1 + k * (secs * 0.4 / len(SCHEDULE)) for k in range(len(SCHEDULE))]
     pending = list(zip(slots, SCHEDULE))
     while any(p.poll() is None for p in io_procs):
         now = time.monotonic() - t0
