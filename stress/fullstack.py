@@ -61,6 +61,7 @@ def _setup(w, golden, reg, py):
     pushed.sort(key=lambda p: p["file"])
     auth = base64.b64encode(f"{env['user']}:{env['password']}".encode()).decode()
     json.dump({"auths": {"127.0.0.1:5001/img": {"auth": auth}}}, open("/tmp/cred.json", "w"))
+    os.chmod("/tmp/cred.json", 0o600)
     json.dump({"logConfig": {"logPath": f"{w}/out/daemon.log", "logLevel": 1},
                "credentialConfig": {"mode": "file", "path": "/tmp/cred.json"},
                "cacheConfig": {"cacheType": "file", "cacheDir": "/mnt/cachefs/cache", "cacheSizeGB": 1},
