@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from stress import faults
@@ -153,6 +154,13 @@ def _plot(samples, fault_log, path):
     fig.savefig(path, dpi=80)
 
 
+def _inject(inject, ctx, f):
+    try:
+        f["detail"] = inject(ctx)
+    except Exception as e:                     # a fault that could not be injected fails the run
+        f["detail"] = f"not injected: {e!r}"
+
+
 def guest(w):
     prm = json.load(open(os.path.join(w, "params.json")))
     out = os.path.join(w, "out")
@@ -190,10 +198,11 @@ def guest(w):
             _, kind = pending.pop(0)
             inject, recovered = faults.KINDS[kind]
             f = {"kind": kind, "t": round(now, 2)}
-            try:
-                f["detail"] = inject(ctx)
-            except Exception as e:             # a fault that could not be injected fails the run
-                f["detail"] = f"not injected: {e!r}"
+            th = threading.Thread(target=_inject, args=(inject, ctx, f))
+            th.start()
+            while th.is_alive():               # keep sampling while the fault is held
+                samples += _sample(daemon.pid, cache, t0)
+                th.join(0.5)
             t_end = time.monotonic()
             while time.monotonic() - t_end < 30 and not recovered(ctx):
                 samples += _sample(daemon.pid, cache, t0)
