@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv install install-service deb test unit lint bench demo clean smp-kernel
+.PHONY: help deps venv install install-service deb test unit lint bench demo stress soak clean smp-kernel
 
 help:
 	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
@@ -18,6 +18,8 @@ help:
 	@echo "make bench    - benchmarks, printed as ratios against baselines from the same run"
 	@echo "make demo     - install the service under .cache/demo, serve the golden image through"
 	@echo "               its overlaybd-tcmu in a real kernel"
+	@echo "make stress   - full-stack stress (~3 min): real kernel, registry, faults; report in .cache/stress"
+	@echo "make soak     - the same, 15 minutes"
 	@echo "make lint     - ruff"
 	@echo "make smp-kernel - build and cache the SMP UML kernel (once, 10-20 min) for"
 	@echo "               python3 -m bench tcmu_bench --ncpus 2 (benchmarks only; make test keeps 6.1)"
@@ -54,6 +56,12 @@ bench: deps install
 
 smp-kernel:
 	bash scripts/uml/build-smp-uml.sh
+
+stress: deps install
+	$(PY) -m stress.fullstack run --profile stress --out .cache/stress
+
+soak: deps install
+	$(PY) -m stress.fullstack run --profile soak --out .cache/soak
 
 demo: deps
 	bash scripts/demo.sh

@@ -38,7 +38,7 @@ setup(
         "urllib3>=2.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "ruff", "build"],
+        "test": ["pytest>=7", "hypothesis>=6", "ruff", "build", "matplotlib"],
     },
     ext_modules=[ZFAST],
     entry_points={"console_scripts": [f"{k}={v}" for k, v in TOOLS.items()]},
