@@ -93,6 +93,6 @@ dbroot)
     ensure
     mkdir -p "$1/pr" "$1/alua"
     echo -n "$1" > $CFS/dbroot ;;
-list) ensure; ls "$CFS/iscsi" | grep -v '^discovery_auth$' || true ;;
+list) ensure; for t in "$CFS"/iscsi/*/; do [ -d "${t}tpgt_1" ] && basename "$t"; done; true ;;
 *) sed -n '2,21p' "$0"; exit 2 ;;
 esac

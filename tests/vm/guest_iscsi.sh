@@ -47,11 +47,11 @@ for w in 0 2; do
     iqn=iqn.2026-12.org.overlaybd:lz4-w$w
     $EXP export core/user_999999999/dev_$w $iqn > "$OUT/w${w}_url" 2>>"$OUT/steps.err"
     rec w${w}_export_rc $?
-    rec w${w}_lun_link "$(ls /sys/kernel/config/target/iscsi/$iqn/tpgt_1/lun/lun_0/)"
+    rec w${w}_lun_link "$(readlink -f /sys/kernel/config/target/iscsi/$iqn/tpgt_1/lun/lun_0/dev_$w)"
     disk=$(login $iqn)
     rec w${w}_login_rc $?
     rec w${w}_vendor "$(cat /sys/block/${disk#/dev/}/device/vendor 2>/dev/null)"
-    rec w${w}_transport "$(ls -d /sys/block/${disk#/dev/}/device/../../../iscsi_session 2>/dev/null | wc -l)"
+    rec w${w}_sysfs "$(readlink -f /sys/block/${disk#/dev/})"
     rec w${w}_size "$(blockdev --getsize64 "$disk")"
     rec w${w}_ro "$(cat /sys/block/${disk#/dev/}/ro)"
     log "workers $w: reading $disk through iSCSI"

@@ -62,9 +62,10 @@ def test_golden_lz4_image_reads_byte_exact_over_iscsi(guest, golden_manifest, wo
     assert guest[f"{w}_export_rc"] == "0"
     iqn = f"iqn.2026-12.org.overlaybd:lz4-{w}"
     assert guest[f"{w}_url"].strip() == f"iscsi://127.0.0.1:3260/{iqn}/0"
-    assert guest[f"{w}_lun_link"].strip() == f"dev_{workers}"   # the TCMU backstore is the LUN
+    # the TCMU backstore is the LUN
+    assert guest[f"{w}_lun_link"] == f"/sys/kernel/config/target/core/user_999999999/dev_{workers}"
     assert guest[f"{w}_login_rc"] == "0"
-    assert guest[f"{w}_transport"] == "1"          # the disk hangs off an iSCSI session
+    assert "/session" in guest[f"{w}_sysfs"]       # the disk hangs off an iSCSI session
     assert guest[f"{w}_vendor"].strip() == "LIO-ORG"
     assert guest[f"{w}_size"] == str(golden_manifest["virtual_size"])
     assert guest[f"{w}_ro"] == "1"                  # no upper layer: write-protected
