@@ -31,20 +31,23 @@ _TEST = re.compile(r"^\s*Test: (\S+) \.\.\.")
 def parse(text):
     """{test name: 'passed' | 'failed' | 'skipped'} from iscsi-test-cu's normal/verbose output.
 
-    CUnit prints ``Test: NAME ...`` then the test's own log and ``passed`` or ``FAILED``; libiscsi
+    Names are SUITE.TEST (the family, SCSI, left out, as the suite prints them).  CUnit prints
+    ``Test: NAME ...`` then the test's own log and its verdict, ``passed`` or ``FAILED`` (a
+    ``[FAILED]`` log line is not a verdict: teardown may print one after ``passed``); libiscsi
     reports a test it cannot run with a ``[SKIPPED]`` line and passes it, so a passed test whose
     log says ``[SKIPPED]`` counts as skipped."""
-    results, name, body = {}, None, []
+    results, suite, name, body = {}, "", None, []
 
     def close():
         if name is None:
             return
         chunk = "\n".join(body)
-        if re.search(r"\bFAILED\b", chunk):
+        verdicts = re.sub(r"\[(FAILED|SKIPPED)\]", "", chunk)   # the test's own log lines
+        if re.search(r"\bFAILED\b", verdicts):
             results[name] = "failed"
         elif "[SKIPPED]" in chunk:
             results[name] = "skipped"
-        elif re.search(r"\bpassed\b", chunk):
+        elif re.search(r"\bpassed\b", verdicts):
             results[name] = "passed"
         else:                                   # the suite died inside it
             results[name] = "failed"
@@ -53,13 +56,12 @@ def parse(text):
         m = _TEST.match(line)
         if m:
             close()
-            name, body = m.group(1), [line[m.end():]]
+            name, body = f"{suite}.{m.group(1)}", [line[m.end():]]
+        elif line.startswith(("Suite: ", "Run Summary")):
+            close()
+            suite, name, body = line.split(":", 1)[1].strip(), None, []
         elif name is not None:
-            if line.startswith("Run Summary") or line.startswith("Suite: "):
-                close()
-                name, body = None, []
-            else:
-                body.append(line)
+            body.append(line)
     close()
     return results
 

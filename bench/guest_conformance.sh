@@ -37,7 +37,11 @@ rmdir $F; rm -f /run/file0.img
 # (b) this daemon, workers 0 and 2, golden lowers + a fresh writable upper on tmpfs
 for w in 0 2; do
     up=/run/upper-$w; mkdir -p $up
-    $PY -m overlaybd.tools.create $up/data $up/index $(( SIZE >> 30 )) > /dev/null || exit 1
+    if [ -n "${OBD_TCMU:-}" ]; then      # the installed tools (tests), else this checkout's
+        ( cd / && env -u PYTHONPATH "${OBD_TCMU%/*}/overlaybd-create" $up/data $up/index $(( SIZE >> 30 )) )
+    else
+        $PY -m overlaybd.tools.create $up/data $up/index $(( SIZE >> 30 ))
+    fi > /dev/null || exit 1
     $PY - "$W/image.json" "$up" > $up/config.json <<'PY'
 import json, sys
 cfg = json.load(open(sys.argv[1]))
