@@ -14,8 +14,30 @@ from bench import conformance
 
 pytestmark = pytest.mark.vm
 
+
+def _unsupported(command, *names):
+    return {n: f"{command} is answered as an unsupported opcode (the suite skips the test)"
+            for n in names}
+
+
 # test name (SUITE.TEST as iscsi-test-cu prints it) -> why the daemon does not pass it yet.
+# Measured 2026-12-04 (NOTES-iscsi.md); overlaybd/tcmu/scsi.py is being completed in parallel.
 KNOWN_DIFFERENCES = {
+    "Inquiry.BlockLimits": "the Block Limits page has SBC-3's length (>= 60) but the standard "
+                           "INQUIRY claims no SBC-3 version descriptor",
+    **_unsupported("COMPARE AND WRITE", "CompareAndWrite.Unwritten"),
+    **_unsupported("EXTENDED COPY", "ExtendedCopy.DescrLimits", "ExtendedCopy.DescrType",
+                   "ExtendedCopy.ParamHdr"),
+    **_unsupported("RECEIVE COPY RESULTS", "ReceiveCopyResults.OpParams"),
+    **_unsupported("VERIFY(10/16)", *(f"Verify{n}.{t}" for n in (10, 16) for t in
+                                      ("BeyondEol", "Flags", "MismatchNoCmp", "Simple",
+                                       "ZeroBlocks"))),
+    **_unsupported("WRITE SAME(10/16)", *(f"WriteSame{n}.{t}" for n in (10, 16) for t in
+                                          ("BeyondEol", "Check", "Simple", "Unmap",
+                                           "WriteProtect"))),
+    **_unsupported("WRITE AND VERIFY(10/16)", *(f"WriteVerify{n}.{t}" for n in (10, 16) for t in
+                                                ("BeyondEol", "Flags", "Simple", "WriteProtect",
+                                                 "ZeroBlocks"))),
 }
 
 
