@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import random
+import resource
 import shutil
 import tempfile
 import time

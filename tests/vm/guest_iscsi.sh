@@ -58,6 +58,27 @@ for w in 0 2; do
     t0=$(date +%s.%N)
     rec w${w}_sha "$(dd if="$disk" bs=4M iflag=direct 2>/dev/null | sha)"
     rec w${w}_secs "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')"
+    if [ $w = 0 ]; then
+        # the same backstore behind a second target that only one initiator may use, with CHAP
+        acl_iqn=iqn.2026-12.org.overlaybd:acl
+        ini=iqn.2026-12.org.overlaybd:allowed
+        $EXP export core/user_999999999/dev_0 $acl_iqn --acl $ini --chap obd-user obd-secret-123 \
+            > /dev/null 2>>"$OUT/steps.err"
+        rec acl_export_rc $?
+        iscsi-inq -i $ini iscsi://127.0.0.1:3260/$acl_iqn/0 > "$OUT/acl_nocred.txt" 2>&1
+        rec acl_nocred_rc $?
+        iscsi-inq -i iqn.2026-12.org.overlaybd:stranger \
+            "iscsi://obd-user%obd-secret-123@127.0.0.1:3260/$acl_iqn/0" > "$OUT/acl_stranger.txt" 2>&1
+        rec acl_stranger_rc $?
+        iscsi-inq -i $ini "iscsi://obd-user%wrong-secret-12@127.0.0.1:3260/$acl_iqn/0" \
+            > "$OUT/acl_badpass.txt" 2>&1
+        rec acl_badpass_rc $?
+        iscsi-inq -i $ini "iscsi://obd-user%obd-secret-123@127.0.0.1:3260/$acl_iqn/0" \
+            > "$OUT/acl_ok.txt" 2>&1
+        rec acl_ok_rc $?
+        $EXP unexport $acl_iqn 2>>"$OUT/steps.err"
+        rec acl_unexport_rc $?
+    fi
     if [ $w = 2 ]; then
         # the daemon restarts under the logged-in initiator while a full read is running
         log "restart under the session"

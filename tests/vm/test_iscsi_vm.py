@@ -5,11 +5,10 @@ the image is the golden lz4 stack, read in full and compared with the manifest's
 
 import hashlib
 import json
-import pathlib
 
 import pytest
 from conftest import GOLDEN
-from uml import need_uml, run_in_uml
+from uml import guest_record, need_uml, run_in_uml
 
 from overlaybd.image import open_image
 
@@ -34,21 +33,7 @@ def guest(tmp_path_factory, installed, golden_manifest):
         "resultFile": str(w / "lz4.result")})
     p = run_in_uml(["bash", "tests/vm/guest_iscsi.sh", w], rw=[w], timeout=420,
                    env={"OBD_TCMU": str(installed.bin / "overlaybd-tcmu")})
-    out = w / "out"
-    if p.returncode != 0:
-        log = (out / "daemon.log").read_text()[-3000:] if (out / "daemon.log").exists() else ""
-        pytest.fail(f"guest script failed ({p.returncode}):\n{p.stderr[-4000:]}\n{log}")
-    return Results(out)
-
-
-class Results:
-    def __init__(self, out):
-        self.out = pathlib.Path(out)
-
-    def __getitem__(self, key):
-        f = self.out / key
-        assert f.exists(), f"the guest recorded no '{key}' (see {self.out})"
-        return f.read_text()
+    return guest_record(p, w / "out")
 
 
 def test_guest_has_the_iscsi_target_and_initiator(guest):
@@ -78,6 +63,17 @@ def test_golden_lz4_image_reads_byte_exact_over_iscsi(guest, golden_manifest, wo
     assert guest[f"{w}_unexport_rc"] == "0"
     assert guest[f"{w}_remove_rc"] == "0"
     assert guest[f"{w}_stop_rc"] == "0"
+
+
+def test_acl_and_chap_admit_only_the_named_initiator_with_its_secret(guest):
+    """scripts/uml/iscsi-export.sh --acl INI --chap USER PASS, checked with libiscsi's iscsi-inq."""
+    assert guest["acl_export_rc"] == "0"
+    assert guest["acl_nocred_rc"] != "0"          # CHAP required
+    assert guest["acl_stranger_rc"] != "0"        # right secret, initiator not in the ACLs
+    assert guest["acl_badpass_rc"] != "0"
+    assert guest["acl_ok_rc"] == "0", guest["acl_ok.txt"]
+    assert "LIO-ORG" in guest["acl_ok.txt"]
+    assert guest["acl_unexport_rc"] == "0"
 
 
 def test_daemon_restart_under_a_logged_in_initiator(guest, golden_manifest):
