@@ -91,6 +91,21 @@ for w in 0 2; do
         wait $ddpid
         rec restart_session_state "$(cat /sys/class/iscsi_session/session*/state 2>/dev/null | tr '\n' ' ')"
         rec restart_after_sha "$(dd if="$disk" bs=1M count=64 iflag=direct 2>/dev/null | sha)"
+        # the same with SIGKILL (a crash): the supervisor dies without cleaning up
+        log "SIGKILL under the session"
+        kids=$(cat /proc/$DPID/task/*/children 2>/dev/null)
+        ( dd if="$disk" bs=1M iflag=direct 2>/dev/null | sha > "$OUT/kill_sha" ) &
+        ddpid=$!
+        sleep 1
+        kill -KILL $DPID; wait $DPID 2>/dev/null; DPID=
+        sleep 2
+        left=; for k in $kids; do kill -0 $k 2>/dev/null && left="$left $k"; done
+        rec kill_workers_left "$(echo $left | wc -w)"
+        for k in $left; do kill -KILL $k 2>/dev/null; done
+        start_daemon "$W/obd-2.json" || exit 1
+        wait $ddpid
+        rec kill_session_state "$(cat /sys/class/iscsi_session/session*/state 2>/dev/null | tr '\n' ' ')"
+        rec kill_after_sha "$(dd if="$disk" bs=1M count=64 iflag=direct 2>/dev/null | sha)"
     fi
     logout $iqn
     rec w${w}_logout_sessions "$(ls /sys/class/iscsi_session 2>/dev/null | wc -l)"
