@@ -4,12 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv install install-service test unit lint bench demo clean
+.PHONY: help deps venv install install-service deb test unit lint bench demo clean
 
 help:
 	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
 	@echo "make install-service - install under /opt/overlaybd, /etc/overlaybd and the systemd unit"
 	@echo "                       (ROOT=DIR: everything under DIR instead, for a trial)"
+	@echo "make deb      - build dist/overlaybd_<version>_<arch>.deb (a bundled venv of Debian's python3;"
+	@echo "               DEB_VERSION=V, DEB_OUT=DIR, DEB_WHEELS=DIR offline); apt install ./dist/overlaybd_*.deb"
 	@echo "make deps     - install system packages the tests need (apt, UML kernel, registry)"
 	@echo "make test     - deps + install, then run every test (unit, registry, real kernel)"
 	@echo "make unit     - only the tests that need neither the kernel nor the registry"
@@ -31,6 +33,10 @@ install: $(PY)
 
 install-service:
 	bash scripts/install-service.sh $(if $(ROOT),--root $(ROOT))
+
+deb:
+	bash scripts/build-deb.sh --out $(or $(DEB_OUT),dist) $(if $(DEB_VERSION),--version $(DEB_VERSION)) \
+	    $(if $(DEB_WHEELS),--wheels $(DEB_WHEELS))
 
 test: deps install
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS) tests

@@ -9,8 +9,8 @@ import importlib
 import sys
 import traceback
 
-ORDER = ["image_bench", "lsmt_bench", "zfile_bench", "engine_bench", "daemon_bench", "remote_bench",
-         "prefetch_bench", "tcmu_bench"]
+ORDER = ["image_bench", "lsmt_bench", "zfile_bench", "blockcache_bench", "engine_bench", "daemon_bench", "remote_bench",
+         "prefetch_bench", "tcmu_bench", "conformance_bench"]
 
 
 def main(argv):

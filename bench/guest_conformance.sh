@@ -1,60 +1,46 @@
 #!/bin/bash
-# Runs INSIDE the UML guest (scripts/uml/run-in-uml.sh), from the repository root:
+# Runs INSIDE the UML guest (run-in-uml.sh --mods iscsi_target_mod) from the repository root:
 #   bash bench/guest_conformance.sh DIR
-# One boot, three backstores behind LIO's iSCSI fabric on 127.0.0.1:3260, each run through
-# libiscsi's conformance suite `iscsi-test-cu --dataloss --test SCSI`:
-#   file   kernel target_core_file over a sparse file on tmpfs, emulate_tpu=1 emulate_tpws=1
-#   w0 w2  overlaybd-tcmu (workers 0 / 2): DIR/image.json's lowers + a fresh writable upper
-# DIR holds obd-0.json, obd-2.json and image.json (prepared by bench/conformance.py).  The raw
-# output goes to DIR/out/cu-<name>.txt; bench/conformance.py parses it.
-source scripts/uml/guest-lib.sh     # (run from the repository root)
-EXP=$REPO/scripts/uml/iscsi-export.sh
+# DIR holds obd-<workers>.json (service configs) and image.json (the golden lz4 lowers with a
+# writable upper created here on the guest's tmpfs, which can punch holes).  In one boot, libiscsi's
+# conformance suite (iscsi-test-cu --dataloss, family $OBD_CU_FAMILY, default SCSI) runs against
+# LIO's iSCSI fabric exporting (1) the kernel's file backstore of a 1 GiB tmpfs file with
+# emulate_tpu=1 emulate_tpws=1, then (2) overlaybd-tcmu with each workers setting in
+# $OBD_CU_WORKERS (default "0 2").  Each run's output (verbose: the tests' own lines) lands in
+# DIR/out/cu-<name>.txt.
+source scripts/uml/guest-lib.sh      # W, OUT, PY, DEV, start_daemon
+FAMILY=${OBD_CU_FAMILY:-SCSI}
+ISCSI=scripts/uml/iscsi.sh
 CFS=/sys/kernel/config/target
-# persistent reservations keep state under dbroot: give it a writable folder before any device
-$EXP dbroot /run/target || exit 1
-SIZE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["size"])' "$W/image.json")
-run_suite() {   # NAME BACKSTORE
-    local iqn=iqn.2026-12.org.overlaybd:cu-$1 t0
-    $EXP export "$2" $iqn > /dev/null || return 1
-    log "iscsi-test-cu on $1"
-    t0=$(date +%s)
-    iscsi-test-cu --dataloss --test SCSI "iscsi://127.0.0.1:3260/$iqn/0" > "$OUT/cu-$1.txt" 2>&1
-    rec cu-$1.rc $?
-    rec cu-$1.secs $(( $(date +%s) - t0 ))
-    $EXP unexport $iqn
+$ISCSI dbroot /tmp/target
+cu() {  # NAME IQN
+    timeout 1500 iscsi-test-cu --dataloss -t "$FAMILY" "$($ISCSI url "$2")" > "$OUT/cu-$1.txt" 2>&1
+    rec "cu-$1.rc" $?
+    log "$1: $(grep -c 'passed' "$OUT/cu-$1.txt") lines with 'passed'"
 }
-
-# (a) the kernel's file backstore
-truncate -s "$SIZE" /run/file0.img
-F=$CFS/core/fileio_1/file0
+# (1) the kernel's file backstore
+truncate -s 1G /tmp/flat.img
+F=$CFS/core/fileio_7/conf
 mkdir -p $F
-echo -n "fd_dev_name=/run/file0.img,fd_dev_size=$SIZE" > $F/control
+echo -n "fd_dev_name=/tmp/flat.img,fd_dev_size=$((1 << 30))" > $F/control
 echo -n 1 > $F/enable
-echo 1 > $F/attrib/emulate_tpu; echo 1 > $F/attrib/emulate_tpws
-run_suite file core/fileio_1/file0
-rmdir $F; rm -f /run/file0.img
-
-# (b) this daemon, workers 0 and 2, golden lowers + a fresh writable upper on tmpfs
-for w in 0 2; do
-    up=/run/upper-$w; mkdir -p $up
-    if [ -n "${OBD_TCMU:-}" ]; then      # the installed tools (tests), else this checkout's
-        ( cd / && env -u PYTHONPATH "${OBD_TCMU%/*}/overlaybd-create" $up/data $up/index $(( SIZE >> 30 )) )
-    else
-        $PY -m overlaybd.tools.create $up/data $up/index $(( SIZE >> 30 ))
-    fi > /dev/null || exit 1
-    $PY - "$W/image.json" "$up" > $up/config.json <<'PY'
-import json, sys
-cfg = json.load(open(sys.argv[1]))
-cfg.pop("size")
-cfg["upper"] = {"data": sys.argv[2] + "/data", "index": sys.argv[2] + "/index"}
-cfg["resultFile"] = sys.argv[2] + "/result"
-print(json.dumps(cfg))
-PY
-    start_daemon "$W/obd-$w.json" || exit 1
-    $DEV create $w $up/config.json --no-lun 2>>"$OUT/steps.err" || exit 1
-    run_suite w$w core/user_999999999/dev_$w
-    $DEV remove $w
-    stop_daemon stop-w$w.rc
-    rm -rf $up
+echo 1 > $F/attrib/emulate_tpu          # (after enable: before it, 6.1 oopses on this write)
+echo 1 > $F/attrib/emulate_tpws
+$ISCSI export iqn.2026-12.io.overlaybd:fileio fileio_7/conf
+cu fileio iqn.2026-12.io.overlaybd:fileio
+$ISCSI unexport iqn.2026-12.io.overlaybd:fileio
+rmdir $F $CFS/core/fileio_7
+rm -f /tmp/flat.img
+# (2) overlaybd-tcmu, golden lz4 lowers + a fresh writable upper on tmpfs
+for w in ${OBD_CU_WORKERS:-0 2}; do
+    rm -f /tmp/up.data /tmp/up.index
+    $PY -m overlaybd.tools.create /tmp/up.data /tmp/up.index 1 2>>"$OUT/steps.err"
+    start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1
+    $DEV create 1 "$W/image.json" --no-lun --max-data-area-mb 64 2>>"$OUT/steps.err" || exit 1
+    iqn=iqn.2026-12.io.overlaybd:obd-w$w
+    $ISCSI export $iqn user_999999999/dev_1
+    cu obd-w$w $iqn
+    $ISCSI unexport $iqn
+    $DEV remove 1
+    stop_daemon "daemon-w$w.rc"
 done
-log "done"

@@ -1,13 +1,15 @@
 #!/bin/bash
 # Runs INSIDE the UML guest from the repository root:  bash bench/guest_tcmu.sh DIR
-# DIR holds image.json (a 4-layer 1 GiB image), flat.raw (the same disk as a plain file) and
-# obd-<workers>.json.  fio (libaio, direct) against a kernel target_core_file backstore of
+# DIR holds image-<stack>.json (a 4-layer 1 GiB image; stacks in OBD_BENCH_STACKS, default
+# "plain lz4"), flat.raw (the same disk as a plain file) and obd-<workers>.json.  fio (libaio, direct) against a kernel target_core_file backstore of
 # flat.raw, a naive Python handler of flat.raw (bench/naive_tcmu.py), then overlaybd-tcmu
 # with each engine setting; fio's JSON reports land in
-# DIR/out/<name>-<test>.json, the daemon's CPU seconds and peak RSS per process (psutil) in
-# DIR/out/<name>-procs.json, a sha256 of the first 64 MiB in DIR/out/<name>.sha.
+# DIR/out/<name>-<test>.json (name: fileio, naive, obd-<stack>-w<workers>), the daemon's CPU
+# seconds and peak RSS per process (psutil) in DIR/out/<name>-procs.json, a sha256 of the first
+# 64 MiB in DIR/out/<name>.sha.
 source scripts/uml/guest-lib.sh      # W, OUT, PY, DEV, start_daemon (from the repository root)
 RUNTIME=${OBD_BENCH_SECONDS:-5}
+STACKS=${OBD_BENCH_STACKS:-plain lz4}
 sha64() { dd if="$1" bs=1M count=64 iflag=direct 2>/dev/null | sha256sum | cut -c1-64; }
 fio1() {  # NAME TEST DEVICE RW BS QD
     fio --name="$2" --filename="$3" --rw="$4" --bs="$5" --iodepth="$6" --ioengine=libaio \
@@ -37,15 +39,18 @@ sha64 "$d" > "$OUT/naive.sha"
 bench naive "$d"
 kill -TERM $npid; wait $npid
 $DEV remove 77
-for w in 0 1 2; do
-    $PY -m overlaybd.tools.export "$W/image.json" - 2>/dev/null | dd of=/dev/null bs=1M 2>/dev/null
-    start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1
+for stack in $STACKS; do
+  for w in 0 1 2; do
+    name="obd-$stack-w$w"
+    $PY -m overlaybd.tools.export "$W/image-$stack.json" - 2>/dev/null | dd of=/dev/null bs=1M 2>/dev/null
+    start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1   # (the log its config names)
     dpid=$DPID
-    $PY -m bench.proctree $dpid "$OUT/obd-w$w-procs.json" &
+    $PY -m bench.proctree $dpid "$OUT/$name-procs.json" &
     spid=$!
-    d=$($DEV create 1 "$W/image.json")
-    sha64 "$d" > "$OUT/obd-w$w.sha"
-    bench "obd-w$w" "$d"
+    d=$($DEV create 1 "$W/image-$stack.json")
+    sha64 "$d" > "$OUT/$name.sha"
+    bench "$name" "$d"
     $DEV remove 1
     kill -TERM $dpid; wait $dpid; wait $spid
+  done
 done

@@ -48,7 +48,8 @@ import time
 
 from loguru import logger
 
-from overlaybd.image.settings import ServiceConfig, default_workers
+from overlaybd.cpus import default_workers
+from overlaybd.image.settings import ServiceConfig
 from overlaybd.prefetch.session import RecordSession
 from tests.prefetch_fixtures import APP, Served, build_image, workload, write_config
 

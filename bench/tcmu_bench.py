@@ -1,9 +1,10 @@
 """overlaybd-tcmu in a real kernel (UML 6.1) against the kernel's own file backstore.
 
-    python3 -m bench.tcmu_bench [--seconds 5]
+    python3 -m bench.tcmu_bench [--seconds 5] [--stacks plain,lz4] [--ncpus 2]
 
-The image is image_bench's 4-layer 1 GiB image of real file content (plain layers); the
-baseline is target_core_file serving the same disk as a flat file, in the same guest boot.
+The image is image_bench's 4-layer 1 GiB image of real file content, served as plain layers
+and as lz4 ZFile layers (what real images are); the baseline is target_core_file serving the
+same disk as a flat file, in the same guest boot.
 The guest gets 4 GiB so that the flat file and the layer files all stay in its page cache.
 fio (libaio, direct): sequential 1 MiB at QD16, random 4 KiB at QD32 and QD1, for
 `workers` 0 (inline), 1 and 2, with CPU seconds and peak RSS of every daemon process.
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from overlaybd.image.settings import default_workers
+from overlaybd.cpus import default_workers
 
 from .image_bench import build
 
@@ -37,19 +38,28 @@ def fio(path, unit):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=int, default=5)
+    ap.add_argument("--stacks", default="plain,lz4", help="comma-separated: plain, lz4")
+    ap.add_argument("--ncpus", type=int, default=1,
+                    help="guest CPUs (> 1: the SMP kernel of scripts/uml/build-smp-uml.sh)")
     a = ap.parse_args(argv)
+    stacks = [x for x in a.stacks.split(",") if x]
+    if not stacks or set(stacks) - {"plain", "lz4"}:
+        ap.error(f"--stacks: plain and/or lz4, not {a.stacks!r}")
     img_dir = REPO / "bench" / "out" / "image"
     build(str(img_dir), 1)
     w = pathlib.Path(tempfile.mkdtemp(prefix="tcmu-bench-"))
-    (w / "image.json").write_text(json.dumps(
-        {"lowers": [{"file": str(img_dir / f"l{n}.plain")} for n in range(4)]}))
+    for kind in stacks:
+        (w / f"image-{kind}.json").write_text(json.dumps(
+            {"lowers": [{"file": str(img_dir / f"l{n}.{kind}")} for n in range(4)]}))
     os.symlink(img_dir / "flat.raw", w / "flat.raw")
     for workers in (0, 1, 2):
         (w / f"obd-{workers}.json").write_text(json.dumps({
             "logConfig": {"logPath": str(w / "out" / f"daemon-w{workers}.log"), "logLevel": 1},
             "workerConfig": {"workers": workers}, "enableAudit": False}))
-    env = dict(os.environ, OBD_PYTHON=sys.executable, OBD_BENCH_SECONDS=str(a.seconds))
-    p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "600", "-m", "4096",
+    env = dict(os.environ, OBD_PYTHON=sys.executable, OBD_BENCH_SECONDS=str(a.seconds),
+               OBD_BENCH_STACKS=" ".join(stacks))
+    p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "900", "-m", "4096",
+                        "--ncpus", str(a.ncpus),
                         "--rw", str(w), "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
                        capture_output=True, text=True)
     out = w / "out"
@@ -58,32 +68,36 @@ def main(argv=None):
         return 1
     ref_sha = (out / "fileio.sha").read_text()
     base = {t: fio(out / f"fileio-{t}.json", u) for t, u, _ in TESTS}
-    print("tcmu_bench (UML 6.1, one vCPU): kernel target_core_file: " +
+    ncpu = int((out / "nproc").read_text())
+    kernel = "UML 6.1, one vCPU" if a.ncpus == 1 else f"SMP UML, {ncpu} vCPUs"
+    print(f"tcmu_bench ({kernel}): kernel target_core_file: " +
           ", ".join(f"{t} {base[t]:,.0f} {u}" for t, u, _ in TESTS))
     same = (out / "naive.sha").read_text() == ref_sha
     print("  naive Python handler of the flat file (bench/naive_tcmu.py): " + ", ".join(
         f"{t} {fio(out / f'naive-{t}.json', u):,.0f} {u} "
         f"({fio(out / f'naive-{t}.json', u) / base[t]:.2f}x)" for t, u, _ in TESTS)
         + f"; bytes {'equal' if same else 'DIFFER'}")
-    ncpu = int((out / "nproc").read_text())
     default = default_workers(ncpu)
     ok = default in (0, 1, 2)
-    for workers in (0, 1, 2):
-        name = f"obd-w{workers}"
-        same = (out / f"{name}.sha").read_text() == ref_sha
-        cells = []
-        for t, u, target in TESTS:
-            v = fio(out / f"{name}-{t}.json", u)
-            r = v / base[t]
-            if workers == default:
-                ok &= r >= target and same
-            cells.append(f"{t} {v:,.0f} {u} ({r:.2f}x, target {target}x)")
-        procs = json.loads((out / f"{name}-procs.json").read_text())
-        usage = "; ".join(f"{p['role']} {p['cpu_s']:.1f} CPU-s {p['peak_rss_mib']:.0f} MiB"
-                          for p in procs.values())
-        mark = f" (default with {ncpu} CPU{'s' if ncpu > 1 else ''})" if workers == default else ""
-        print(f"  workers={workers}{mark}: {', '.join(cells)}; bytes {'equal' if same else 'DIFFER'}")
-        print(f"             {usage}")
+    for kind in stacks:
+        print(f"  {kind} layers:")
+        for workers in (0, 1, 2):
+            name = f"obd-{kind}-w{workers}"
+            same = (out / f"{name}.sha").read_text() == ref_sha
+            cells = []
+            for t, u, target in TESTS:
+                v = fio(out / f"{name}-{t}.json", u)
+                r = v / base[t]
+                if workers == default:
+                    ok &= r >= target and same
+                cells.append(f"{t} {v:,.0f} {u} ({r:.2f}x, target {target}x)")
+            procs = json.loads((out / f"{name}-procs.json").read_text())
+            usage = "; ".join(f"{p['role']} {p['cpu_s']:.1f} CPU-s {p['peak_rss_mib']:.0f} MiB"
+                              for p in procs.values())
+            mark = f" (default with {ncpu} CPU{'s' if ncpu > 1 else ''})" if workers == default else ""
+            print(f"    workers={workers}{mark}: {', '.join(cells)}; "
+                  f"bytes {'equal' if same else 'DIFFER'}")
+            print(f"               {usage}")
     return 0 if ok else 1
 
 

@@ -22,6 +22,23 @@ def need(condition, why):
 
 
 @pytest.fixture(scope="session")
+def say(request):
+    """``say(line)``: write a line on the terminal past pytest's capture (shown with -q too),
+    for results CI's output must hold (a kernel test's byte-exact read, a package's life)."""
+    tr = request.config.pluginmanager.get_plugin("terminalreporter")
+    capman = request.config.pluginmanager.get_plugin("capturemanager")
+
+    def say(line):
+        if tr is None or capman is None:
+            print(line, flush=True)
+            return
+        with capman.global_and_fixture_disabled():
+            tr.ensure_newline()
+            tr.write_line(line)
+    return say
+
+
+@pytest.fixture(scope="session")
 def golden_manifest():
     with open(GOLDEN / "manifest.json") as f:
         return json.load(f)
@@ -39,3 +56,28 @@ def installed(dist):
     """The service installed from ``dist.wheel`` by scripts/install-service.sh --root (cached)."""
     from install_fixtures import install_service
     return install_service(dist.wheel)
+
+
+@pytest.fixture
+def rw(tmp_path):
+    """A writable 8 MiB disk (1 MiB of random content) served by the real daemon and inline
+    engine over the fake kernel (tests/tcmu_fixtures.py); ``.content`` holds what it started with."""
+    from tcmu_fixtures import Harness
+    content = os.urandom(1 << 20)
+    h = Harness(tmp_path, size=8 << 20, content=content)
+    assert h.status == 0
+    h.content = content
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def ro(tmp_path):
+    """The same, read-only, holding a repeating byte pattern."""
+    from tcmu_fixtures import Harness
+    content = bytes(range(256)) * 4096
+    h = Harness(tmp_path, size=8 << 20, read_only=True, content=content)
+    assert h.status == 0
+    h.content = content
+    yield h
+    h.close()

@@ -3,8 +3,8 @@ byte-exact at any offset and length; tmpfs falls back with a warning; 3 is refus
 
 import errno
 import os
-import random
 import pathlib
+import random
 import shutil
 import subprocess
 import tempfile

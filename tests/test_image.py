@@ -149,6 +149,7 @@ def test_service_config_fields(tmp_path):
 
 
 def test_default_worker_count_follows_the_cpus_we_may_run_on(tmp_path):
+    from overlaybd.cpus import default_workers
     p = tmp_path / "overlaybd.json"
     p.write_text("{}")
     saved = os.sched_getaffinity(0)
@@ -156,7 +157,11 @@ def test_default_worker_count_follows_the_cpus_we_may_run_on(tmp_path):
         os.sched_setaffinity(0, {min(saved)})     # one CPU: inline, a worker only adds hand-offs
         assert load_service_config(str(p)).worker.workers == 0
         if len(saved) > 1:
+            os.sched_setaffinity(0, set(sorted(saved)[:2]))   # two: inline still wins
+            assert load_service_config(str(p)).worker.workers == 0
+        if len(saved) > 2:
             os.sched_setaffinity(0, saved)
             assert load_service_config(str(p)).worker.workers == len(saved)
     finally:
         os.sched_setaffinity(0, saved)
+    assert [default_workers(n) for n in (1, 2, 3, 8)] == [0, 0, 3, 8]

@@ -43,9 +43,12 @@ def test_two_devices_share_one_daemon(tmp_path):
 
 def test_duplicated_dev_id_and_foreign_subtype_are_refused(tmp_path):
     a = Harness(tmp_path, name="a", dev_id="5", minor=0)
+    refused = []
+    a.daemon.refused = lambda config, reason: refused.append((config, reason))
     try:
         dup = Harness(tmp_path, name="b", dev_id="5", minor=1, daemon=a.daemon)
         assert dup.status < 0
+        assert refused == [(f"{tmp_path}/b.json", "duplicated dev_id 5 (already used by a)")]
         dup.fk.close()
         fk = FakeKernel()
         info = UioInfo(2, "tcm-user/1/c/qcow//x.img", "1", "c", "qcow//x.img")

@@ -59,7 +59,7 @@ BATCH = [
     (write10(64, 16), PAYLOAD, 0, None),                    # a write, then a read of it
     (read10(60, 24), b"", 24 * 512, None),
     (inquiry(), b"", 36, None),
-    (read10(8, 8, flags=0x08), b"", 4096, None),            # FUA: refused (no DPOFUA)
+    (read10(8, 8, flags=0x18), b"", 4096, None),            # DPO + FUA: served fast
     (read16(8, 8, flags=0x20), b"", 4096, None),            # RDPROTECT: refused
 ]
 
@@ -115,11 +115,11 @@ def test_fast_path_matches_generic_path(pair):
     assert a[10][2] == content[40 * 512:48 * 512]
     assert a[11][2] == content[2000 * 512:2008 * 512]
     assert a[13][2] == content[60 * 512:64 * 512] + PAYLOAD + content[80 * 512:84 * 512]
-    for i in (15, 16):
-        assert a[i][0] == S.CHECK_CONDITION
-        assert sense_of_bytes(a[i][1]) == (S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_CDB)
+    assert a[15][0] == S.GOOD and a[15][2] == content[8 * 512:16 * 512]
+    assert a[16][0] == S.CHECK_CONDITION
+    assert sense_of_bytes(a[16][1]) == (S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_CDB)
     dev = fast.daemon.devices[0]
-    assert dev.fast.fast == 7                     # BATCH[0, 1, 2, 8, 9, 11, 13]
+    assert dev.fast.fast == 8                     # BATCH[0, 1, 2, 8, 9, 11, 13, 15]
     assert dev.ring.inflight == 0                 # nothing left over in either ring
     assert slow.daemon.devices[0].ring.inflight == 0
 

@@ -5,31 +5,11 @@ import os
 import struct
 
 import pytest
-from tcmu_fixtures import SERIAL, Harness, file_bytes, sense_of
+from tcmu_fixtures import SERIAL, file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
 
 MiB = 1 << 20
-
-
-@pytest.fixture
-def rw(tmp_path):
-    content = os.urandom(MiB)
-    h = Harness(tmp_path, size=8 * MiB, content=content)
-    assert h.status == 0
-    h.content = content
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def ro(tmp_path):
-    content = bytes(range(256)) * 4096
-    h = Harness(tmp_path, size=8 * MiB, read_only=True, content=content)
-    assert h.status == 0
-    h.content = content
-    yield h
-    h.close()
 
 
 def inquiry(evpd, page, alloc=255):
@@ -40,7 +20,7 @@ def test_inquiry_standard(rw):
     c = rw.run(inquiry(0, 0, 96), data_in_len=96)
     assert c.status == S.GOOD
     d = c.data[:36]
-    assert d[:8] == bytes([0, 0, 5, 2, 31, 8, 0, 2])
+    assert d[:8] == bytes([0, 0, 5, 2, 69, 8, 0, 2])
     assert d[8:16] == b"LIO-ORG "
     assert d[16:32] == b"TCMU device     "
     assert d[32:36] == b"0002"
@@ -48,7 +28,7 @@ def test_inquiry_standard(rw):
 
 def test_inquiry_truncated_to_allocation_length(rw):
     c = rw.run(inquiry(0, 0, 5), data_in_len=5)
-    assert c.data == bytes([0, 0, 5, 2, 31])
+    assert c.data == bytes([0, 0, 5, 2, 69])
 
 
 def test_inquiry_page_without_evpd_is_invalid(rw):
@@ -149,7 +129,7 @@ CONTROL = bytes([0x0A, 0x0A, 2, 0, 0, 0x40, 0, 0, 0xFF, 0xFF, 0, 0])
 def test_mode_sense_6_all_pages(rw):
     d = rw.run(mode_sense6(0x3F), data_in_len=255).data
     body = RW_RECOVERY + CACHING + CONTROL
-    assert d[:4] == bytes([3 + len(body), 0, 0, 0])
+    assert d[:4] == bytes([3 + len(body), 0, S.MODE_DPOFUA, 0])
     assert d[4:4 + len(body)] == body
     assert d[4 + len(body):] == bytes(255 - 4 - len(body))
 
@@ -157,15 +137,15 @@ def test_mode_sense_6_all_pages(rw):
 def test_mode_sense_10_single_page(rw):
     d = rw.run(mode_sense10(0x08, 64), data_in_len=64).data
     assert struct.unpack(">H", d[:2])[0] == 6 + 20
-    assert d[2:8] == bytes(6)
+    assert d[2:8] == bytes([0, S.MODE_DPOFUA, 0, 0, 0, 0])
     assert d[8:28] == CACHING
 
 
 def test_mode_sense_write_protect_bit(ro):
     d6 = ro.run(mode_sense6(0x3F, 4), data_in_len=4).data
-    assert d6 == bytes([3, 0, 0x80, 0])
+    assert d6 == bytes([3, 0, 0x80 | S.MODE_DPOFUA, 0])
     d10 = ro.run(mode_sense10(0x0A), data_in_len=255).data
-    assert d10[3] == 0x80 and d10[8:20] == CONTROL
+    assert d10[3] == 0x80 | S.MODE_DPOFUA and d10[8:20] == CONTROL
 
 
 def test_mode_sense_unknown_page(rw):
@@ -238,8 +218,8 @@ def test_write_to_read_only_is_write_protected(ro):
 
 @pytest.mark.parametrize("op", ["READ_10", "READ_12", "READ_16", "WRITE_10", "WRITE_12",
                                 "WRITE_16"])
-@pytest.mark.parametrize("bits", [0x20, 0x40, 0xE0, 0x10, 0x08])   # (RD|WR)PROTECT, DPO, FUA
-def test_protect_dpo_fua_are_invalid_fields(rw, op, bits):
+@pytest.mark.parametrize("bits", [0x20, 0x40, 0xE0, 0xF8])   # RDPROTECT / WRPROTECT
+def test_protect_fields_are_invalid(rw, op, bits):
     opcode = getattr(S, op)
     cdb = bytearray(rw_cdb(opcode, 3, 1))
     cdb[1] |= bits
@@ -247,6 +227,22 @@ def test_protect_dpo_fua_are_invalid_fields(rw, op, bits):
     c = rw.run(bytes(cdb), **({"data_out": b"\xAA" * 512} if write else {"data_in_len": 512}))
     assert sense_of(c) == (S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_CDB)
     assert file_bytes(rw.path, 3 * 512, 512) == rw.content[3 * 512:4 * 512]   # nothing written
+
+
+@pytest.mark.parametrize("op", ["READ_10", "READ_12", "READ_16", "WRITE_10", "WRITE_12",
+                                "WRITE_16"])
+@pytest.mark.parametrize("bits", [0x10, 0x08, 0x18])          # DPO, FUA (MODE SENSE: DPOFUA)
+def test_dpo_fua_are_served(rw, op, bits):
+    opcode = getattr(S, op)
+    cdb = bytearray(rw_cdb(opcode, 3, 1))
+    cdb[1] |= bits
+    if op.startswith("WRITE"):
+        c = rw.run(bytes(cdb), data_out=b"\xAA" * 512)
+        assert c.status == S.GOOD
+        assert file_bytes(rw.path, 3 * 512, 512) == b"\xAA" * 512
+    else:
+        c = rw.run(bytes(cdb), data_in_len=512)
+        assert c.status == S.GOOD and c.data == rw.content[3 * 512:4 * 512]
 
 
 def test_write_same_with_unmap_discards(rw):
@@ -260,11 +256,12 @@ def test_write_same_with_unmap_discards(rw):
     assert file_bytes(rw.path, 40 * 512, 8 * 512) == bytes(8 * 512)
 
 
-def test_write_same_without_unmap_is_not_handled(rw):
-    c = rw.run(bytes([S.WRITE_SAME_16, 0]) + struct.pack(">QI", 16, 8) + b"\0\0",
-               data_out=b"\xff" * 512)
-    assert sense_of(c) == (S.ILLEGAL_REQUEST, S.ASC_INVALID_OPCODE)
-    assert file_bytes(rw.path, 16 * 512, 512) == rw.content[16 * 512:17 * 512]
+def test_write_same_without_unmap_writes_the_block(rw):
+    block = os.urandom(512)
+    c = rw.run(bytes([S.WRITE_SAME_16, 0]) + struct.pack(">QI", 16, 8) + b"\0\0", data_out=block)
+    assert c.status == S.GOOD
+    assert file_bytes(rw.path, 16 * 512, 8 * 512) == block * 8
+    assert file_bytes(rw.path, 24 * 512, 512) == rw.content[24 * 512:25 * 512]
 
 
 def test_unmap_several_descriptors(rw):
@@ -284,7 +281,7 @@ def test_synchronize_cache(rw):
     assert rw.run(bytes([S.SYNCHRONIZE_CACHE_16]) + bytes(15)).status == S.GOOD
 
 
-@pytest.mark.parametrize("op", [0xA3, 0xA4, 0x42 + 0x20, 0x03, 0xC0, 0x7E])
+@pytest.mark.parametrize("op", [0xA4, 0x42 + 0x20, 0x03, 0xC0, 0x7E])
 def test_unknown_opcode_sense_bytes(rw, op):
     c = rw.run(bytes([op]) + bytes(15), data_in_len=64)
     assert c.status == S.CHECK_CONDITION

@@ -160,9 +160,10 @@ def test_daemon_logs_a_failed_device_open_once(tmp_path):
     from loguru import logger
 
     from overlaybd.image import load_service_config
-    from overlaybd.tcmu.daemon import Daemon, image_backend
+    from overlaybd.tcmu.daemon import Daemon
     from overlaybd.tcmu.fakekernel import FakeKernel
     from overlaybd.tcmu.uio import UioInfo
+    from overlaybd.tools.tcmu import image_backend
     from overlaybd.workers import Engine
 
     svc_path = tmp_path / "overlaybd.json"

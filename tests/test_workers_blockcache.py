@@ -134,10 +134,23 @@ def test_process_slice_bounds_all_files_together(monkeypatch):
         files = [blockcache.BlockCache.for_this_process(BytesFile(bytes([i]) * (64 * 4096)), 4096)
                  for i in range(3)]
         for i, f in enumerate(files):
-            assert f.pread(16 * 4096, 0) == bytes([i]) * (16 * 4096)
+            assert f.pread(15 * 4096, 0) == bytes([i]) * (15 * 4096)   # (under BYPASS_BYTES)
         assert files[0].lru is files[2].lru and files[0].lru.used <= 8 * 4096
         assert sum(len(f.blocks) for f in files) == 8 and files[0].blocks == []
         files[2].close()
         assert files[2].blocks == [] and files[0].lru.used == 0
     finally:
         context.set_current(None)
+
+
+def test_large_reads_bypass_the_cache_and_leave_it_alone():
+    """A read of BYPASS_BYTES or more is served by the wrapped file directly: a sequential scan
+    neither copies its blocks into the cache nor evicts what small reads keep there."""
+    from overlaybd.workers.blockcache import BYPASS_BYTES
+    c = BlockCache(CountingFile(DATA), 4096, 64 * 4096)
+    assert c.pread(100, 5 * 4096) == DATA[5 * 4096:5 * 4096 + 100]
+    before = (c.blocks, c.lru.used, c.misses)
+    assert before[0] == [5]
+    for off in (0, 12345, len(DATA) - BYPASS_BYTES):
+        assert c.pread(BYPASS_BYTES, off) == DATA[off:off + BYPASS_BYTES]
+    assert (c.blocks, c.lru.used, c.misses) == before

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
+from ..cpus import default_workers
 from ..errors import ConfigError
 from .schema import Obj, load_json
 
@@ -101,18 +102,6 @@ class ProxyConfig:
     https_proxy: str = ""
     no_proxy: str = ""
     ca_file: str = ""
-
-
-def default_workers(ncpu=None):
-    """The CPUs this process may run on (or ``ncpu``); 0 (inline in the supervisor) when that
-    is one CPU, where a worker process could only add a hand-off per command
-    (docs/performance.md)."""
-    if ncpu is None:
-        try:
-            ncpu = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            ncpu = os.cpu_count() or 1
-    return ncpu if ncpu > 1 else 0
 
 
 @dataclass

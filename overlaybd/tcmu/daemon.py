@@ -35,16 +35,6 @@ KICK = b"\0\0\0\0"
 OPEN_THREADS = 8                # images opened at once (remote opens can take seconds)
 
 
-def _write_failure(config_path, reason):
-    """Best effort: tell the resultFile of ``config_path`` why its device was refused."""
-    from ..image import load_image_config, write_result_file
-    try:
-        result_file = load_image_config(config_path).result_file
-    except OverlaybdError:
-        return
-    write_result_file(result_file, f"failed:{reason}")
-
-
 class Device:
     """A device the daemon serves: its uio handle, ring, SCSI personality and commands."""
 
@@ -54,7 +44,9 @@ class Device:
         self.handle = handle
         self.ring = ring
         self.disk = disk
-        self.pending = {}            # cmd_id -> [further (offset, length) ranges of a discard]
+        self.pending = {}            # cmd_id -> (op in the engine, [(op, offset, length, iovs) next])
+        self.copying = None          # cmd_id of the EXTENDED COPY using the scratch area
+        self.copies = deque()        # EXTENDED COPYs waiting for it: (Command, Io)
         self.fast = None             # FastReads when the engine is inline
 
     @property
@@ -62,31 +54,21 @@ class Device:
         return self.info.dev_name
 
 
-def image_backend(svc):
-    """The default way to open images: (validate(config) -> backend, opener(config))."""
-    from ..image import ImageOpener, open_image
-    svc_path = svc.path if svc.path and os.path.exists(svc.path) else None
-
-    def validate(config_path):
-        return open_image(config_path, svc)
-
-    def opener(config_path):
-        return ImageOpener(config_path, svc_path)
-
-    return validate, opener
-
-
 class Daemon:
     """Serves every overlaybd TCMU device; ``run()`` returns the exit status."""
 
     def __init__(self, engine, validate, opener, use_netlink=True, sys_uio=uio.SYS_UIO,
-                 configfs=uio.CONFIGFS_CORE, module_params=T.MODULE_PARAMS, prefetch=None):
+                 configfs=uio.CONFIGFS_CORE, module_params=T.MODULE_PARAMS, prefetch=None,
+                 refused=None):
         self.engine = engine
         self.prefetch = prefetch        # overlaybd.prefetch.PrefetchService, or None
         self._gate = prefetch.gate if prefetch is not None else None
         self.engine.on_complete = self._on_complete
         self.validate = validate        # config path -> backend (writes the resultFile)
         self.opener = opener            # config path -> picklable opener for the engine
+        # (config path, reason): a device refused before its image was opened (the
+        # composition root writes "failed:<reason>" to its resultFile)
+        self.refused = refused or (lambda config_path, reason: None)
         self.use_netlink = use_netlink
         self.sys_uio = sys_uio
         self.configfs = configfs
@@ -181,7 +163,7 @@ class Daemon:
                     reason = f"duplicated dev_id {info.dev_id} (already used by {o.dev_name})"
                     logger.error("device {}: {}", info.name, reason)
                     if o.config_path != info.config_path:
-                        _write_failure(info.config_path, reason)
+                        self.refused(info.config_path, reason)
                     return -errno.ENOENT
         return 0
 
@@ -262,7 +244,7 @@ class Daemon:
         dev = Device(info.minor, info, handle, ring, disk)
         inline = self.engine.inline_device(dev.key)
         if inline is not None:
-            dev.fast = FastReads(ring, disk, inline, lambda cmd, dev=dev: self._dispatch(dev, cmd))
+            dev.fast = FastReads(ring, disk, inline)
         self.devices[dev.key] = dev
         self.by_fd[handle.event_fd] = dev
         self._watch.add(handle.event_fd, select.EPOLLIN | (select.EPOLLET if handle.edge else 0))
@@ -298,15 +280,10 @@ class Daemon:
     def _service(self, dev):
         """Parse and dispatch every command queued in ``dev``'s ring."""
         try:
-            if dev.fast is not None:
-                dev.fast.service()      # READ(10/16) fused, the rest through _dispatch
-                return
-            cmds = dev.ring.fetch()
+            # READ(10/16) fused when inline, the rest (and all with workers) through _dispatch
+            dev.ring.walk(dev.fast, lambda cmd: self._dispatch(dev, cmd))
         except OverlaybdError as e:
             logger.error("device {}: corrupt ring: {}", dev.name, e)
-            return
-        for cmd in cmds:
-            self._dispatch(dev, cmd)
 
     def _dispatch(self, dev, cmd):
         ring = dev.ring
@@ -316,48 +293,68 @@ class Daemon:
             if r.data:      # a reply shorter than its buffers says so: nothing stale is sent
                 read_len = ring.scatter(cmd.iovs, r.data, clear=True)
             ring.complete(cmd.cmd_id, r.status, r.sense, read_len)
+        elif r.steps is not None and (dev.copying is not None or dev.copies):
+            dev.copies.append((cmd, r))     # one EXTENDED COPY at a time: they share the scratch
         else:
-            self._submit(dev, cmd, r.op, r.ranges)
+            self._submit(dev, cmd, r)
 
-    def _submit(self, dev, cmd, op, ranges):
-        off, length = ranges[0]
+    def _submit(self, dev, cmd, io):
+        """Start ``io``'s first range in the engine; its further ranges (UNMAP descriptors)
+        and its follow-up (the flush of a FUA write) run from :meth:`_on_complete`."""
+        off, length = io.ranges[0]
         iovs = []
-        if op in (scsi.OP_READ, scsi.OP_WRITE):
-            left = length
-            for base, n in cmd.iovs:
-                n = min(n, left)
-                if n:
-                    iovs.append((base, n))
-                left -= n
-            if left:
-                logger.error("device {}: command {} has {} bytes of buffers for {}", dev.name,
-                             cmd.cmd_id, length - left, length)
-                dev.ring.complete(cmd.cmd_id, scsi.HW_ERROR.status, scsi.HW_ERROR.sense)
-                return
-        dev.pending[cmd.cmd_id] = (op, ranges[1:])
+        left = io.data_len
+        for base, n in cmd.iovs:
+            if not left:
+                break
+            n = min(n, left)
+            if n:
+                iovs.append((base, n))
+            left -= n
+        if left:
+            logger.error("device {}: command {} has {} bytes of buffers for {}", dev.name,
+                         cmd.cmd_id, io.data_len - left, io.data_len)
+            dev.ring.complete(cmd.cmd_id, scsi.HW_ERROR.status, scsi.HW_ERROR.sense)
+            return
+        if io.steps is not None:
+            steps = io.steps[1:]
+            dev.copying = cmd.cmd_id
+            iovs = io.steps[0][3]
+        else:
+            steps = [(io.op, o, n, ()) for o, n in io.ranges[1:]]
+            if io.then is not None:
+                steps.append((io.then, 0, 0, ()))
+        dev.pending[cmd.cmd_id] = (io.op, steps)
         try:
-            self.engine.submit(dev.key, cmd.cmd_id, op, off, length, iovs)
+            self.engine.submit(dev.key, cmd.cmd_id, io.op, off, length, iovs)
         except OverlaybdError as e:
             logger.error("device {}: command {}: {}", dev.name, cmd.cmd_id, e)
-            dev.pending.pop(cmd.cmd_id, None)
-            dev.ring.complete(cmd.cmd_id, scsi.HW_ERROR.status, scsi.HW_ERROR.sense)
+            self._finish(dev, cmd.cmd_id, scsi.HW_ERROR)
 
     def _on_complete(self, key, cmd_id, status):
         dev = self.devices.get(key)
         if dev is None:
             return
-        op, rest = dev.pending.pop(cmd_id, (None, []))
-        if status == scsi.ST_GOOD and rest:       # UNMAP with several descriptors
-            dev.pending[cmd_id] = (op, rest[1:])
+        op, steps = dev.pending.get(cmd_id, (None, []))
+        if status == scsi.ST_GOOD and steps:   # the next UNMAP range, FUA's flush, copy chunk
+            nop, off, length, iovs = steps[0]
+            dev.pending[cmd_id] = (nop, steps[1:])
             try:
-                self.engine.submit(key, cmd_id, op, rest[0][0], rest[0][1], [])
+                self.engine.submit(key, cmd_id, nop, off, length, iovs)
                 return
             except OverlaybdError as e:
                 logger.error("device {}: command {}: {}", dev.name, cmd_id, e)
-                dev.pending.pop(cmd_id, None)
                 status = scsi.ST_WRITE_ERR
-        r = scsi.status_reply(status)
+        self._finish(dev, cmd_id, scsi.status_reply(status))
+
+    def _finish(self, dev, cmd_id, r):
+        """Complete ``cmd_id`` with ``r``; an EXTENDED COPY's end starts the next one queued."""
+        dev.pending.pop(cmd_id, None)
         dev.ring.complete(cmd_id, r.status, r.sense)
+        if dev.copying == cmd_id:
+            dev.copying = None
+            if dev.copies:
+                self._submit(dev, *dev.copies.popleft())
 
     def _kick_all(self):
         for dev in self.devices.values():   # (the loop body never adds or removes one)
@@ -370,7 +367,7 @@ class Daemon:
                     logger.error("device {}: kick failed: {}", dev.name, e.strerror)
 
     def in_flight(self):
-        return sum(len(d.pending) for d in self.devices.values())
+        return sum(len(d.pending) + len(d.copies) for d in self.devices.values())
 
     # ---- netlink ----
     def _netlink_events(self):

@@ -8,11 +8,24 @@ slot's ``cmd_id`` overwritten, then ``cmd_tail`` moves past the slot.  PAD entri
 of unknown type, which get ``uflags |= UNKNOWN_OP``) are skipped by both cursors.  The caller
 kicks the kernel (writes 4 bytes to the uio fd) once per batch: ``take_kick()`` says whether a
 completion was written since the last kick.
+
+:meth:`Ring.walk` is the one walker of new entries: a CMD entry is first offered to a fast
+handler (overlaybd.tcmu.fastread's fused READ), which may run it to a GOOD completion in place;
+every other command is parsed (:meth:`Ring.parse_entry`) and handed to the generic path.
 """
 
 from ..abi import tcmu as T
 from ..abi.scsi import cdb_length
 from ..errors import FormatError
+
+
+_U32 = T.U32.unpack_from
+_U16 = T.U16.unpack_from
+_SET_U32 = T.U32.pack_into
+_MB_HEAD, _MB_TAIL = T.MB_CMD_HEAD, T.MB_CMD_TAIL
+_LEN_MASK, _OP_MASK, _OP_CMD = ~T.OP_MASK, T.OP_MASK, T.OP_CMD
+_SKIP = (T.OP_PAD, T.OP_TMR)
+_STATUS, _CMD_ID = T.RSP_STATUS, T.ENT_CMD_ID
 
 
 class Command:
@@ -83,22 +96,51 @@ class Ring:
     def fetch(self):
         """Parse every new entry up to the kernel's head; returns the CMD entries."""
         out = []
-        head = self._head()
-        if head >= self.cmdr_size:
-            raise FormatError(f"cmd_head {head} beyond ring size {self.cmdr_size}",
-                              path=self.name, field="cmd_head")
-        buf = self.buf
-        while self.next != head:
-            pos = self.next
-            length, op = self.entry_header(pos)
-            ent = self.cmdr_off + pos
-            if op == T.OP_CMD:
-                out.append(self.parse_entry(ent, length))
-                self.inflight += 1
-            elif op not in (T.OP_PAD, T.OP_TMR):
-                buf[ent + T.ENT_UFLAGS] = buf[ent + T.ENT_UFLAGS] | T.UFLAG_UNKNOWN_OP
-            self.next = (pos + length) % self.cmdr_size
+        self.walk(None, out.append)
         return out
+
+    def walk(self, fast, dispatch):
+        """Run every new entry up to the kernel's head, in ring order.  A CMD entry goes to
+        ``fast(ent, length)`` first (``ent``: its offset in the mapping), which returns True
+        when it has run the command and its data is in place: it is then completed GOOD here.
+        Otherwise (or with ``fast`` None) it is parsed and ``dispatch(Command)`` runs it.
+        Raises FormatError on a corrupt ring (the entries before the corrupt one have run)."""
+        buf, size = self.buf, self.cmdr_size
+        cmdr_off = self.cmdr_off
+        head = _U32(buf, _MB_HEAD)[0]
+        if head >= size:
+            raise FormatError(f"cmd_head {head} beyond ring size {size}",
+                              path=self.name, field="cmd_head")
+        nxt = self.next
+        done = 0
+        while nxt != head:
+            ent = cmdr_off + nxt
+            word = _U32(buf, ent)[0]
+            length = word & _LEN_MASK
+            if length == 0 or length % T.OP_ALIGN_SIZE or nxt + length > size:
+                self.entry_header(nxt)          # raises the FormatError
+            op = word & _OP_MASK
+            if op == _OP_CMD:
+                if fast is not None and fast(ent, length):
+                    if _U32(buf, _MB_TAIL)[0] == nxt:   # the usual case: nothing older pending
+                        buf[ent + _STATUS] = 0
+                        _SET_U32(buf, _MB_TAIL, (nxt + length) % size)
+                    else:
+                        self.inflight += 1
+                        self.complete(_U16(buf, ent + _CMD_ID)[0], 0)
+                    done += 1
+                else:
+                    cmd = self.parse_entry(ent, length)
+                    self.inflight += 1
+                    self.next = nxt = (nxt + length) % size
+                    dispatch(cmd)
+                    continue
+            elif op not in _SKIP:
+                buf[ent + T.ENT_UFLAGS] = buf[ent + T.ENT_UFLAGS] | T.UFLAG_UNKNOWN_OP
+            self.next = nxt = (nxt + length) % size
+        if done:
+            self._dirty = True
+        return done
 
     def parse_entry(self, ent, length):
         """The Command in the CMD entry at mapping offset ``ent`` (``length`` bytes), checked."""

@@ -1,13 +1,18 @@
 """SCSI emulation of an overlaybd disk (spec §9.2), like photon-libtcmu except where SBC says
 otherwise (libiscsi's conformance suite and the kernel's file backstore are the references):
 a write to a read-only disk is DATA PROTECT / WRITE PROTECTED (libtcmu: ILLEGAL REQUEST /
-INCOMPATIBLE FORMAT), RDPROTECT/WRPROTECT and DPO/FUA are refused as INVALID FIELD IN CDB
-(no protection information; MODE SENSE does not claim DPOFUA), and Block Limits gives a
-MAXIMUM UNMAP LBA COUNT, since UNMAP is advertised.
+INCOMPATIBLE FORMAT), RDPROTECT/WRPROTECT/VRPROTECT are refused as INVALID FIELD IN CDB (no
+protection information), DPO is accepted and FUA honoured (MODE SENSE claims DPOFUA: a FUA
+write is followed by a flush before it completes), and Block Limits gives a MAXIMUM UNMAP LBA
+COUNT, since UNMAP is advertised.
 
 ``ScsiDisk.execute(cdb, data_len, data_out)`` answers non-I/O commands itself with a
 :class:`Reply` (status, sense, data-in bytes) and turns block I/O into an :class:`Io` (one
-engine operation per range).  Beyond upstream, READ CAPACITY(10) and UNMAP are handled.
+engine operation per range).  Beyond upstream: READ CAPACITY(10), UNMAP, VERIFY, WRITE SAME
+without UNMAP, WRITE AND VERIFY, COMPARE AND WRITE, EXTENDED COPY within the disk and REPORT
+SUPPORTED OPERATION CODES.
+The primary commands (INQUIRY, MODE SENSE/SELECT, REPORT SUPPORTED OPERATION CODES) are in
+:mod:`overlaybd.tcmu.spc`, EXTENDED COPY's parameter list in :mod:`overlaybd.tcmu.xcopy`.
 """
 
 import struct
@@ -15,76 +20,42 @@ from typing import ClassVar
 
 from ..abi import scsi as S
 from ..workers.ops import (
+    OP_COMPARE_WRITE,
+    OP_COPY_IN,
+    OP_COPY_OUT,
     OP_DISCARD,
     OP_FLUSH,
     OP_READ,
+    OP_VERIFY,
     OP_WRITE,
-    ST_FLUSH_ERR,
+    OP_WRITE_SAME,
+    SCRATCH_SIZE,
     ST_GOOD,
-    ST_READ_ERR,
     ST_WRITE_ERR,
-    ST_WRITE_PROTECT,
+)
+from . import spc, xcopy
+from .reply import (
+    GOOD,
+    HW_ERROR,
+    INVALID_CDB,
+    INVALID_OPCODE,
+    INVALID_PARAM_LIST,
+    LBA_OUT_OF_RANGE,
+    PARAM_LIST_LEN,
+    WRITE_PROTECTED,
+    Io,
+    Reply,
+    status_reply,
 )
 
-VENDOR = b"LIO-ORG "
-PRODUCT = b"TCMU device"
-REVISION = b"0002"
-MAX_WRITE_SAME_LENGTH = 0xFFFFFFFF
-MAX_UNMAP_DESCRIPTORS = 4
-MAX_UNMAP_LBAS = 0xFFFFFFFF   # no limit (0 would mean UNMAP is not supported)
-MAX_PARAM_LIST = 512     # libtcmu reads parameter lists into 512-byte buffers
+__all__ = ["GOOD", "HW_ERROR", "OP_READ", "OP_WRITE", "ST_GOOD", "ST_WRITE_ERR", "Io", "Reply",
+           "ScsiDisk", "lba_and_length", "status_reply"]
 
-
-class Reply:
-    """A command answered without I/O."""
-
-    __slots__ = ("data", "sense", "status")
-
-    def __init__(self, status=S.GOOD, sense=b"", data=b""):
-        self.status, self.sense, self.data = status, sense, data
-
-    def __repr__(self):
-        return f"Reply(status={self.status}, sense={self.sense.hex()}, data={len(self.data)}B)"
-
-
-class Io:
-    """Block I/O for the engine: ``op`` over ``ranges`` [(byte offset, byte length)]."""
-
-    __slots__ = ("op", "ranges")
-
-    def __init__(self, op, ranges):
-        self.op, self.ranges = op, ranges
-
-    def __repr__(self):
-        return f"Io(op={self.op}, ranges={self.ranges})"
-
-
-def check(key, asc):
-    return Reply(S.CHECK_CONDITION, S.fixed_sense(key, asc))
-
-
-GOOD = Reply()
-INVALID_OPCODE = check(S.ILLEGAL_REQUEST, S.ASC_INVALID_OPCODE)
-INVALID_CDB = check(S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_CDB)
-INVALID_PARAM_LIST = check(S.ILLEGAL_REQUEST, S.ASC_INVALID_FIELD_IN_PARAM_LIST)
-PARAM_LIST_LEN = check(S.ILLEGAL_REQUEST, S.ASC_PARAM_LIST_LENGTH_ERROR)
-LBA_OUT_OF_RANGE = check(S.ILLEGAL_REQUEST, S.ASC_LBA_OUT_OF_RANGE)
-WRITE_PROTECTED = check(S.DATA_PROTECT, S.ASC_WRITE_PROTECTED)
-READ_ERROR = check(S.MEDIUM_ERROR, S.ASC_READ_ERROR)
-WRITE_ERROR = check(S.MEDIUM_ERROR, S.ASC_WRITE_ERROR)
-HW_ERROR = check(S.HARDWARE_ERROR, S.ASC_INTERNAL_TARGET_FAILURE)
-
-STATUS_REPLY = {ST_GOOD: GOOD, ST_READ_ERR: READ_ERROR, ST_WRITE_ERR: WRITE_ERROR,
-                ST_WRITE_PROTECT: WRITE_PROTECTED, ST_FLUSH_ERR: WRITE_ERROR}
-
-
-def status_reply(st):
-    """The SCSI answer to an engine status (overlaybd.workers.ops.ST_*)."""
-    return STATUS_REPLY.get(st, HW_ERROR)
+_FF4, _FF8 = b"\xff" * 4, b"\xff" * 8
 
 
 def lba_and_length(cdb):
-    """(LBA, transfer length in blocks) of a READ/WRITE/WRITE SAME CDB, by CDB size."""
+    """(LBA, transfer length in blocks) of a READ/WRITE/VERIFY/WRITE SAME CDB, by CDB size."""
     n = S.cdb_length(cdb[0])
     if n == 6:
         return ((cdb[1] & 0x1F) << 16) | (cdb[2] << 8) | cdb[3], cdb[4] or 256
@@ -95,22 +66,6 @@ def lba_and_length(cdb):
     if n == 16:
         return struct.unpack_from(">Q", cdb, 2)[0], struct.unpack_from(">I", cdb, 10)[0]
     raise ValueError(f"opcode 0x{cdb[0]:02x} has no LBA")
-
-
-def alloc_length(cdb):
-    """Allocation/parameter list length field of INQUIRY, MODE SENSE/SELECT (6/10)."""
-    if cdb[0] == S.INQUIRY:
-        return struct.unpack_from(">H", cdb, 3)[0]
-    if S.cdb_length(cdb[0]) == 6:
-        return cdb[4]
-    return struct.unpack_from(">H", cdb, 7)[0]
-
-
-def _hexval(c):
-    try:
-        return int(c, 16)
-    except ValueError:
-        return None
 
 
 class ScsiDisk:
@@ -141,18 +96,53 @@ class ScsiDisk:
             return INVALID_OPCODE
         return handler(self, cdb, data_len, data_out)
 
-    def _rw(self, cdb, write):
-        if S.cdb_length(cdb[0]) > 6 and cdb[1] & S.RW_PROTECT_DPO_FUA:
-            return INVALID_CDB
-        if write and self.read_only:
-            return WRITE_PROTECTED
+    def _range(self, cdb):
+        """(byte offset, byte length) of the CDB's blocks, or the Reply refusing them."""
         lba, nblocks = lba_and_length(cdb)
         if lba + nblocks > self.num_lbas:
             return LBA_OUT_OF_RANGE
-        if nblocks == 0:
-            return GOOD
-        return Io(OP_WRITE if write else OP_READ,
-                  [(lba * self.block_size, nblocks * self.block_size)])
+        return lba * self.block_size, nblocks * self.block_size
+
+    def _rw(self, cdb, write):
+        fua = False
+        if S.cdb_length(cdb[0]) > 6:
+            if cdb[1] & S.RW_PROTECT:
+                return INVALID_CDB
+            fua = write and cdb[1] & S.RW_FUA
+        if write and self.read_only:
+            return WRITE_PROTECTED
+        r = self._range(cdb)
+        if isinstance(r, Reply) or not r[1]:
+            return r if isinstance(r, Reply) else GOOD
+        return Io(OP_WRITE if write else OP_READ, [r], r[1], OP_FLUSH if fua else None)
+
+    def _write_verify(self, cdb, data_len, data_out):
+        """WRITE AND VERIFY: a write that is on the medium before it completes (a flush
+        follows it); BYTCHK's compare of what was just written cannot fail, as in the kernel's
+        file backstore."""
+        if cdb[1] & S.RW_PROTECT:
+            return INVALID_CDB
+        if self.read_only:
+            return WRITE_PROTECTED
+        r = self._range(cdb)
+        if isinstance(r, Reply) or not r[1]:
+            return r if isinstance(r, Reply) else GOOD
+        return Io(OP_WRITE, [r], r[1], OP_FLUSH)
+
+    def _verify(self, cdb, data_len, data_out):
+        """VERIFY: BYTCHK 0 checks the range only (the medium is the image: nothing to scan,
+        as in the kernel's file backstore); BYTCHK 1 compares the data-out with the medium."""
+        if cdb[1] & S.RW_PROTECT:
+            return INVALID_CDB
+        bytchk = (cdb[1] & S.BYTCHK) >> 1
+        if bytchk > 1:
+            return INVALID_CDB
+        r = self._range(cdb)
+        if isinstance(r, Reply) or not r[1] or not bytchk:
+            return r if isinstance(r, Reply) else GOOD
+        if data_len != r[1]:
+            return INVALID_CDB
+        return Io(OP_VERIFY, [r], r[1])
 
     def _test_unit_ready(self, cdb, data_len, data_out):
         return GOOD
@@ -161,16 +151,46 @@ class ScsiDisk:
         return Io(OP_FLUSH, [(0, 0)])
 
     def _write_same(self, cdb, data_len, data_out):
-        if not cdb[1] & 0x08:           # only WRITE SAME with UNMAP
-            return INVALID_OPCODE
+        """WRITE SAME(10/16): with UNMAP and a zero block the range is discarded (LBPRZ: it
+        reads back as zeros); otherwise the block is written over the range."""
+        flags = cdb[1]
+        if flags & S.RW_PROTECT or flags & S.WS_ANCHOR or flags & S.WS_NDOB:
+            return INVALID_CDB          # no protection information, no anchored LBAs, NDOB
         if self.read_only:
             return WRITE_PROTECTED
         lba, nblocks = lba_and_length(cdb)
         if nblocks == 0:                # WSNZ=1 in the block limits page
             return INVALID_CDB
+        r = self._range(cdb)
+        if isinstance(r, Reply):
+            return r
+        if data_len != self.block_size:
+            return INVALID_CDB
+        if flags & S.WS_UNMAP and not any(data_out(self.block_size)):
+            return Io(OP_DISCARD, [r])
+        return Io(OP_WRITE_SAME, [r], data_len=self.block_size)
+
+    def _compare_and_write(self, cdb, data_len, data_out):
+        """COMPARE AND WRITE: one engine operation in one process (MAXIMUM COMPARE AND WRITE
+        LENGTH keeps it inside one chunk), so no write to its blocks runs between the compare
+        and the write."""
+        if cdb[1] & S.RW_PROTECT:
+            return INVALID_CDB
+        nblocks = cdb[13]
+        if nblocks > spc.MAX_COMPARE_AND_WRITE:
+            return INVALID_CDB
+        if self.read_only:
+            return WRITE_PROTECTED
+        lba = struct.unpack_from(">Q", cdb, 2)[0]
         if lba + nblocks > self.num_lbas:
             return LBA_OUT_OF_RANGE
-        return Io(OP_DISCARD, [(lba * self.block_size, nblocks * self.block_size)])
+        if not nblocks:
+            return GOOD
+        length = nblocks * self.block_size
+        if data_len != 2 * length:
+            return INVALID_CDB
+        return Io(OP_COMPARE_WRITE, [(lba * self.block_size, length)], data_len=2 * length,
+                  then=OP_FLUSH if cdb[1] & S.RW_FUA else None)
 
     def _unmap(self, cdb, data_len, data_out):
         if self.read_only:
@@ -186,7 +206,7 @@ class ScsiDisk:
         bd_len = struct.unpack_from(">H", data, 2)[0]
         if bd_len % 16 or 8 + bd_len > len(data):
             return PARAM_LIST_LEN
-        if bd_len // 16 > MAX_UNMAP_DESCRIPTORS:
+        if bd_len // 16 > spc.MAX_UNMAP_DESCRIPTORS:
             return INVALID_PARAM_LIST
         ranges = []
         for p in range(8, 8 + bd_len, 16):
@@ -201,6 +221,32 @@ class ScsiDisk:
         last = min(self.num_lbas - 1, 0xFFFFFFFF)
         return Reply(data=struct.pack(">II", last, self.block_size))
 
+    def naa_designator(self):
+        return spc.naa_designator(self.serial) if self.serial is not None else None
+
+    def _extended_copy(self, cdb, data_len, data_out):
+        """EXTENDED COPY within this disk: each segment in scratch-sized pieces, read into the
+        device's scratch area, then written from it (the daemon runs one copy at a time per
+        device, since they share that area)."""
+        if self.read_only and xcopy.parameter_length(cdb):
+            return WRITE_PROTECTED
+        segments = xcopy.parse(self, cdb, data_len, data_out)
+        if isinstance(segments, Reply):
+            return segments
+        steps = []
+        for src, dst, n in segments:
+            for pos in range(0, n, SCRATCH_SIZE):
+                m = min(SCRATCH_SIZE, n - pos)
+                steps += [(OP_COPY_IN, src + pos, m, [(0, m)]), (OP_COPY_OUT, dst + pos, m, [(0, m)])]
+        if not steps:
+            return GOOD
+        return Io(OP_COPY_IN, [steps[0][1:3]], steps=steps)
+
+    def _maintenance_in(self, cdb, data_len, data_out):
+        if cdb[1] & 0x1F != S.SAI_REPORT_SUPPORTED_OPCODES:
+            return INVALID_CDB
+        return spc.report_supported_opcodes(self, cdb, data_len, data_out)
+
     def _service_action_in(self, cdb, data_len, data_out):
         if cdb[1] & 0x1F != S.SAI_READ_CAPACITY_16:
             return INVALID_OPCODE
@@ -210,187 +256,67 @@ class ScsiDisk:
         alloc = struct.unpack_from(">I", cdb, 10)[0]
         return Reply(data=bytes(buf[:alloc]))
 
-    # ---- INQUIRY ----
-    def _inquiry(self, cdb, data_len, data_out):
-        alloc = alloc_length(cdb)
-        if cdb[1] & 0x01:
-            data = self._vpd(cdb[2])
-            if data is None or isinstance(data, Reply):
-                return data or INVALID_CDB
-        elif cdb[2]:
-            return INVALID_CDB
-        else:
-            data = self.standard_inquiry()
-        return Reply(data=data[:alloc])
-
-    def standard_inquiry(self):
-        buf = bytearray(36)
-        buf[2] = 0x05                   # SPC-3
-        buf[3] = 0x02                   # response data format
-        buf[4] = 31                     # additional length
-        buf[5] = 0x08                   # 3PC
-        buf[7] = 0x02                   # CmdQue
-        buf[8:16] = VENDOR
-        buf[16:32] = PRODUCT.ljust(16, b" ")
-        buf[32:36] = REVISION
-        return bytes(buf)
-
-    def _vpd(self, page):
-        if page == S.VPD_SUPPORTED:
-            pages = bytes([S.VPD_SUPPORTED, S.VPD_SERIAL, S.VPD_DEVICE_ID, S.VPD_BLOCK_LIMITS,
-                           S.VPD_BLOCK_DEVICE_CHARACTERISTICS, S.VPD_LOGICAL_BLOCK_PROVISIONING])
-            return bytes([0, page, 0, len(pages)]) + pages
-        if page == S.VPD_SERIAL:
-            if self.serial is None:
-                return HW_ERROR
-            sn = self.serial.encode()[:255]
-            # page length counts a NUL terminator, as libtcmu's does
-            return bytes([0, page, 0, len(sn) + 1]) + sn + b"\0"
-        if page == S.VPD_DEVICE_ID:
-            return self._vpd_device_id()
-        if page == S.VPD_BLOCK_LIMITS:
-            buf = bytearray(64)
-            buf[1] = page
-            struct.pack_into(">H", buf, 2, 0x3C)
-            buf[4] = 0x01               # WSNZ
-            buf[5] = 0x01               # maximum COMPARE AND WRITE length
-            # max / optimal transfer length: 0 (no limit); unmap enabled:
-            struct.pack_into(">IIII", buf, 20, MAX_UNMAP_LBAS, MAX_UNMAP_DESCRIPTORS, 0, 0)
-            buf[32] |= 0x80             # UGAVALID
-            struct.pack_into(">Q", buf, 36, MAX_WRITE_SAME_LENGTH)
-            return bytes(buf)
-        if page == S.VPD_BLOCK_DEVICE_CHARACTERISTICS:
-            buf = bytearray(64)
-            buf[1] = page
-            struct.pack_into(">H", buf, 2, 0x3C)
-            return bytes(buf)
-        if page == S.VPD_LOGICAL_BLOCK_PROVISIONING:
-            return bytes([0, page, 0, 4, 0, 0xE4, 0, 0])    # LBPU|LBPWS|LBPWS10|LBPRZ
-        return None
-
-    def _vpd_device_id(self):
-        if self.serial is None:
-            return HW_ERROR
-        sn = self.serial.encode()[:240]
-        out = bytearray([0, S.VPD_DEVICE_ID, 0, 0])
-        # 1: T10 vendor identification, ASCII: "LIO-ORG " + serial (+ NUL counted)
-        body = VENDOR + sn + b"\0"
-        out += bytes([0x02, 0x01, 0, len(body)]) + body
-        # 2: NAA IEEE registered extended (type 6), OpenFabrics company id 00 14 05, then one
-        #    nibble per hex digit of the serial (what the kernel does too)
-        naa = bytearray(16)
-        naa[0:4] = b"\x60\x01\x40\x50"
-        i, high = 3, False
-        for c in self.serial:
-            if i >= 16:
-                break
-            v = _hexval(c)
-            if v is None:
-                continue
-            if not high:
-                naa[i] |= v
-                i += 1
-                high = True
-            else:
-                naa[i] = v << 4
-                high = False
-        out += bytes([0x01, 0x03, 0, 16]) + naa
-        # 3: vendor specific, ASCII: the cfgstring (+ NUL counted)
-        cfg = self.cfgstring.encode()[:200] + b"\0"
-        out += bytes([0x02, 0x00, 0, len(cfg)]) + cfg
-        struct.pack_into(">H", out, 2, len(out) - 4)
-        return bytes(out)
-
-    # ---- MODE SENSE / SELECT ----
-    def _mode_page(self, page):
-        if page == S.MODE_PAGE_RW_RECOVERY:
-            return bytes([0x01, 0x0A]) + bytes(10)
-        if page == S.MODE_PAGE_CACHING:
-            buf = bytearray(20)
-            buf[0], buf[1] = 0x08, 0x12
-            if self.write_cache:
-                buf[2] = 0x04           # WCE
-            return bytes(buf)
-        if page == S.MODE_PAGE_CONTROL:
-            buf = bytearray(12)
-            buf[0], buf[1] = 0x0A, 0x0A
-            buf[2] = 0x02               # GLTSD
-            buf[5] = 0x40               # TAS
-            buf[8], buf[9] = 0xFF, 0xFF  # busy timeout: unlimited
-            return bytes(buf)
-        return None
-
-    _PAGES = (S.MODE_PAGE_RW_RECOVERY, S.MODE_PAGE_CACHING, S.MODE_PAGE_CONTROL)
-
-    def _mode_sense(self, cdb, data_len, data_out):
-        ten = cdb[0] == S.MODE_SENSE_10
-        page, subpage = cdb[2] & 0x3F, cdb[3]
-        alloc = alloc_length(cdb)
-        if not alloc:
-            return GOOD
-        hdr = 8 if ten else 4
-        if hdr > alloc:
-            return INVALID_CDB
-        if page == S.MODE_PAGE_ALL:
-            wanted = self._PAGES
-        elif page in self._PAGES and subpage == 0:
-            wanted = (page,)
-        else:
-            return INVALID_CDB
-        body = bytearray()
-        for p in wanted:
-            data = self._mode_page(p)
-            if hdr + len(body) + len(data) > alloc:
-                break
-            if not ten and hdr + len(body) + len(data) >= 255:
-                break
-            body += data
-        buf = bytearray(alloc)
-        used = hdr + len(body)
-        buf[hdr:used] = body
-        wp = 0x80 if self.read_only else 0
-        if ten:
-            struct.pack_into(">H", buf, 0, used - 2)
-            buf[3] = wp
-        else:
-            buf[0] = used - 1
-            buf[2] = wp
-        return Reply(data=bytes(buf))
-
-    def _mode_select(self, cdb, data_len, data_out):
-        ten = cdb[0] == S.MODE_SELECT_10
-        hdr = 8 if ten else 4
-        plen = alloc_length(cdb)
-        if not plen:
-            return GOOD
-        data = data_out(min(plen, data_len))
-        if len(data) >= MAX_PARAM_LIST:
-            return PARAM_LIST_LEN
-        if not cdb[1] & 0x10 or cdb[1] & 0x01:      # PF must be 1, SP 0
-            return INVALID_CDB
-        if len(data) <= hdr:
-            return PARAM_LIST_LEN
-        page = self._mode_page(data[hdr] & 0x3F)
-        if page is None:
-            return INVALID_CDB
-        if plen < hdr + len(page) or len(data) < hdr + len(page):
-            return PARAM_LIST_LEN
-        if data[hdr:hdr + len(page)] != page:
-            return INVALID_PARAM_LIST
-        return GOOD
-
     _HANDLERS: ClassVar[dict] = {
         S.TEST_UNIT_READY: _test_unit_ready,
-        S.INQUIRY: _inquiry,
+        S.INQUIRY: spc.inquiry,
         S.SERVICE_ACTION_IN_16: _service_action_in,
+        S.MAINTENANCE_IN: _maintenance_in,
         S.READ_CAPACITY_10: _read_capacity_10,
-        S.MODE_SENSE_6: _mode_sense,
-        S.MODE_SENSE_10: _mode_sense,
-        S.MODE_SELECT_6: _mode_select,
-        S.MODE_SELECT_10: _mode_select,
+        S.MODE_SENSE_6: spc.mode_sense,
+        S.MODE_SENSE_10: spc.mode_sense,
+        S.MODE_SELECT_6: spc.mode_select,
+        S.MODE_SELECT_10: spc.mode_select,
         S.SYNCHRONIZE_CACHE_10: _sync_cache,
         S.SYNCHRONIZE_CACHE_16: _sync_cache,
         S.WRITE_SAME_10: _write_same,
         S.WRITE_SAME_16: _write_same,
         S.UNMAP: _unmap,
+        S.VERIFY_10: _verify,
+        S.VERIFY_12: _verify,
+        S.VERIFY_16: _verify,
+        S.WRITE_VERIFY_10: _write_verify,
+        S.WRITE_VERIFY_12: _write_verify,
+        S.WRITE_VERIFY_16: _write_verify,
+        S.COMPARE_AND_WRITE: _compare_and_write,
+        S.EXTENDED_COPY: _extended_copy,
+        S.RECEIVE_COPY_RESULTS: xcopy.operating_parameters,
+    }
+
+    # REPORT SUPPORTED OPERATION CODES: (opcode, service action or None) -> CDB usage data,
+    # the bits of each CDB byte this disk reads (tests check it against _HANDLERS and READS).
+    COMMANDS: ClassVar[dict] = {
+        (S.TEST_UNIT_READY, None): bytes([S.TEST_UNIT_READY, 0, 0, 0, 0, 0]),
+        (S.READ_6, None): bytes([S.READ_6, 0x1F, 0xFF, 0xFF, 0xFF, 0]),
+        (S.WRITE_6, None): bytes([S.WRITE_6, 0x1F, 0xFF, 0xFF, 0xFF, 0]),
+        (S.INQUIRY, None): bytes([S.INQUIRY, 0x01, 0xFF, 0xFF, 0xFF, 0]),
+        (S.MODE_SELECT_6, None): bytes([S.MODE_SELECT_6, 0x11, 0, 0, 0xFF, 0]),
+        (S.MODE_SENSE_6, None): bytes([S.MODE_SENSE_6, 0, 0xFF, 0xFF, 0xFF, 0]),
+        (S.READ_CAPACITY_10, None): bytes([S.READ_CAPACITY_10]) + bytes(9),
+        (S.READ_10, None): bytes([S.READ_10, 0x18]) + _FF4 + bytes([0, 0xFF, 0xFF, 0]),
+        (S.WRITE_10, None): bytes([S.WRITE_10, 0x18]) + _FF4 + bytes([0, 0xFF, 0xFF, 0]),
+        (S.WRITE_VERIFY_10, None): bytes([S.WRITE_VERIFY_10, 0x12]) + _FF4 + bytes([0, 0xFF, 0xFF, 0]),
+        (S.VERIFY_10, None): bytes([S.VERIFY_10, 0x16]) + _FF4 + bytes([0, 0xFF, 0xFF, 0]),
+        (S.SYNCHRONIZE_CACHE_10, None): bytes([S.SYNCHRONIZE_CACHE_10]) + bytes(9),
+        (S.WRITE_SAME_10, None): bytes([S.WRITE_SAME_10, 0x08]) + _FF4 + bytes([0, 0xFF, 0xFF, 0]),
+        (S.UNMAP, None): bytes([S.UNMAP, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0]),
+        (S.MODE_SELECT_10, None): bytes([S.MODE_SELECT_10, 0x11, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0]),
+        (S.MODE_SENSE_10, None): bytes([S.MODE_SENSE_10, 0, 0xFF, 0xFF, 0, 0, 0, 0xFF, 0xFF, 0]),
+        (S.READ_16, None): bytes([S.READ_16, 0x18]) + _FF8 + _FF4 + bytes(2),
+        (S.COMPARE_AND_WRITE, None): bytes([S.COMPARE_AND_WRITE, 0x18]) + _FF8 + bytes([0, 0, 0, 0xFF, 0, 0]),
+        (S.WRITE_16, None): bytes([S.WRITE_16, 0x18]) + _FF8 + _FF4 + bytes(2),
+        (S.WRITE_VERIFY_16, None): bytes([S.WRITE_VERIFY_16, 0x12]) + _FF8 + _FF4 + bytes(2),
+        (S.VERIFY_16, None): bytes([S.VERIFY_16, 0x16]) + _FF8 + _FF4 + bytes(2),
+        (S.SYNCHRONIZE_CACHE_16, None): bytes([S.SYNCHRONIZE_CACHE_16]) + bytes(15),
+        (S.WRITE_SAME_16, None): bytes([S.WRITE_SAME_16, 0x08]) + _FF8 + _FF4 + bytes(2),
+        (S.SERVICE_ACTION_IN_16, S.SAI_READ_CAPACITY_16):
+            bytes([S.SERVICE_ACTION_IN_16, S.SAI_READ_CAPACITY_16]) + bytes(8) + _FF4 + bytes(2),
+        (S.MAINTENANCE_IN, S.SAI_REPORT_SUPPORTED_OPCODES):
+            bytes([S.MAINTENANCE_IN, S.SAI_REPORT_SUPPORTED_OPCODES, 0x87]) + b"\xff" * 7 + bytes(2),
+        (S.EXTENDED_COPY, None): bytes([S.EXTENDED_COPY]) + bytes(9) + _FF4 + bytes(2),
+        (S.RECEIVE_COPY_RESULTS, S.SAI_COPY_OPERATING_PARAMETERS):
+            bytes([S.RECEIVE_COPY_RESULTS, S.SAI_COPY_OPERATING_PARAMETERS]) + bytes(8) + _FF4 + bytes(2),
+        (S.READ_12, None): bytes([S.READ_12, 0x18]) + _FF4 + _FF4 + bytes(2),
+        (S.WRITE_12, None): bytes([S.WRITE_12, 0x18]) + _FF4 + _FF4 + bytes(2),
+        (S.WRITE_VERIFY_12, None): bytes([S.WRITE_VERIFY_12, 0x12]) + _FF4 + _FF4 + bytes(2),
+        (S.VERIFY_12, None): bytes([S.VERIFY_12, 0x16]) + _FF4 + _FF4 + bytes(2),
     }

@@ -29,6 +29,30 @@ def raise_nofile():
             continue
 
 
+def image_backend(svc):
+    """How the daemon opens images: (validate(config) -> backend, opener(config))."""
+    from ..image import ImageOpener, open_image
+    svc_path = svc.path if svc.path and os.path.exists(svc.path) else None
+
+    def validate(config_path):
+        return open_image(config_path, svc)
+
+    def opener(config_path):
+        return ImageOpener(config_path, svc_path)
+
+    return validate, opener
+
+
+def write_failure(config_path, reason):
+    """Best effort: tell the resultFile of ``config_path`` why its device was refused."""
+    from ..image import load_image_config, write_result_file
+    try:
+        result_file = load_image_config(config_path).result_file
+    except OverlaybdError:
+        return
+    write_result_file(result_file, f"failed:{reason}")
+
+
 def module_missing_message():
     return ("overlaybd-tcmu: the kernel module target_core_user is not loaded "
             f"({MODULE_DIR} does not exist).\n"
@@ -71,7 +95,7 @@ def main(argv=None):
     raise_nofile()
 
     from ..prefetch import PrefetchService
-    from ..tcmu.daemon import Daemon, image_backend
+    from ..tcmu.daemon import Daemon
     from ..workers import Engine
     w = svc.worker
     engine = Engine(workers=w.workers, chunk_size=w.chunk_size_kb << 10,
@@ -80,7 +104,7 @@ def main(argv=None):
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     logger.info("overlaybd-tcmu {} starting (package {}): config {}, {} worker(s)", __version__,
                 package, svc.path, w.workers)
-    daemon = Daemon(engine, validate, opener, prefetch=PrefetchService(svc))
+    daemon = Daemon(engine, validate, opener, prefetch=PrefetchService(svc), refused=write_failure)
     exporter = None
     if svc.exporter.enable:             # before the engine forks its workers: they count too
         from ..metrics.exporter import start

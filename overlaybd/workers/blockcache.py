@@ -5,6 +5,11 @@ layer (a ZFile) and keeps up to ``capacity_bytes`` of its most recently used ``b
 aligned blocks.  Routing sends one chunk to one worker (docs/engine.md), so the slices of the
 workers never hold the same block and together act as one cache ``workers`` times larger.
 Misses in a contiguous run are fetched with one read of the wrapped file.
+
+Reads of ``BYPASS_BYTES`` or more go straight to the wrapped file and leave the cache alone:
+a sequential scan would otherwise copy every block into a fresh 4 KiB object and evict the
+blocks small random reads come back for (in the one-vCPU UML guest, filling the cache's pages
+made sequential lz4 reads 7x slower: docs/performance.md, "Decompressed-block cache").
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from .context import current
+
+BYPASS_BYTES = 64 << 10
 
 
 class _Slice:
@@ -138,7 +145,10 @@ class BlockCache:
         n = min(len(buf), self.size - off)
         if n <= 0:
             return 0
-        if self.capacity == 0:
+        if self.capacity == 0 or n >= BYPASS_BYTES:
+            into = getattr(self.file, "preadinto", None)
+            if into is not None:
+                return into(memoryview(buf)[:n], off)
             data = self.file.pread(n, off)
             buf[:len(data)] = data
             return len(data)

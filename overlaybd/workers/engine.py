@@ -21,12 +21,25 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..cpus import default_workers
 from ..errors import OverlaybdError
 from ..shm.descriptor import MAX_IOVS, Part
 from ..shm.wakeup import Event
 from .context import WorkerContext, set_current
 from .execute import Device, RetryPolicy
-from .ops import OP_DISCARD, OP_FLUSH, OP_READ, OP_WRITE, OPS, ST_GOOD
+from .ops import (
+    OP_COMPARE_WRITE,
+    OP_DISCARD,
+    OP_FLUSH,
+    OP_WRITE_SAME,
+    OPS,
+    SCRATCH_OPS,
+    SCRATCH_SIZE,
+    ST_GOOD,
+    ST_MISCOMPARE,
+    miscompare,
+    status_kind,
+)
 from .pool import WorkerPool
 from .split import route, split_iovs, split_range
 
@@ -35,10 +48,6 @@ SECTOR = 512
 
 class CommandError(OverlaybdError):
     """A command the engine cannot accept (unknown device, misaligned, iovecs off the map)."""
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 class Engine:
@@ -64,7 +73,7 @@ class Engine:
         self._ready = Event()                 # completions waiting in _done
         self._ready_set = False
         self._done: deque = deque()           # (dev, cmd_id, status) to deliver from poll()
-        self._cmds: dict[tuple, list] = {}    # (dev, cmd_id) -> [parts left, status]
+        self._cmds: dict[tuple, list] = {}    # (dev, cmd_id) -> [parts left, status, offset]
         self._parts: dict[int, tuple] = {}    # part tag -> (dev, cmd_id)
         self._map_sizes: dict[int, int] = {}
         self._inline: dict[int, Device] = {}
@@ -116,19 +125,25 @@ class Engine:
             raise RuntimeError("add_device before start")
         if dev in self._map_sizes:
             raise CommandError("device already added", path=f"dev {dev}", field="dev")
-        if self.pool is None:
-            backend = opener()            # errors reach the caller, as the contract wants
-            try:
-                self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend)
-            except BaseException:
-                backend.close()
-                raise
-        else:
-            try:
-                self.pool.add_device(dev, opener, uio_fd, map_size)
-            except (pickle.PicklingError, TypeError, AttributeError) as e:
-                raise CommandError(f"the opener cannot be sent to the workers: {e}",
-                                   path=f"dev {dev}", field="opener") from e
+        scratch = os.memfd_create(f"overlaybd-scratch-{dev}", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(scratch, SCRATCH_SIZE)      # pages only exist once EXTENDED COPY runs
+            if self.pool is None:
+                backend = opener()        # errors reach the caller, as the contract wants
+                try:
+                    self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend,
+                                               scratch)
+                except BaseException:
+                    backend.close()
+                    raise
+            else:
+                try:
+                    self.pool.add_device(dev, opener, uio_fd, map_size, scratch)
+                except (pickle.PicklingError, TypeError, AttributeError) as e:
+                    raise CommandError(f"the opener cannot be sent to the workers: {e}",
+                                       path=f"dev {dev}", field="opener") from e
+        finally:
+            os.close(scratch)
         self._map_sizes[dev] = map_size
 
     def remove_device(self, dev: int, timeout: float = 30.0) -> None:
@@ -169,14 +184,27 @@ class Engine:
             raise bad(f"offset {offset} is not a multiple of {SECTOR}", "offset")
         if length < 0 or length % SECTOR:
             raise bad(f"length {length} is not a multiple of {SECTOR}", "length")
-        if op == OP_READ or op == OP_WRITE:
-            total = 0
-            for moff, n in iovs:
-                if moff < 0 or n < 0 or moff + n > map_size:
-                    raise bad(f"iovec ({moff}, {n}) outside the {map_size}-byte data area", "iovs")
-                total += n
-            if total != length:
-                raise bad(f"iovecs hold {total} bytes, command length is {length}", "iovs")
+        if op == OP_DISCARD:
+            return
+        total = 0
+        if op in SCRATCH_OPS:
+            map_size = SCRATCH_SIZE
+        for moff, n in iovs:
+            if moff < 0 or n < 0 or moff + n > map_size:
+                raise bad(f"iovec ({moff}, {n}) outside the {map_size}-byte data area", "iovs")
+            total += n
+        want = 2 * length if op == OP_COMPARE_WRITE else length
+        if op == OP_WRITE_SAME:
+            if not total or length % total or total % SECTOR:
+                raise bad(f"a {total}-byte block does not tile {length} bytes", "iovs")
+        elif total != want:
+            raise bad(f"iovecs hold {total} bytes, the command needs {want}", "iovs")
+        if op in (OP_WRITE_SAME, OP_COMPARE_WRITE):
+            if len(iovs) > MAX_IOVS:
+                raise bad(f"{len(iovs)} iovecs, at most {MAX_IOVS}", "iovs")
+            if op == OP_COMPARE_WRITE and length and \
+                    offset // self.chunk_size != (offset + length - 1) // self.chunk_size:
+                raise bad(f"compare and write {offset}+{length} spans chunks", "length")
 
     def _route(self, dev: int, chunk: int) -> int:
         key = (dev, chunk)
@@ -197,19 +225,25 @@ class Engine:
             # path, where they are a large share of the cost under a slow syscall layer).
             self._done.append((dev, cmd_id, d.execute(op, offset, length, iovs)))
             return
+        cs = self.chunk_size
         if op == OP_FLUSH:
             pieces = [(i, 0, 0, ()) for i in range(self.workers)]
+        elif op == OP_COMPARE_WRITE:      # one chunk (checked): one process, atomic there
+            pieces = [(self._route(dev, offset // cs), offset, length, tuple(iovs))]
         else:
-            split = split_iovs(offset, iovs, self.chunk_size, MAX_IOVS) if op != OP_DISCARD \
-                else split_range(offset, length, self.chunk_size)
-            cs = self.chunk_size
+            if op == OP_DISCARD:
+                split = split_range(offset, length, cs)
+            elif op == OP_WRITE_SAME:     # every piece repeats the same block
+                split = [(off, n, tuple(iovs)) for off, n, _ in split_range(offset, length, cs)]
+            else:
+                split = split_iovs(offset, iovs, cs, MAX_IOVS)
             pieces = [(self._route(dev, off // cs), off, n, v) for off, n, v in split]
         if not pieces:
             self._done.append((dev, cmd_id, ST_GOOD))
             self._signal()
             return
         key = (dev, cmd_id)
-        self._cmds[key] = [len(pieces), ST_GOOD]
+        self._cmds[key] = [len(pieces), ST_GOOD, offset]
         for worker, off, n, v in pieces:
             tag = next(self._tags)
             self._parts[tag] = key
@@ -223,8 +257,15 @@ class Engine:
     def _part_done(self, part: Part, status: int) -> None:
         key = self._parts.pop(part.tag)
         entry = self._cmds[key]
-        if status != ST_GOOD and entry[1] == ST_GOOD:
-            entry[1] = status
+        if status != ST_GOOD:
+            if status_kind(status) == ST_MISCOMPARE:   # offset from the part to the command
+                status = miscompare(part.offset - entry[2] + (status >> 8))
+                if status_kind(entry[1]) == ST_MISCOMPARE and entry[1] < status:
+                    status = entry[1]
+                if entry[1] == ST_GOOD or status_kind(entry[1]) == ST_MISCOMPARE:
+                    entry[1] = status
+            elif entry[1] == ST_GOOD:
+                entry[1] = status
         entry[0] -= 1
         if entry[0] == 0:
             del self._cmds[key]

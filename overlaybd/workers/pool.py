@@ -123,7 +123,8 @@ class WorkerPool:
         self.comp_event = Event()
         self.epoll = select.epoll()
         self.epoll.register(self.comp_event.fileno(), select.EPOLLIN)
-        self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size)
+        self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size,
+                                                 #         our dup of the scratch memfd)
         self._sentinels: dict[int, _Slot] = {}
         self._next_hb_check = 0.0
         self._deaths: dict[int, int] = {}         # part tag -> deaths of workers running it
@@ -157,8 +158,8 @@ class WorkerPool:
         self.epoll.register(proc.sentinel, select.EPOLLIN)
         self._send(slot, ("init", PassFd(slot.region.fd), slot.hb_off, slot.sub_off, slot.comp_off,
                           PassFd(slot.sub_event.fd), PassFd(self.comp_event.fd)))
-        for dev, (opener, fd, map_size) in self.devices.items():
-            self._send(slot, ("add", dev, opener, PassFd(fd), map_size))
+        for dev, (opener, fd, map_size, scratch) in self.devices.items():
+            self._send(slot, ("add", dev, opener, PassFd(fd), map_size, PassFd(scratch)))
 
     def _send(self, slot: _Slot, msg) -> None:
         """Send a control message; a worker that cannot take it is killed (and later replaced).
@@ -249,25 +250,28 @@ class WorkerPool:
         return inflight
 
     # -- devices -------------------------------------------------------------------------------
-    def add_device(self, dev: int, opener, fd: int, map_size: int) -> None:
+    def add_device(self, dev: int, opener, fd: int, map_size: int, scratch: int) -> None:
         """Raises TypeError (or another pickling error) if ``opener`` cannot be pickled."""
-        Channel.encode(("add", dev, opener, PassFd(fd), map_size))
-        dup = os.dup(fd)
+        Channel.encode(("add", dev, opener, PassFd(fd), map_size, PassFd(scratch)))
+        dup, sdup = os.dup(fd), os.dup(scratch)
         os.set_inheritable(dup, False)
-        old = self.devices.pop(dev, None)
-        if old is not None:
-            os.close(old[1])
-        self.devices[dev] = (opener, dup, map_size)
+        os.set_inheritable(sdup, False)
+        self._forget(dev)
+        self.devices[dev] = (opener, dup, map_size, sdup)
         for slot in self.slots:
-            self._send(slot, ("add", dev, opener, PassFd(dup), map_size))
+            self._send(slot, ("add", dev, opener, PassFd(dup), map_size, PassFd(sdup)))
+
+    def _forget(self, dev: int) -> bool:
+        entry = self.devices.pop(dev, None)
+        if entry is not None:
+            os.close(entry[1])
+            os.close(entry[3])
+        return entry is not None
 
     def remove_device(self, dev: int) -> None:
-        entry = self.devices.pop(dev, None)
-        if entry is None:
-            return
-        for slot in self.slots:
-            self._send(slot, ("remove", dev))
-        os.close(entry[1])
+        if self._forget(dev):
+            for slot in self.slots:
+                self._send(slot, ("remove", dev))
 
     # -- parts ---------------------------------------------------------------------------------
     def submit(self, index: int, part: Part) -> None:
@@ -391,8 +395,7 @@ class WorkerPool:
             if slot.proc is not None:
                 self._reap(slot)
             slot.close()
-        for _, fd, _ in self.devices.values():
-            os.close(fd)
-        self.devices.clear()
+        for dev in list(self.devices):
+            self._forget(dev)
         self.comp_event.close()
         self.epoll.close()

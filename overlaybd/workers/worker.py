@@ -107,17 +107,18 @@ class Worker:
             self.ctl_seen += 1
             kind = msg[0]
             if kind == "add":
-                _, dev, opener, fd, map_size = msg
+                _, dev, opener, fd, map_size, scratch = msg
                 old = self.devices.pop(dev, None)
                 if old is not None:
                     old.close()
                 try:
-                    d = Device(dev, opener, fd, map_size, self.retry)
+                    d = Device(dev, opener, fd, map_size, self.retry, scratch_fd=scratch)
                 except (OSError, ValueError) as e:
                     logger.error("worker {}: cannot map the data area of dev {}: {}", self.index, dev, e)
                     continue
                 finally:
                     os.close(fd)
+                    os.close(scratch)
                 d.ensure_open()
                 self.devices[dev] = d
             elif kind == "remove":

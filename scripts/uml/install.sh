@@ -1,8 +1,7 @@
 #!/bin/bash
 # scripts/uml/install.sh - prepare the User-Mode-Linux fixture the VM tests boot.
 # Idempotent (~1 s when nothing changed).  Debian packages only, via apt-get:
-#  * fio, e2fsprogs, sg3-utils, kmod, util-linux, open-iscsi (iscsid, iscsiadm) and libiscsi-bin
-#    (iscsi-test-cu) are installed on the host (the guest sees the
+#  * fio, e2fsprogs, sg3-utils, kmod, util-linux are installed on the host (the guest sees the
 #    host root read-only, so host tools and the project's Python run inside it unchanged);
 #  * xstate-shim.so is built from xstate-shim.c with gcc (LD_PRELOADed by run-in-uml.sh: UML
 #    6.1 cannot restore registers on hosts with a larger XSAVE area, e.g. AMX; see the .c);
@@ -17,7 +16,7 @@ export DEBIAN_FRONTEND=noninteractive
 log() { echo "[uml-install] $*" >&2; }
 [ "$(id -u)" = 0 ] || { log "must run as root (apt-get)"; exit 1; }
 
-PKGS="fio e2fsprogs sg3-utils kmod util-linux coreutils gcc libc6-dev open-iscsi libiscsi-bin"
+PKGS="fio e2fsprogs sg3-utils kmod util-linux coreutils gcc libc6-dev"
 if [ "${OVERLAYBD_UML_NO_APT:-0}" != 1 ]; then
     missing=$(for p in $PKGS; do
         dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed || echo "$p"

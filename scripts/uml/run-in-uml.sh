@@ -8,12 +8,14 @@
 # The environment and the working directory carry over; stdin is /dev/null; stdout/stderr are
 # relayed (streamed).  Exit status: COMMAND's; 124 timeout; 125 fixture failure.
 # Options: -t/--timeout SECS (default 900), -m/--mem MB (default 2048), --rw DIR (repeatable),
-#          --no-cwd-rw, --keep (keep the run dir with the guest console log), -v (print console).
+#          --no-cwd-rw, --keep (keep the run dir with the guest console log), -v (print console),
+#          --mods M1,M2 (more modules to load, e.g. iscsi_target_mod,iscsi_tcp for iSCSI),
+#          --ncpus N (N > 1: the SMP kernel scripts/uml/build-smp-uml.sh builds; benchmarks only).
 # Env: OVERLAYBD_UML_DIR (default /var/cache/overlaybd-uml).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DIR=${OVERLAYBD_UML_DIR:-/var/cache/overlaybd-uml}
-TIMEOUT=900; MEM=2048; VERBOSE=0; KEEP=0; CWD_RW=1; RW=()
+TIMEOUT=900; MEM=2048; VERBOSE=0; KEEP=0; CWD_RW=1; RW=(); NCPUS=1
 MODS=configfs,uio,target_core_mod,target_core_user,tcm_loop,target_core_file,sd_mod,sg,loop
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -21,17 +23,24 @@ while [ $# -gt 0 ]; do
         -m|--mem) MEM=$2; shift 2 ;;
         --rw) RW+=("$(realpath "$2")"); shift 2 ;;
         --no-cwd-rw) CWD_RW=0; shift ;;
+        --mods) MODS=$MODS,$2; shift 2 ;;
+        --ncpus) NCPUS=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         -v|--verbose) VERBOSE=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^# Env/p' "$0"; exit 0 ;;
         --) shift; break ;;
         *) break ;;
     esac
 done
 die() { echo "run-in-uml: $*" >&2; exit 125; }
 [ $# -gt 0 ] || die "usage: $0 [options] [--] COMMAND..."
-UML=$DIR/pkg/usr/bin/linux.uml
+UML=$DIR/pkg/usr/bin/linux.uml; MROOT=$DIR/mroot; SMP=()
 [ -x "$UML" ] || die "UML not installed: run (as root) $HERE/install.sh"
+case "$NCPUS" in ''|*[!0-9]*|0) die "--ncpus wants a positive number, got '$NCPUS'" ;; esac
+if [ "$NCPUS" -gt 1 ]; then     # SMP needs the seccomp stub mode; everything is built in
+    [ -e "$DIR/uml-smp/.complete" ] || die "no SMP kernel: run $HERE/build-smp-uml.sh (once, 10-20 min)"
+    UML=$DIR/uml-smp/linux; MROOT=$DIR/uml-smp/mroot; SMP=(ncpus="$NCPUS" seccomp=on)
+fi
 mkdir -p "$DIR/runs"; RUN=$(mktemp -d "$DIR/runs/r.XXXXXX") || die "mktemp failed"
 UPID=; TPIDS=()
 cleanup() {
@@ -57,7 +66,7 @@ cp "$HERE/guest/stage2.sh" "$RUN/stage2.sh"
 SHIM=; [ -e "$DIR/xstate-shim.so" ] && SHIM=$DIR/xstate-shim.so
 LD_PRELOAD=$SHIM TMPDIR=/dev/shm timeout -k 5 "$TIMEOUT" "$UML" mem="${MEM}M" rootfstype=hostfs rootflags=/ ro \
     init="$HERE/guest/init.sh" con0=null,fd:3 con=null ssl=null panic=-1 quiet \
-    obd.dir="$RUN" obd.mroot="$DIR/mroot" obd.mods="$MODS" \
+    obd.dir="$RUN" obd.mroot="$MROOT" obd.mods="$MODS" "${SMP[@]}" \
     </dev/null 3>"$RUN/console.log" >"$RUN/uml.log" 2>&1 &
 UPID=$!
 tail -n +1 -f --pid=$UPID "$RUN/stdout" & TPIDS+=($!)

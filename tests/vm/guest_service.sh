@@ -1,13 +1,14 @@
 #!/bin/bash
 # Runs INSIDE the UML guest from the repository root:  bash tests/vm/guest_service.sh W ROOT
-# ROOT holds a service installed by scripts/install-service.sh --root ROOT.  This script does
+# ROOT holds a service installed by scripts/install-service.sh --root ROOT (or by the .deb: ROOT /,
+# OBD_UNIT its unit).  This script does
 # what systemd does with ROOT's unit -- ExecStartPre, ExecStart with OOMScoreAdjust and a
 # NOTIFY_SOCKET, ExecReload, then SIGTERM to the main process only (KillMode=mixed) -- with the
 # test's config W/obd.json bind-mounted over the installed one, serves W/golden.json and records
 # what it saw in W/out (see tests/vm/test_service_vm.py).
 source scripts/uml/guest-lib.sh     # (run from the repository root)
 ROOT=$2
-unit=$ROOT/etc/systemd/system/overlaybd-tcmu.service
+unit=${OBD_UNIT:-$ROOT/etc/systemd/system/overlaybd-tcmu.service}   # (the .deb's: /lib/systemd/system)
 key() { sed -n "s/^$1=//p" "$unit"; }
 cp "$unit" "$OUT/unit"
 

@@ -19,10 +19,12 @@ def need_uml():
          f"UML kernel not installed in {UML_DIR}: run `sudo make deps` (scripts/uml/install.sh)")
 
 
-def run_in_uml(args, rw=(), timeout=600, mem_mb=2048, env=None):
-    """Run ``args`` in a fresh guest from the repository root (``env``: more environment);
-    returns CompletedProcess."""
+def run_in_uml(args, rw=(), timeout=600, mem_mb=2048, env=None, mods=None):
+    """Run ``args`` in a fresh guest from the repository root (``env``: more environment;
+    ``mods``: more kernel modules, comma-separated); returns CompletedProcess."""
     cmd = [str(RUN), "-t", str(timeout), "-m", str(mem_mb)]
+    if mods:
+        cmd += ["--mods", mods]
     for d in rw:
         cmd += ["--rw", str(d)]
     env = dict(os.environ, OBD_PYTHON=sys.executable, **(env or {}))
