@@ -48,8 +48,8 @@ export)
         echo $ro > "$tpg/attrib/demo_mode_write_protect"
     fi
     if [ -n "$user" ]; then
-        echo "$user" > "$auth/auth/userid"
-        echo "$pass" > "$auth/auth/password"
+        echo -n "$user" > "$auth/auth/userid"      # (a newline would be part of it)
+        echo -n "$pass" > "$auth/auth/password"
         echo 1 > "$tpg/attrib/authentication"
     else
         echo 0 > "$tpg/attrib/authentication"
