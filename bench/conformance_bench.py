@@ -50,7 +50,8 @@ def parse(text):
         if "[SKIPPED]" in line:
             skipped = True
         s = line.strip()
-        if s == "passed" or s.endswith(" passed"):
+        # (CUnit's verdict may be followed on its line by a teardown's "[FAILED]" log)
+        if s == "passed" or s.endswith(" passed") or s.startswith("passed "):
             out[name] = "skipped" if skipped else "passed"
             name = None
         elif s.startswith("FAILED") or s.endswith("FAILED"):

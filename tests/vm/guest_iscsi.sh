@@ -5,7 +5,9 @@
 # and 2: overlaybd-tcmu ($OBD_TCMU, the installed one) serves the image, LIO's iSCSI fabric
 # exports its backstore on 127.0.0.1:3260, open-iscsi logs in, and the whole disk is read
 # through the initiator (sha256 recorded).  With workers 0 the daemon is then restarted under
-# the logged-in session and the first 64 MiB read again.  Results: DIR/out/<key> files.
+# the logged-in session and the first 64 MiB read again, and a second target with a node ACL
+# and CHAP is tried with libiscsi's iscsi-inq; with workers 2 the daemon gets SIGTERM, then
+# SIGKILL, while a whole-disk read runs.  Results: DIR/out/<key> files.
 source scripts/uml/guest-lib.sh      # W, OUT, PY, DEV, start_daemon, stop_daemon, rec, log, sha
 ISCSI=scripts/uml/iscsi.sh
 $ISCSI dbroot /tmp/target
@@ -35,6 +37,35 @@ for w in 0 2; do
     rec "sha-w$w" "$(dd if="$d" bs=4M iflag=direct 2>/dev/null | sha)"
     rec "secs-w$w" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{print b - a}')"
     rec "size-w$w" "$(blockdev --getsize64 "$d")"
+    if [ $w = 2 ]; then     # restarts while the initiator reads: SIGTERM, then SIGKILL (a crash)
+        for sig in TERM KILL; do
+            kids=$(cat /proc/$DPID/task/*/children 2>/dev/null)
+            ( dd if="$d" bs=1M iflag=direct 2>/dev/null | sha > "$OUT/inflight-$sig-sha" ) &
+            ddpid=$!
+            sleep 1
+            kill -$sig $DPID; wait $DPID; rec "inflight-$sig-rc" $?; DPID=
+            sleep 2
+            left=; for k in $kids; do kill -0 $k 2>/dev/null && left="$left $k"; done
+            rec "inflight-$sig-workers-left" "$(echo $left | wc -w)"
+            for k in $left; do kill -KILL $k 2>/dev/null; done
+            start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1
+            wait $ddpid
+            rec "inflight-$sig-session" "$(cat /sys/class/iscsi_session/session*/state | tr '\n' ' ')"
+        done
+    fi
+    if [ $w = 0 ]; then     # only a named initiator with its CHAP secret gets in (libiscsi)
+        aiqn=iqn.2026-12.io.overlaybd:acl ini=iqn.2026-12.io.overlaybd:allowed
+        $ISCSI export $aiqn user_999999999/dev_1 --acl $ini --chap obd-user obd-secret-123
+        url=127.0.0.1:3260/$aiqn/0
+        iscsi-inq -i $ini iscsi://$url > "$OUT/acl-nocred.txt" 2>&1; rec acl-nocred.rc $?
+        iscsi-inq -i iqn.2026-12.io.overlaybd:stranger "iscsi://obd-user%obd-secret-123@$url" \
+            > "$OUT/acl-stranger.txt" 2>&1; rec acl-stranger.rc $?
+        iscsi-inq -i $ini "iscsi://obd-user%wrong-secret-1@$url" > "$OUT/acl-badpass.txt" 2>&1
+        rec acl-badpass.rc $?
+        iscsi-inq -i $ini "iscsi://obd-user%obd-secret-123@$url" > "$OUT/acl-ok.txt" 2>&1
+        rec acl-ok.rc $?
+        $ISCSI unexport $aiqn; rec acl-unexport.rc $?
+    fi
     if [ $w = 0 ]; then     # the daemon goes away and comes back under a logged-in initiator
         stop_daemon "stop-w$w.rc"
         start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1

@@ -38,3 +38,21 @@ def test_everything_that_passes_on_the_file_backstore_passes_here(results, name)
                      and t not in KNOWN)
     assert missing == [], f"{name}: pass on target_core_file, not here: {missing}"
     assert counts(here)["passed"] >= counts(ref)["passed"]
+
+
+def test_parser_takes_cunits_verdict():
+    from bench.conformance_bench import parse
+    text = """Suite: A
+  Test: One ...passed
+  Test: Two ...    [SKIPPED] X is not implemented.
+passed
+  Test: Three ...    [FAILED] wrong sense
+FAILED
+    1. t.c:1  - CU_ASSERT_EQUAL(_r,0)
+Suite: Reserve6
+  Test: LUNReset ...passed    [FAILED] PRIN command: failed with sense. UNIT_ATTENTION
+
+Run Summary:    Type  Total    Ran Passed Failed Inactive
+"""
+    assert parse(text) == {"A.One": "passed", "A.Two": "skipped", "A.Three": "failed",
+                           "Reserve6.LUNReset": "passed"}

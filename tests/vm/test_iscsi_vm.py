@@ -63,3 +63,29 @@ def test_daemon_restart_under_a_logged_in_initiator(guest, say):
     assert guest["stop-w0.rc"] == "0"
     assert guest["restart-head-sha"] == head
     say(f"[iscsi] daemon restarted under the logged-in session: first 64 MiB sha256 {head[:16]}... equal")
+
+
+def test_restart_and_crash_under_a_read_in_flight(guest, golden_manifest, say):
+    """Workers 2: SIGTERM, then SIGKILL of the supervisor, each while a whole-disk read runs
+    through the initiator.  The workers go with it, the new daemon takes the device over, the
+    session stays logged in and the read in flight is byte-exact."""
+    want = golden_manifest["merged"]["sha256"]
+    assert guest["inflight-TERM-rc"] == "0"
+    assert guest["inflight-KILL-rc"] == str(128 + 9)
+    for sig in ("TERM", "KILL"):
+        assert guest[f"inflight-{sig}-workers-left"] == "0"
+        assert guest[f"inflight-{sig}-session"].split() == ["LOGGED_IN"]
+        assert guest[f"inflight-{sig}-sha"].strip() == want
+    say(f"[iscsi] SIGTERM and SIGKILL under a read in flight: sha256 {want[:16]}... both times")
+
+
+def test_acl_and_chap_admit_only_the_named_initiator_with_its_secret(guest):
+    assert guest["acl-nocred.rc"] != "0"
+    assert "Authentication failure" in guest["acl-nocred.txt"]
+    assert guest["acl-stranger.rc"] != "0"        # right secret, initiator not in the ACLs
+    assert "Authorization failure" in guest["acl-stranger.txt"]
+    assert guest["acl-badpass.rc"] != "0"
+    assert "Authentication failure" in guest["acl-badpass.txt"]
+    assert guest["acl-ok.rc"] == "0", guest["acl-ok.txt"]
+    assert "LIO-ORG" in guest["acl-ok.txt"]
+    assert guest["acl-unexport.rc"] == "0"

@@ -5,11 +5,10 @@ daemon is the one users get: installed from the wheel by scripts/install-service
 
 import hashlib
 import json
-import pathlib
 
 import pytest
 from conftest import GOLDEN
-from uml import REPO, need_uml, run_in_uml
+from uml import REPO, guest_record, need_uml, run_in_uml
 
 from overlaybd.image import open_image
 from overlaybd.lsmt import create_rw
@@ -47,21 +46,7 @@ def guest(tmp_path_factory, installed):
     _image_config(w, "rw", upper={"data": str(w / "up.data"), "index": str(w / "up.index")})
     p = run_in_uml(["bash", "tests/vm/guest_e2e.sh", w], rw=[w], timeout=420,
                    env={"OBD_TCMU": str(installed.bin / "overlaybd-tcmu")})
-    out = w / "out"
-    if p.returncode != 0:
-        log = (out / "daemon.log").read_text()[-4000:] if (out / "daemon.log").exists() else ""
-        pytest.fail(f"guest script failed ({p.returncode}):\n{p.stderr[-4000:]}\n{log}")
-    return Results(out)
-
-
-class Results:
-    def __init__(self, out):
-        self.out = pathlib.Path(out)
-
-    def __getitem__(self, key):
-        f = self.out / key
-        assert f.exists(), f"the guest recorded no '{key}' (see {self.out}/daemon.log)"
-        return f.read_text()
+    return guest_record(p, w / "out")
 
 
 @pytest.fixture(scope="module")

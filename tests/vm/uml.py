@@ -30,3 +30,26 @@ def run_in_uml(args, rw=(), timeout=600, mem_mb=2048, env=None, mods=None):
     env = dict(os.environ, OBD_PYTHON=sys.executable, **(env or {}))
     return subprocess.run(cmd + ["--"] + [str(a) for a in args], cwd=REPO, env=env,
                           check=False, capture_output=True, text=True, timeout=timeout + 60)
+
+
+class GuestRecord:
+    """What a guest script recorded with ``rec KEY VALUE`` (one file per fact in OUT)."""
+
+    def __init__(self, out):
+        self.out = pathlib.Path(out)
+
+    def __getitem__(self, key):
+        f = self.out / key
+        assert f.exists(), f"the guest recorded no '{key}' (see {self.out}/daemon.log)"
+        return f.read_text()
+
+
+def guest_record(p, out):
+    """Fail the test with the guest's stderr and the daemon log's tail unless ``p`` (a
+    run_in_uml result) succeeded; else the GuestRecord of ``out``."""
+    import pytest
+    out = pathlib.Path(out)
+    if p.returncode != 0:
+        log = (out / "daemon.log").read_text()[-4000:] if (out / "daemon.log").exists() else ""
+        pytest.fail(f"guest script failed ({p.returncode}):\n{p.stderr[-4000:]}\n{log}")
+    return GuestRecord(out)
