@@ -66,7 +66,8 @@ def _setup(w, golden, reg, py):
     json.dump({"logConfig": {"logPath": f"{w}/out/daemon.log", "logLevel": 1},
                "credentialConfig": {"mode": "file", "path": "/tmp/cred.json"},
                "cacheConfig": {"cacheType": "file", "cacheDir": "/mnt/cachefs/cache", "cacheSizeGB": 1},
-               "enableAudit": False, "workerConfig": {"workers": WORKERS, "heartbeatSec": 2}},
+               "enableAudit": True, "auditPath": f"{w}/out/audit.log",
+               "workerConfig": {"workers": WORKERS, "heartbeatSec": 2}},
               open("/tmp/obd.json", "w"))
     return pushed
 

@@ -30,3 +30,13 @@ def test_short_stress_profile(tmp_path):
     assert r["processes"]["supervisor"]["end"]["rss"] > 0
     png = (tmp_path / "out" / "stress-plot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000
+    # overlaybd-logstat on the run's own log and audit files
+    out = subprocess.run([sys.executable, "-m", "overlaybd.tools.logstat", "--json",
+                          str(tmp_path / "out" / "daemon.log"), str(tmp_path / "out" / "audit.log")],
+                         capture_output=True, text=True, check=True).stdout
+    stats = json.loads(out)
+    assert stats["worker_restarts"]["count"] >= 1               # kill9 (and the stalled one)
+    assert stats["levels"].get("INFO", 0) > 0
+    fetched = stats["audit"].get("download", {})            # the remote layers' range fetches
+    assert fetched.get("count", 0) > 0 and fetched["bytes"] > 0
+    assert fetched["latency_us"]["max"] >= fetched["latency_us"]["p50"] > 0
