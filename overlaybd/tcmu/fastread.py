@@ -40,6 +40,7 @@ class FastReads:
         self.num_lbas = disk.num_lbas
         self.block_size = disk.block_size
         self.device = device
+        self._backend = self._into = None   # the backend's bound preadinto, looked up once
         self.fast = 0                   # commands run here (tests look)
 
     def __call__(self, ent, length):
@@ -61,7 +62,10 @@ class FastReads:
         if buf[cdb_off + 1] & _REFUSED or not nblocks or lba + nblocks > self.num_lbas:
             return False
         backend = self.device.backend
-        into = getattr(backend, "preadinto", None) if backend is not None else None
+        if backend is not self._backend:    # (re)opened: look its preadinto up once, not per read
+            self._backend = backend
+            self._into = getattr(backend, "preadinto", None) if backend is not None else None
+        into = self._into
         if into is None:
             return False
         bs = self.block_size

@@ -260,11 +260,8 @@ class Engine:
         if status != ST_GOOD:
             if status_kind(status) == ST_MISCOMPARE:   # offset from the part to the command
                 status = miscompare(part.offset - entry[2] + (status >> 8))
-                if status_kind(entry[1]) == ST_MISCOMPARE and entry[1] < status:
-                    status = entry[1]
-                if entry[1] == ST_GOOD or status_kind(entry[1]) == ST_MISCOMPARE:
-                    entry[1] = status
-            elif entry[1] == ST_GOOD:
+            old = entry[1]            # the first error stands; of miscompares, the earliest
+            if old == ST_GOOD or status_kind(old) == status_kind(status) == ST_MISCOMPARE and status < old:
                 entry[1] = status
         entry[0] -= 1
         if entry[0] == 0:

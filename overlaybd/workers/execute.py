@@ -225,12 +225,9 @@ class Device:
         if write and not self._writable():
             return ST_WRITE_PROTECT
         medium = bytearray(length)
-        try:
-            self._read_exactly(medium, offset)
-        except Exception as e:  # noqa: BLE001
-            logger.error("dev {}: read of {} bytes at {} to compare failed: {}", self.dev, length,
-                         offset, e)
-            return ST_READ_ERR
+        st = self._read(offset, [(0, length)], memoryview(medium))   # with the read retries
+        if st != ST_GOOD:
+            return st
         expect = memoryview(data)[:length]
         if medium != expect:
             first = next(b for b in range(0, length, 4096) if medium[b:b + 4096] != expect[b:b + 4096])
@@ -239,20 +236,6 @@ class Device:
         if not write:
             return ST_GOOD
         return self._pwrite(memoryview(data)[length:], offset)
-
-    def _read_exactly(self, buf, offset) -> None:
-        backend, view, got = self.backend, memoryview(buf), 0
-        into = getattr(backend, "preadinto", None)
-        while got < len(buf):
-            if into is not None:
-                n = into(view[got:], offset + got)
-            else:
-                chunk = backend.pread(len(buf) - got, offset + got)
-                n = len(chunk)
-                view[got:got + n] = chunk
-            if not n:
-                raise OSError(f"short read: {got} of {len(buf)} bytes")
-            got += n
 
     def _discard(self, offset, length) -> int:
         if getattr(self.backend, "read_only", False):
