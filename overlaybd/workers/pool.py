@@ -140,13 +140,12 @@ class WorkerPool:
         self.heartbeat_sec = heartbeat_sec
         self.ring_slots = ring_slots
         allowed = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-        # Workers take the last CPUs; with fewer workers than CPUs the supervisor keeps the
-        # first ones to itself (start()), so it never competes with a worker for a CPU.
+        # Workers take the last CPUs: with fewer workers than CPUs, the first ones (where the
+        # system's own work tends to run) are left to the supervisor, which is not pinned (a
+        # pinned supervisor cannot move away from a CPU something else keeps busy).
         first = max(len(allowed) - workers, 0)
         self.slots = [_Slot(i, allowed[(first + i) % len(allowed)] if allowed else None, ring_slots)
                       for i in range(workers)]
-        self.supervisor_cpus = allowed[:first] if cpus is None else None
-        self._saved_affinity = None
         # Spinning before sleep pays only for a process with a CPU of its own: each worker and
         # the supervisor have one when there are more CPUs than workers.
         self.spin = first > 0
@@ -169,11 +168,7 @@ class WorkerPool:
     def start(self) -> None:
         for slot in self.slots:
             self._spawn(slot)
-        if self.supervisor_cpus:
-            self._saved_affinity = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, self.supervisor_cpus)
-            logger.info("supervisor on CPU(s) {}, workers on {}", self.supervisor_cpus,
-                        [s.cpu for s in self.slots])
+
 
     def _spawn(self, slot: _Slot) -> None:
         self.settings["supervisor_pid"] = os.getpid()
@@ -492,7 +487,4 @@ class WorkerPool:
         for dev in list(self.devices):
             self._forget(dev)
         self.comp_event.close()
-        if self._saved_affinity is not None:      # the supervisor's CPUs back as they were
-            os.sched_setaffinity(0, self._saved_affinity)
-            self._saved_affinity = None
         self.epoll.close()
