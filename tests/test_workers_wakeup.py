@@ -7,9 +7,9 @@ import signal
 import time
 
 import pytest
-from workers_fixtures import Harness
 
 from overlaybd.workers import OP_READ, ST_GOOD
+from tests.helpers.workers import EngineHarness
 
 
 def _until(cond, what, timeout=20.0):
@@ -20,7 +20,7 @@ def _until(cond, what, timeout=20.0):
 
 
 def test_a_batch_costs_one_wakeup_each_way(tmp_path):
-    h = Harness(tmp_path, 1, heartbeat_sec=120)   # the heartbeat thread's re-check stays out
+    h = EngineHarness(tmp_path, 1, heartbeat_sec=120)   # the heartbeat thread's re-check stays out
     try:
         h.submit(0, OP_READ, 0, 4096, 0)
         h.wait_for([0])
@@ -53,7 +53,7 @@ def test_a_batch_costs_one_wakeup_each_way(tmp_path):
 def test_no_wakeup_is_lost_one_command_at_a_time(tmp_path, workers):
     """One command in flight: both sides go to sleep between commands, thousands of times.
     A lost wake-up would leave the select below waiting for the heartbeat thread (30 s)."""
-    h = Harness(tmp_path, workers, heartbeat_sec=120)
+    h = EngineHarness(tmp_path, workers, heartbeat_sec=120)
     fd = h.engine.fileno()
     try:
         for i in range(3000):
