@@ -22,7 +22,7 @@ import time
 import psutil
 
 from overlaybd.workers import OP_READ, ST_GOOD, Engine
-from overlaybd.workers.ops import STATUSES
+from overlaybd.abi.ops import STATUSES
 from overlaybd.workers.rawfile import RawFileOpener
 
 DEV = 1

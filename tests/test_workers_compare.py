@@ -8,7 +8,7 @@ import pytest
 from workers_fixtures import Harness, MiB
 
 from overlaybd.workers import CommandError
-from overlaybd.workers.ops import (
+from overlaybd.abi.ops import (
     OP_COMPARE_WRITE,
     OP_COPY_IN,
     OP_COPY_OUT,

@@ -2,7 +2,7 @@
 
 from .blockcache import BlockCache
 from .engine import CommandError, Engine
-from .ops import (
+from ..abi.ops import (
                   OP_DISCARD,
                   OP_FLUSH,
                   OP_READ,

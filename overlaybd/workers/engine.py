@@ -27,7 +27,7 @@ from ..shm.descriptor import MAX_IOVS, Part
 from ..shm.wakeup import Event
 from .context import WorkerContext, set_current
 from .execute import Device, RetryPolicy
-from .ops import (
+from ..abi.ops import (
     OP_COMPARE_WRITE,
     OP_DISCARD,
     OP_FLUSH,

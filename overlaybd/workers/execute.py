@@ -13,7 +13,7 @@ import time
 from loguru import logger
 
 from ..errors import ReadOnlyError
-from .ops import (
+from ..abi.ops import (
     FAILED,
     OP_COMPARE_WRITE,
     OP_COPY_IN,

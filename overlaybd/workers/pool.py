@@ -51,7 +51,7 @@ from ..shm.heartbeat import HEARTBEAT_SIZE, STATE_READY, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from .ops import FAILED, OPS, ST_READ_ERR
+from ..abi.ops import FAILED, OPS, ST_READ_ERR
 from .worker import worker_main
 
 WAKE_BATCH = 16

@@ -36,7 +36,7 @@ from ..shm.ring import Ring
 from ..shm.wakeup import Event
 from .context import WorkerContext, set_current
 from .execute import Device, RetryPolicy
-from .ops import FAILED, ST_GOOD, ST_READ_ERR
+from ..abi.ops import FAILED, ST_GOOD, ST_READ_ERR
 
 BATCH = 64
 
