@@ -7,7 +7,6 @@ import os
 import pytest
 from workers_fixtures import Harness, MiB
 
-from overlaybd.workers import CommandError
 from overlaybd.abi.ops import (
     OP_COMPARE_WRITE,
     OP_COPY_IN,
@@ -22,6 +21,7 @@ from overlaybd.abi.ops import (
     miscompare,
     status_kind,
 )
+from overlaybd.workers import CommandError
 
 WORKERS = [0, 1, 2]
 

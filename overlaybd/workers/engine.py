@@ -21,12 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..cpus import default_workers
-from ..errors import OverlaybdError
-from ..shm.descriptor import MAX_IOVS, Part
-from ..shm.wakeup import Event
-from .context import WorkerContext, set_current
-from .execute import Device, RetryPolicy
 from ..abi.ops import (
     OP_COMPARE_WRITE,
     OP_DISCARD,
@@ -40,6 +34,12 @@ from ..abi.ops import (
     miscompare,
     status_kind,
 )
+from ..cpus import default_workers
+from ..errors import OverlaybdError
+from ..process import WorkerContext, set_current
+from ..shm.descriptor import MAX_IOVS, Part
+from ..shm.wakeup import Event
+from .execute import Device, RetryPolicy
 from .pool import WorkerPool
 from .split import route, split_iovs, split_range
 

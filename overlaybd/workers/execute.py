@@ -12,7 +12,6 @@ import time
 
 from loguru import logger
 
-from ..errors import ReadOnlyError
 from ..abi.ops import (
     FAILED,
     OP_COMPARE_WRITE,
@@ -33,6 +32,7 @@ from ..abi.ops import (
     ST_WRITE_PROTECT,
     miscompare,
 )
+from ..errors import ReadOnlyError
 
 WRITE_SAME_RUN = 1 << 20     # WRITE SAME writes its block repeated in runs of this many bytes
 

@@ -38,6 +38,7 @@ import multiprocess
 import psutil
 from loguru import logger
 
+from ..abi.ops import FAILED, OPS, ST_READ_ERR
 from ..service import unprotect_oom
 from ..shm.channel import Channel, PassFd
 from ..shm.descriptor import (
@@ -51,7 +52,6 @@ from ..shm.heartbeat import HEARTBEAT_SIZE, STATE_READY, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from ..abi.ops import FAILED, OPS, ST_READ_ERR
 from .worker import worker_main
 
 WAKE_BATCH = 16

@@ -28,15 +28,15 @@ import psutil
 from loguru import logger
 
 from .. import log
+from ..abi.ops import FAILED, ST_GOOD, ST_READ_ERR
+from ..process import WorkerContext, set_current
 from ..shm.channel import Channel
 from ..shm.descriptor import COMPLETION_SIZE, PART_SIZE, pack_completion, unpack_part
 from ..shm.heartbeat import STATE_READY, STATE_STOPPING, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from .context import WorkerContext, set_current
 from .execute import Device, RetryPolicy
-from ..abi.ops import FAILED, ST_GOOD, ST_READ_ERR
 
 BATCH = 64
 
