@@ -1,5 +1,5 @@
 """The fused READ(10)/READ(16) path of the inline engine (overlaybd.tcmu.fastread) against the
-generic path (Ring.fetch -> ScsiDisk -> Engine -> Ring.complete): same commands through the
+generic path (CommandRing.fetch -> ScsiDisk -> Engine -> CommandRing.complete): same commands through the
 fake kernel, same status, sense and bytes; everything unusual goes the generic way."""
 
 import os

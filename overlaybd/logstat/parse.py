@@ -27,7 +27,9 @@ _MEMBER = re.compile(r"\.(\d+)(\.gz)?$")
 
 
 @dataclass
-class Record:
+class LogRecord:
+    """One parsed line of the overlaybd log or the audit log (overlaybd-logstat)."""
+
     time: datetime.datetime
     level: str                  # DEBUG, INFO, WARN, ERROR, FATAL, TEMP, AUDIT
     thread: str
@@ -44,13 +46,13 @@ def parse_time(date: str, frac: str | None) -> datetime.datetime:
     return t.replace(microsecond=int(frac.ljust(6, "0"))) if frac else t
 
 
-def parse_line(line: str, file: str = "") -> Record | None:
+def parse_line(line: str, file: str = "") -> LogRecord | None:
     """One record, or None if ``line`` does not start with a timestamp and level."""
     m = _LINE.fullmatch(line.rstrip("\r\n"))
     if not m:
         return None
     date, frac, level, th, rest = m.groups()
-    rec = Record(parse_time(date, frac), level, th, file=file)
+    rec = LogRecord(parse_time(date, frac), level, th, file=file)
     if level == "AUDIT":
         a = _AUDIT.fullmatch(rest)
         if a:

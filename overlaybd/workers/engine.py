@@ -39,7 +39,7 @@ from ..errors import OverlaybdError
 from ..process import WorkerContext, set_current
 from ..shm.descriptor import MAX_IOVS, Part
 from ..shm.wakeup import Event
-from .execute import Device, RetryPolicy
+from .execute import DeviceExecutor, RetryPolicy
 from .pool import WorkerPool
 from .split import route, split_iovs, split_range
 
@@ -76,7 +76,7 @@ class Engine:
         self._cmds: dict[tuple, list] = {}    # (dev, cmd_id) -> [parts left, status, offset]
         self._parts: dict[int, tuple] = {}    # part tag -> (dev, cmd_id)
         self._map_sizes: dict[int, int] = {}
-        self._inline: dict[int, Device] = {}
+        self._inline: dict[int, DeviceExecutor] = {}
         self._tags = itertools.count(1)
         self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
         self._started = False
@@ -131,7 +131,7 @@ class Engine:
             if self.pool is None:
                 backend = opener()        # errors reach the caller, as the contract wants
                 try:
-                    self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend,
+                    self._inline[dev] = DeviceExecutor(dev, opener, uio_fd, map_size, self.retry, backend,
                                                scratch)
                 except BaseException:
                     backend.close()
@@ -161,7 +161,7 @@ class Engine:
             d.flush()
             d.close()
 
-    def inline_device(self, dev: int) -> Device | None:
+    def inline_device(self, dev: int) -> DeviceExecutor | None:
         """The inline engine's device ``dev`` (its ``view`` of the data area and ``backend``),
         for a caller that runs simple reads itself (overlaybd.tcmu.fastread); None with
         workers."""

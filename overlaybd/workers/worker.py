@@ -36,7 +36,7 @@ from ..shm.heartbeat import STATE_READY, STATE_STOPPING, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from .execute import Device, RetryPolicy
+from .execute import DeviceExecutor, RetryPolicy
 
 BATCH = 64
 
@@ -52,7 +52,7 @@ class Worker:
         self.settings = settings
         self.supervisor = settings["supervisor_pid"]
         self.parent = os.getppid()      # the supervisor, or the forkserver that started us
-        self.devices: dict[int, Device] = {}
+        self.devices: dict[int, DeviceExecutor] = {}
         self.retry = RetryPolicy(settings["read_retry_sec"])
         while not select.select([channel], [], [], 1.0)[0]:
             if self._supervisor_gone():
@@ -112,7 +112,7 @@ class Worker:
                 if old is not None:
                     old.close()
                 try:
-                    d = Device(dev, opener, fd, map_size, self.retry, scratch_fd=scratch)
+                    d = DeviceExecutor(dev, opener, fd, map_size, self.retry, scratch_fd=scratch)
                 except (OSError, ValueError) as e:
                     logger.error("worker {}: cannot map the data area of dev {}: {}", self.index, dev, e)
                     continue
@@ -131,7 +131,7 @@ class Worker:
             else:
                 logger.error("worker {}: unknown control message {!r}", self.index, kind)
 
-    def _device(self, dev: int) -> Device | None:
+    def _device(self, dev: int) -> DeviceExecutor | None:
         d = self.devices.get(dev)
         if d is None:
             # An "add" is always sent before the first part of its device is published.
