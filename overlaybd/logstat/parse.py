@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 _LINE = re.compile(r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\|([A-Z]+) *\|th=([0-9A-Fa-f]+)\|(.*)")
@@ -107,7 +108,6 @@ def rotated_set(path: str) -> list[str]:
 
 def _open(path):
     if path == "-":
-        import sys
         return sys.stdin
     if path.endswith(".gz"):
         return gzip.open(path, "rt", errors="replace")
