@@ -111,3 +111,30 @@ def test_opener_reads_zfile_layers_through_the_block_cache_it_is_given(golden_ma
     img = ImageOpener(str(p))()                     # no budget: no block cache
     assert not isinstance(img.layers[0], BlockCache)
     img.close()
+
+
+def test_the_composition_root_gives_openers_the_configured_budget(tmp_path, golden_manifest,
+                                                                  monkeypatch):
+    """overlaybd-tcmu's image backend: each engine process's opener carries
+    workerConfig.cacheSizeMB as its block-cache budget, and opens with it."""
+    from overlaybd.cache import blockcache
+    from overlaybd.cache.blockcache import BlockCache
+    from overlaybd.image import load_service_config
+    from overlaybd.tools.tcmu import image_backend
+    monkeypatch.setattr(blockcache, "_process_slice", None)
+    svc_path = tmp_path / "overlaybd.json"
+    svc_path.write_text(json.dumps({"enableAudit": False, "workerConfig": {"cacheSizeMB": 8}}))
+    validate, opener = image_backend(load_service_config(str(svc_path)))
+    p = GOLDEN.parent / "merged-lz4.json"
+    o = opener(str(p))
+    assert isinstance(o, ImageOpener) and o.cache_bytes == 8 * MiB
+    img = o()
+    try:
+        assert isinstance(img.layers[0], BlockCache) and img.layers[0].lru.capacity == 8 * MiB
+        r = golden_manifest["merged"]["ranges"][1]
+        assert sha256_of(img, r["offset"], r["length"]) == r["sha256"]
+    finally:
+        img.close()
+    checked = validate(str(p))          # the supervisor's check open: no block cache
+    assert not isinstance(checked.layers[0], BlockCache)
+    checked.close()
