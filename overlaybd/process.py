@@ -17,7 +17,9 @@ from dataclasses import dataclass
 class WorkerContext:
     index: int          # worker index, 0..workers-1 (0 when inline)
     workers: int        # worker count of the engine (0 = inline)
-    cache_bytes: int    # decompressed-block cache budget of this process
+    # Engine settings, read by nothing at present: images take their block-cache budget from
+    # their opener (ImageOpener(cache_bytes)), not from here.
+    cache_bytes: int    # Engine(cache_bytes=): the block-cache budget the engine was given
     chunk_size: int     # routing chunk: this process sees only its own chunks (unless inline)
 
 

@@ -102,8 +102,8 @@ def main(argv=None):
 
     w = svc.worker
     engine = Engine(workers=w.workers, chunk_size=w.chunk_size_kb << 10,
-                    cache_bytes=w.cache_size_mb << 20, heartbeat_sec=w.heartbeat_sec)
-    validate, opener = image_backend(svc)
+                    heartbeat_sec=w.heartbeat_sec)
+    validate, opener = image_backend(svc)   # the block-cache budget (cacheSizeMB) rides these
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     logger.info("overlaybd-tcmu {} starting (package {}): config {}, {} worker(s)", __version__,
                 package, svc.path, w.workers)
