@@ -15,7 +15,7 @@ DISKS = {}     # config path -> (disk file, read-only): what the fake "image" op
 
 class Harness:
     def __init__(self, tmp_path, size=8 << 20, read_only=False, content=None, name="dev0",
-                 dev_id="7", minor=0, daemon=None, fk_kwargs=None):
+                 dev_id="7", minor=0, daemon=None, fk_kwargs=None, workers=0):
         self.path = tmp_path / f"{name}.img"
         with open(self.path, "wb") as f:
             if content is not None:
@@ -29,7 +29,7 @@ class Harness:
         config = f"{tmp_path}/{name}.json"
         DISKS[config] = (self.path, read_only)
         if daemon is None:
-            daemon = Daemon(Engine(workers=0),
+            daemon = Daemon(Engine(workers=workers),
                             validate=lambda cfg: RawFile(DISKS[cfg][0], not DISKS[cfg][1]),
                             opener=lambda cfg: RawFileOpener(DISKS[cfg][0], not DISKS[cfg][1]),
                             use_netlink=False, sys_uio=str(tmp_path / "no-uio"),

@@ -1,5 +1,6 @@
-"""The fused READ(10)/READ(16) path of the inline engine (overlaybd.tcmu.fastread) against the
-generic path (CommandRing.fetch -> ScsiDisk -> Engine -> CommandRing.complete): same commands through the
+"""The fused READ(10)/READ(16) paths (overlaybd.tcmu.fastread: run in place when the engine is
+inline, handed straight to the engine with workers) against the generic path
+(CommandRing.fetch -> ScsiDisk -> Engine -> CommandRing.complete): same commands through the
 fake kernel, same status, sense and bytes; everything unusual goes the generic way."""
 
 import os
@@ -82,11 +83,13 @@ def run_batch(h, batch):
             for i in ids]
 
 
-@pytest.fixture
-def pair(tmp_path):
+@pytest.fixture(params=[0, 1], ids=["inline", "workers1"])
+def pair(tmp_path, request):
     content = os.urandom(SIZE)
-    fast = Harness(tmp_path, size=SIZE, content=content, name="fast", dev_id="1", minor=0)
-    slow = Harness(tmp_path, size=SIZE, content=content, name="slow", dev_id="2", minor=0)
+    fast = Harness(tmp_path, size=SIZE, content=content, name="fast", dev_id="1", minor=0,
+                   workers=request.param)
+    slow = Harness(tmp_path, size=SIZE, content=content, name="slow", dev_id="2", minor=0,
+                   workers=request.param)
     assert (fast.status, slow.status) == (0, 0)
     assert fast.daemon.devices[0].fast is not None
     slow.daemon.devices[0].fast = None            # the generic path only

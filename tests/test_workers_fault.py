@@ -16,7 +16,7 @@ CHUNK = 64 * 1024
 
 def _busiest(h):
     slots = h.engine.pool.slots
-    return max(slots, key=lambda s: len(s.inflight) + len(s.backlog))
+    return max(slots, key=lambda s: s.outstanding)
 
 
 def _submit_round(h, rnd, first_id, count, size):
@@ -35,7 +35,7 @@ def _round_with_a_busy_victim(h, rnd, size):
     while len(h.completions) < 3:
         h.engine.wait(0.01)
     victim = _busiest(h)
-    assert victim.inflight, "the victim must have parts in flight"
+    assert victim.in_flight(), "the victim must have parts in flight"
     return cases, victim
 
 
@@ -56,7 +56,7 @@ def test_sigkill_with_reads_in_flight_repeatedly(tmp_path):
             while len(h.completions) < 5:
                 h.engine.wait(0.01)
             victim = _busiest(h)
-            assert victim.inflight, "the victim must have parts in flight"
+            assert victim.in_flight(), "the victim must have parts in flight"
             pid = victim.proc.pid
             os.kill(pid, signal.SIGKILL)
             h.wait_for([c[0] for c in cases])
