@@ -21,8 +21,8 @@ import time
 
 import psutil
 
+from overlaybd.abi.ops import STATUSES
 from overlaybd.workers import OP_READ, ST_GOOD, Engine
-from overlaybd.workers.ops import STATUSES
 from overlaybd.workers.rawfile import RawFileOpener
 
 DEV = 1

@@ -9,8 +9,8 @@ import pytest
 
 from overlaybd import metrics
 from overlaybd.metrics.exporter import Windows
+from overlaybd.process import WorkerContext, set_current
 from overlaybd.shm.slabs import SlabTable, TableFull
-from overlaybd.workers.context import WorkerContext, set_current
 
 
 @pytest.fixture

@@ -168,9 +168,9 @@ def test_write_error_and_bad_buffers_give_sense_not_crash(tmp_path):
 @pytest.mark.parametrize("bad", [b"", b"\x00" * 3])
 def test_tiny_mapping_is_refused(tmp_path, bad):
     from overlaybd.errors import FormatError
-    from overlaybd.tcmu.ring import Ring
+    from overlaybd.tcmu.ring import CommandRing
     with pytest.raises(FormatError):
-        Ring(bytearray(bad))
+        CommandRing(bytearray(bad))
 
 
 def test_slow_image_open_does_not_stall_other_devices(tmp_path):

@@ -1,7 +1,7 @@
 """The fused READ(10)/READ(16) paths (overlaybd.tcmu.fastread: run in place when the engine is
-inline, handed straight to the engine with workers) against the generic path (Ring.fetch ->
-ScsiDisk -> Engine -> Ring.complete): same commands through the fake kernel, same status,
-sense and bytes; everything unusual goes the generic way."""
+inline, handed straight to the engine with workers) against the generic path
+(CommandRing.fetch -> ScsiDisk -> Engine -> CommandRing.complete): same commands through the
+fake kernel, same status, sense and bytes; everything unusual goes the generic way."""
 
 import os
 import struct

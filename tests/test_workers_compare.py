@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-from overlaybd.workers import CommandError
-from overlaybd.workers.ops import (
+from overlaybd.abi.ops import (
     OP_COMPARE_WRITE,
     OP_COPY_IN,
     OP_COPY_OUT,
@@ -21,6 +20,7 @@ from overlaybd.workers.ops import (
     miscompare,
     status_kind,
 )
+from overlaybd.workers import CommandError
 from tests.helpers.workers import EngineHarness, MiB
 
 WORKERS = [0, 1, 2]

@@ -3,7 +3,7 @@
 Off unless ``exporterConfig.enable``: then the supervisor calls :func:`enable` before it forks
 its workers, and :mod:`overlaybd.metrics.exporter` serves the sums.  Every process counts into
 its own slab of an :class:`overlaybd.shm.slabs.SlabTable` -- the supervisor slab 0, worker
-``i`` slab ``i + 1`` (found through :func:`overlaybd.workers.context.current` after the fork);
+``i`` slab ``i + 1`` (found through :func:`overlaybd.process.current` after the fork);
 any other forked child counts nothing.  While metrics are off every hook below is a no-op (and
 the cache layer is not even wrapped), so the read path pays nothing.
 
@@ -33,6 +33,7 @@ from bisect import bisect_left
 
 from loguru import logger
 
+from .. import process
 from ..shm.slabs import SlabTable, TableFull
 
 # -- the group layouts (word offsets inside a group) -------------------------------------------
@@ -126,8 +127,7 @@ def _words():
     w = _st.words
     if w is not None or _st.table is None:
         return w
-    from ..workers.context import current
-    ctx = current()
+    ctx = process.current()
     if not _st.forked:
         index = 0
     elif ctx is not None and ctx.workers > 0 and ctx.index + 1 < _st.table.slabs:

@@ -6,7 +6,7 @@ Part descriptor, ``PART_SIZE`` (128) bytes, little-endian::
     8   u64  offset     byte offset in the device
     16  u32  dev        device number
     20  u32  length     bytes
-    24  u8   op         overlaybd.workers.ops.OP_*
+    24  u8   op         overlaybd.abi.ops.OP_*
     25  u8   niov       iovecs that follow (0..MAX_IOVS)
     26  u16  reserved
     28  u32  reserved

@@ -27,7 +27,7 @@ from ..errors import OverlaybdError
 from . import scsi, uio
 from .fastread import FastReads, FastSubmit
 from .netlink import TcmuNetlink
-from .ring import Ring
+from .ring import CommandRing
 from .watch import FdWatch
 
 SECTOR = 512
@@ -225,7 +225,7 @@ class Daemon:
         finally:
             backend.close()
         try:
-            ring = Ring(handle.mm, info.dev_path)
+            ring = CommandRing(handle.mm, info.dev_path)
         except OverlaybdError as e:
             logger.error("device {}: {}", info.name, e)
             return -errno.ENOENT

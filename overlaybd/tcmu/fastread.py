@@ -2,9 +2,9 @@
 (:class:`FastReads`), handed to the workers without the generic parse when it is not
 (:class:`FastSubmit`).
 
-``Ring.parse_entry`` + ``ScsiDisk.execute`` + ``Engine.submit`` + ``Ring.complete`` cost a dozen
+``CommandRing.parse_entry`` + ``ScsiDisk.execute`` + ``Engine.submit`` + ``CommandRing.complete`` cost a dozen
 objects, dict look-ups and struct unpacks per command; where Python runs slowly (UML) that is
-most of a 4 KiB read.  :class:`FastReads` is the fast handler of :meth:`Ring.walk`: a
+most of a 4 KiB read.  :class:`FastReads` is the fast handler of :meth:`CommandRing.walk`: a
 READ(10)/READ(16) whose CDB, range and iovecs are plainly valid is decoded in place and read
 straight into the data area with the backend's ``preadinto``; the walker then completes it
 GOOD.  Every other entry, and every read that is not that simple (out of range, zero length,
@@ -13,7 +13,7 @@ goes the generic way, so status, sense data, retries and logging are those of th
 path.  Commands are executed in ring order either way.
 
 With workers, :class:`FastSubmit` decodes the same simple READs and gives them to
-``Engine.submit`` itself; :meth:`Ring.walk` counts them in flight (``TAKEN``), and they
+``Engine.submit`` itself; :meth:`CommandRing.walk` counts them in flight (``TAKEN``), and they
 complete through the generic completion (``Daemon._on_complete``).
 """
 
@@ -21,8 +21,8 @@ import struct
 
 from ..abi import scsi as S
 from ..abi import tcmu as T
+from ..abi.ops import OP_READ as _OP_READ
 from ..errors import OverlaybdError
-from ..workers.ops import OP_READ as _OP_READ
 from .ring import TAKEN
 
 _IOV = T.IOVEC.unpack_from

@@ -9,9 +9,9 @@ of unknown type, which get ``uflags |= UNKNOWN_OP``) are skipped by both cursors
 kicks the kernel (writes 4 bytes to the uio fd) once per batch: ``take_kick()`` says whether a
 completion was written since the last kick.
 
-:meth:`Ring.walk` is the one walker of new entries: a CMD entry is first offered to a fast
+:meth:`CommandRing.walk` is the one walker of new entries: a CMD entry is first offered to a fast
 handler (overlaybd.tcmu.fastread's fused READ), which may run it to a GOOD completion in place;
-every other command is parsed (:meth:`Ring.parse_entry`) and handed to the generic path.
+every other command is parsed (:meth:`CommandRing.parse_entry`) and handed to the generic path.
 """
 
 from ..abi import tcmu as T
@@ -25,7 +25,7 @@ _MB_HEAD, _MB_TAIL = T.MB_CMD_HEAD, T.MB_CMD_TAIL
 _LEN_MASK, _OP_MASK, _OP_CMD = ~T.OP_MASK, T.OP_MASK, T.OP_CMD
 _SKIP = (T.OP_PAD, T.OP_TMR)
 _STATUS, _CMD_ID = T.RSP_STATUS, T.ENT_CMD_ID
-TAKEN = 2       # a walk handler's answer for a command it started (see Ring.walk)
+TAKEN = 2       # a walk handler's answer for a command it started (see CommandRing.walk)
 
 
 class Command:
@@ -46,7 +46,7 @@ class Command:
         return f"Command(id={self.cmd_id}, op=0x{self.cdb[0]:02x}, iovs={self.iovs})"
 
 
-class Ring:
+class CommandRing:
     """The mailbox and command ring of one device, over ``buf`` (an mmap or bytearray)."""
 
     def __init__(self, buf, name="tcmu"):

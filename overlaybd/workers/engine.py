@@ -28,13 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..cpus import default_workers
-from ..errors import OverlaybdError
-from ..shm.descriptor import MAX_IOVS
-from ..shm.wakeup import Event
-from .context import WorkerContext, set_current
-from .execute import Device, RetryPolicy
-from .ops import (
+from ..abi.ops import (
     OP_COMPARE_WRITE,
     OP_DISCARD,
     OP_FLUSH,
@@ -48,6 +42,12 @@ from .ops import (
     miscompare,
     status_kind,
 )
+from ..cpus import default_workers
+from ..errors import OverlaybdError
+from ..process import WorkerContext, set_current
+from ..shm.descriptor import MAX_IOVS
+from ..shm.wakeup import Event
+from .execute import DeviceExecutor, RetryPolicy
 from .pool import WorkerPool
 from .split import route, split_iovs, split_range
 
@@ -90,7 +90,7 @@ class Engine:
         self._parts: dict[int, tuple] = {}    # tag of a split command's part -> ((dev, cmd_id),
                                               #   the part's offset)
         self._map_sizes: dict[int, int] = {}
-        self._inline: dict[int, Device] = {}
+        self._inline: dict[int, DeviceExecutor] = {}
         self._tags = itertools.count(1)
         self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
         self._started = False
@@ -144,7 +144,7 @@ class Engine:
             if self.pool is None:
                 backend = opener()        # errors reach the caller, as the contract wants
                 try:
-                    self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend,
+                    self._inline[dev] = DeviceExecutor(dev, opener, uio_fd, map_size, self.retry, backend,
                                                scratch)
                 except BaseException:
                     backend.close()
@@ -176,7 +176,7 @@ class Engine:
             d.flush()
             d.close()
 
-    def inline_device(self, dev: int) -> Device | None:
+    def inline_device(self, dev: int) -> DeviceExecutor | None:
         """The inline engine's device ``dev`` (its ``view`` of the data area and ``backend``),
         for a caller that runs simple reads itself (overlaybd.tcmu.fastread); None with
         workers."""

@@ -41,6 +41,7 @@ import multiprocess
 import psutil
 from loguru import logger
 
+from ..abi.ops import FAILED, OPS, ST_READ_ERR
 from ..service import unprotect_oom
 from ..shm.channel import Channel, PassFd
 from ..shm.descriptor import (
@@ -57,7 +58,6 @@ from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
 from ..shm.words import u64_words
-from .ops import FAILED, OPS, ST_READ_ERR
 from .worker import worker_main
 
 EARLY_DEATH = 2.0       # a process that dies this young without completing a part died "early";

@@ -31,6 +31,8 @@ import psutil
 from loguru import logger
 
 from .. import log
+from ..abi.ops import FAILED, ST_GOOD, ST_READ_ERR
+from ..process import WorkerContext, set_current
 from ..shm.channel import Channel
 from ..shm.descriptor import COMPLETION, COMPLETION_SIZE, PART_SIZE, part_header
 from ..shm.fence import fence
@@ -46,9 +48,7 @@ from ..shm.heartbeat import (
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from .context import WorkerContext, set_current
-from .execute import Device, RetryPolicy
-from .ops import FAILED, ST_GOOD, ST_READ_ERR
+from .execute import DeviceExecutor, RetryPolicy
 
 BATCH = 64
 SPIN = 200          # looks at an empty ring (~10-20 us) before announcing sleep
@@ -65,7 +65,7 @@ class Worker:
         self.settings = settings
         self.supervisor = settings["supervisor_pid"]
         self.parent = os.getppid()      # the supervisor, or the forkserver that started us
-        self.devices: dict[int, Device] = {}
+        self.devices: dict[int, DeviceExecutor] = {}
         self.retry = RetryPolicy(settings["read_retry_sec"])
         self.spin = SPIN if settings.get("spin") else 0
         while not select.select([channel], [], [], 1.0)[0]:
@@ -134,7 +134,7 @@ class Worker:
                 if old is not None:
                     old.close()
                 try:
-                    d = Device(dev, opener, fd, map_size, self.retry, scratch_fd=scratch)
+                    d = DeviceExecutor(dev, opener, fd, map_size, self.retry, scratch_fd=scratch)
                 except (OSError, ValueError) as e:
                     logger.error("worker {}: cannot map the data area of dev {}: {}", self.index, dev, e)
                     continue
@@ -153,7 +153,7 @@ class Worker:
             else:
                 logger.error("worker {}: unknown control message {!r}", self.index, kind)
 
-    def _device(self, dev: int) -> Device | None:
+    def _device(self, dev: int) -> DeviceExecutor | None:
         d = self.devices.get(dev)
         if d is None:
             # An "add" is always sent before the first part of its device is published.

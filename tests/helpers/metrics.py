@@ -67,7 +67,8 @@ def run_served(d, registry, manifest):
     log.setup_from_config(svc.log)
     engine = Engine(workers=2, chunk_size=64 << 10, heartbeat_sec=2.0)
     daemon = Daemon(engine, lambda c: open_image(c, str(svc_path)),
-                    lambda c: ImageOpener(c, str(svc_path)), use_netlink=False,
+                    lambda c: ImageOpener(c, str(svc_path), svc.worker.cache_size_mb << 20),
+                    use_netlink=False,
                     sys_uio=str(d / "none"), configfs=str(d))
     exp = mexp.start(svc.exporter, daemon, engine.workers)
     fk = FakeKernel(data_size=8 << 20)

@@ -17,7 +17,7 @@ from overlaybd.detect import open_blob
 from overlaybd.ext4 import Ext4
 from overlaybd.image import ImageOpener, open_image
 from overlaybd.io import LocalFile
-from overlaybd.prefetch import PrefetchService
+from overlaybd.prefetch.session import PrefetchService
 from overlaybd.tcmu.daemon import Daemon
 from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
@@ -196,7 +196,8 @@ class Served:
         self.svc = svc
         self.prefetch = PrefetchService(svc)
         self.daemon = Daemon(Engine(workers=workers, chunk_size=64 << 10),
-                             lambda c: open_image(c, svc), lambda c: ImageOpener(c, svc),
+                             lambda c: open_image(c, svc),
+                             lambda c: ImageOpener(c, svc, 256 << 20),  # the cacheSizeMB default
                              use_netlink=False, sys_uio=os.path.join(tmp, "no-uio"),
                              configfs=str(tmp), module_params=os.path.join(tmp, "no-params"),
                              prefetch=self.prefetch)
