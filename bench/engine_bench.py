@@ -83,7 +83,7 @@ def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1, tr
         free.append(cmd_id)
         counts[0] += 1
 
-    engine = Engine(workers=workers, on_complete=on_complete, cache_bytes=0)
+    engine = Engine(workers=workers, on_complete=on_complete)
     engine.start()
     engine.add_device(DEV, opener, fd, map_size)
     step = iov or io_size

@@ -63,7 +63,7 @@ def serve(openers, size, workers, io_size, depth, seconds, truth, cpus=None, see
         free.append((dev, cmd_id))
         counts[0] += 1
 
-    engine = Engine(workers=workers, on_complete=on_complete, cache_bytes=0, **engine_kw)
+    engine = Engine(workers=workers, on_complete=on_complete, **engine_kw)
     engine.start()
     try:
         for dev, opener in zip(devs, openers):

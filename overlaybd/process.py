@@ -5,7 +5,7 @@ engine is inline.  Code below the engine that must behave differently in one pro
 reads :func:`current` from here, never the workers package (which loads the process pool):
 the image opener starts background download in the first process only, metrics pick the
 process's slab.  The block-cache budget reaches images through their opener
-(``ImageOpener(cache_bytes=...)``), not through ``cache_bytes`` here.
+(``ImageOpener(cache_bytes=...)``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ from dataclasses import dataclass
 class WorkerContext:
     index: int          # worker index, 0..workers-1 (0 when inline)
     workers: int        # worker count of the engine (0 = inline)
-    # Engine settings, read by nothing at present: images take their block-cache budget from
-    # their opener (ImageOpener(cache_bytes)), not from here.
-    cache_bytes: int    # Engine(cache_bytes=): the block-cache budget the engine was given
     chunk_size: int     # routing chunk: this process sees only its own chunks (unless inline)
 
 

@@ -90,7 +90,7 @@ def run(args) -> int:
         done[1] += n
 
     engine = Engine(workers=args.workers, chunk_size=args.chunk_kb << 10, on_complete=on_complete,
-                    heartbeat_sec=args.heartbeat, cache_bytes=0)
+                    heartbeat_sec=args.heartbeat)
     engine.start()
     engine.add_device(DEV, RawFileOpener(path), map_fd, map_size)
     sampler = Sampler()

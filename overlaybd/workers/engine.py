@@ -62,7 +62,7 @@ class CommandError(OverlaybdError):
 
 class Engine:
     def __init__(self, workers: int | None = None, chunk_size: int = 1 << 20,
-                 cache_bytes: int = 256 << 20, on_complete: Callable[[int, int, int], None] | None = None,
+                 on_complete: Callable[[int, int, int], None] | None = None,
                  heartbeat_sec: float = 5.0, ring_slots: int = 1024,
                  read_retry_sec: float = 7 * 86400, start_method: str = "fork", cpus=None):
         if chunk_size <= 0 or chunk_size % SECTOR:
@@ -71,11 +71,10 @@ class Engine:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         self.chunk_size = chunk_size
-        self.cache_bytes = cache_bytes
         self.on_complete = on_complete or (lambda dev, cmd_id, status: None)
         self.heartbeat_sec = heartbeat_sec
         self.retry = RetryPolicy(read_retry_sec)
-        self._settings = {"workers": self.workers, "chunk_size": chunk_size, "cache_bytes": cache_bytes,
+        self._settings = {"workers": self.workers, "chunk_size": chunk_size,
                           "heartbeat_sec": heartbeat_sec, "read_retry_sec": read_retry_sec}
         self._pool_kw = {"heartbeat_sec": heartbeat_sec, "ring_slots": ring_slots,
                          "start_method": start_method, "cpus": cpus}
@@ -101,7 +100,7 @@ class Engine:
             raise RuntimeError("engine already started")
         self._started = True
         if self.workers == 0:
-            set_current(WorkerContext(0, 0, self.cache_bytes, self.chunk_size))
+            set_current(WorkerContext(0, 0, self.chunk_size))
             return
         self.pool = WorkerPool(self.workers, self._settings, self._part_done, **self._pool_kw)
         self.pool.start()

@@ -265,7 +265,6 @@ def worker_main(index: int, sock, cpu: int | None, settings: dict) -> None:
     signal.signal(signal.SIGHUP, _reopen_logs)     # passed on by the supervisor (logrotate)
     if cpu is not None:
         psutil.Process().cpu_affinity([cpu])
-    set_current(WorkerContext(index, settings["workers"], settings["cache_bytes"],
-                              settings["chunk_size"]))
+    set_current(WorkerContext(index, settings["workers"], settings["chunk_size"]))
     worker = Worker(index, Channel(sock), settings)
     raise SystemExit(worker.run())
