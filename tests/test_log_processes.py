@@ -267,7 +267,7 @@ def test_sighup_reopens_the_files_in_every_process(tmp_path):
     d = Daemon(Engine(workers=2, chunk_size=64 << 10), lambda c: RawFile(disk),
                lambda c: LoggingOpener(disk), use_netlink=False, sys_uio=str(tmp_path / "none"),
                configfs=str(tmp_path))
-    saved = d._install_signals()              # as Daemon.run does: SIGHUP reaches the loop
+    d._watch.add(d._signals.install())        # as Daemon.run does: SIGHUP reaches the loop
     fk = FakeKernel(data_size=8 * MiB)
     try:
         d.start()
@@ -302,5 +302,6 @@ def test_sighup_reopens_the_files_in_every_process(tmp_path):
         assert d.engine.worker_pids() == workers     # the same processes, not replacements
     finally:
         d.shutdown()
-        d._restore_signals(saved)
+        d._watch.forget(d._signals.fd)
+        d._signals.restore()
         fk.close()

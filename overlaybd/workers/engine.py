@@ -53,7 +53,7 @@ from .split import route, split_iovs, split_range
 
 SECTOR = 512
 ONE_PART = 1 << 63          # tag bit: the part is the whole command, dev and cmd_id follow
-SPIN_POLLS = 400            # looks at the completion rings (~20-40 us) before :meth:`wait` sleeps
+SPIN_POLLS = 300            # looks at the rings (some tens of us) before a sleep (spin())
 
 
 class CommandError(OverlaybdError):
@@ -93,6 +93,7 @@ class Engine:
         self._tags = itertools.count(1)
         self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
         self._started = False
+        self._spin = False                    # spin() pays here (set by start)
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,9 +102,11 @@ class Engine:
         self._started = True
         if self.workers == 0:
             set_current(WorkerContext(0, 0, self.chunk_size))
+            self._spin = len(os.sched_getaffinity(0)) > 1
             return
         self.pool = WorkerPool(self.workers, self._settings, self._part_done, **self._pool_kw)
         self.pool.start()
+        self._spin = self.pool.spin
 
     def stop(self, drain: bool = True, timeout: float | None = 60.0) -> list[int | None]:
         """Finish what is in flight (if ``drain``; for up to ``timeout`` seconds), flush
@@ -332,20 +335,29 @@ class Engine:
         a worker to replace)."""
         return self._idle_fd.fileno() if self.pool is None else self.pool.fileno()
 
+    def spin(self, also=None) -> bool:
+        """Before sleeping: look at the workers' completion rings (and ``also()``, e.g. the
+        kernel's command rings) for some microseconds, without a system call; True as soon as
+        something is there.  Only where it pays: this process has a CPU its workers do not use
+        (or, inline, a second CPU where the kernel can queue the next command meanwhile)."""
+        if not self._spin:
+            return False
+        pool = self.pool
+        waiting = pool.completions_waiting if pool is not None else None
+        for _ in range(SPIN_POLLS):
+            if waiting is not None and waiting() or also is not None and also():
+                return True
+        return False
+
     def wait(self, timeout: float | None = None) -> None:
-        """Poll; if that delivered nothing, look at the workers' rings a little longer (no
-        system call), then sleep until :meth:`fileno` is readable (or ``timeout``), and poll."""
+        """Poll; if that delivered nothing, spin (:meth:`spin`), then sleep until
+        :meth:`fileno` is readable (or ``timeout``), and poll."""
         count = self._count
         self.poll()
         if self._count != count or self._done:
             return
-        pool = self.pool
-        if pool is not None and count and pool.spin:
-            for _ in range(SPIN_POLLS):
-                if pool.completions_waiting():
-                    self.poll()
-                    return
-        select.select([self.fileno()], [], [], timeout)
+        if not (count and self.spin()):
+            select.select([self.fileno()], [], [], timeout)
         self.poll()
 
     @property
