@@ -28,74 +28,23 @@ import time
 import multiprocess
 
 from overlaybd.io import LocalFile
-from overlaybd.workers import OP_READ, ST_GOOD, Engine
 from overlaybd.workers.rawfile import RawFileOpener
 from overlaybd.zfile import compress
 
-from .engine_bench import ZFileOpener, _cpu_seconds
+from .engine_bench import ZFileOpener, measure
 
 MiB = 1 << 20
 
 
 def serve(openers, size, workers, io_size, depth, seconds, truth, cpus=None, seed=1,
           start_at=None):
-    """Closed-loop random reads on every device of ``openers`` in one engine, timed from
-    ``start_at`` (CLOCK_MONOTONIC, the same in every process; default: after 0.5 s of warm-up)
-    for ``seconds``: ``(cmds/s summed over the devices, supervisor CPU us/cmd, worker CPU
-    us/cmd)``."""
-    if cpus is not None:
-        os.sched_setaffinity(0, cpus)
-    rnd = random.Random(seed)
-    engine_kw = {"cpus": cpus} if cpus is not None and workers else {}
-    devs = list(range(1, len(openers) + 1))
-    map_size = depth * io_size
-    fds, free, offs = {}, [], {}
-    counts, bad = [0], []
-    truth_fd = os.open(truth, os.O_RDONLY)
-
-    def on_complete(dev, cmd_id, status):
-        if status != ST_GOOD:
-            bad.append((dev, cmd_id))
-        elif counts[0] % 64 == 0:
-            got = os.pread(fds[dev], io_size, cmd_id * io_size)
-            if got != os.pread(truth_fd, io_size, offs[dev, cmd_id]):
-                bad.append((dev, cmd_id))
-        free.append((dev, cmd_id))
-        counts[0] += 1
-
-    engine = Engine(workers=workers, on_complete=on_complete, **engine_kw)
-    engine.start()
+    """One engine serving every device of ``openers``: engine_bench's loop, bytes checked."""
+    fd = os.open(truth, os.O_RDONLY)
     try:
-        for dev, opener in zip(devs, openers):
-            fds[dev] = os.memfd_create(f"bench-data-area-{dev}", os.MFD_CLOEXEC)
-            os.ftruncate(fds[dev], map_size)
-            engine.add_device(dev, opener, fds[dev], map_size)
-            free.extend((dev, i) for i in range(depth))
-        t_end = (start_at if start_at is not None else time.monotonic() + 0.5) + seconds
-        started = None
-        while True:
-            now = time.monotonic()
-            if started is None and now >= t_end - seconds:
-                started, n0, cpu0 = now, counts[0], _cpu_seconds()
-            if now >= t_end:
-                break
-            while free:
-                dev, slot = free.pop()
-                off = rnd.randrange(0, (size - io_size) // 4096 + 1) * 4096
-                offs[dev, slot] = off
-                engine.submit(dev, slot, OP_READ, off, io_size, [(slot * io_size, io_size)])
-            engine.wait(0.05)
-        done = counts[0] - n0
-        rate = done / (time.monotonic() - started)
-        cpu1 = _cpu_seconds()
+        return measure(list(openers), size, workers, io_size, depth, seconds, 0, seed, fd, cpus,
+                       start_at)
     finally:
-        engine.stop(drain=True)
-        for fd in fds.values():
-            os.close(fd)
-        os.close(truth_fd)
-    if bad:
-        raise RuntimeError(f"{len(bad)} reads failed or returned wrong bytes")
-    return rate, (cpu1[0] - cpu0[0]) * 1e6 / max(done, 1), (cpu1[1] - cpu0[1]) * 1e6 / max(done, 1)
+        os.close(fd)
 
 
 def _child(conn, *args):

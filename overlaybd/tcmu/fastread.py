@@ -80,15 +80,18 @@ def _buffers(buf, size, ent, iov_cnt, want):
     return None if left else iovs
 
 
+def _geometry(handler, ring, disk):
+    """What both handlers check a READ against: the mapping and the disk's size."""
+    handler.buf, handler.size = ring.buf, ring.size
+    handler.num_lbas, handler.block_size = disk.num_lbas, disk.block_size
+
+
 class FastReads:
     """One device's fused READ handler for ``ring.walk(fast, dispatch)``.  ``device`` is the
     engine's inline device (``.view`` of the data area, ``.backend``)."""
 
     def __init__(self, ring, disk, device):
-        self.buf = ring.buf
-        self.size = ring.size
-        self.num_lbas = disk.num_lbas
-        self.block_size = disk.block_size
+        _geometry(self, ring, disk)
         self.device = device
         self._backend = self._into = None   # the backend's bound preadinto, looked up once
         self.fast = 0                   # commands run here (tests look)
@@ -140,10 +143,7 @@ class FastSubmit:
     workers: a simple READ goes to ``engine.submit`` straight from the ring entry."""
 
     def __init__(self, ring, disk, engine, dev):
-        self.buf = ring.buf
-        self.size = ring.size
-        self.num_lbas = disk.num_lbas
-        self.block_size = disk.block_size
+        _geometry(self, ring, disk)
         self.submit = engine.submit
         self.dev = dev
         self.fast = 0                   # commands handed off here (tests look)
