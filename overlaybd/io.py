@@ -15,11 +15,12 @@ Optional capabilities, looked up with ``getattr``:
 * ``path`` -- a name for error messages and audit lines.
 """
 
+import ctypes
 import errno
 import os
 import stat
 
-from .errors import OverlaybdError
+from .errors import FormatError, OverlaybdError
 
 # Files the daemon creates that hold image data (cache blobs, downloads, resultFiles) are
 # private to its user; so are the folders it creates for them.  Existing ones keep their mode.
@@ -125,6 +126,25 @@ def fd_error(e, fd):
     return OSError(e.errno, e.strerror, path)
 
 
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+_fallocate.restype = ctypes.c_int
+
+
+def punch_hole(fd, off, n, path=None):
+    """Deallocate ``[off, off+n)`` of ``fd`` keeping the file size (``fallocate(PUNCH_HOLE |
+    KEEP_SIZE)``): the range reads back as zeros.  A failure is an OSError naming ``path`` (or
+    the file ``fd`` refers to)."""
+    if n <= 0:
+        return
+    if _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, off, n) != 0:
+        e = ctypes.get_errno()
+        err = OSError(e, f"fallocate(punch hole, {off}, {n}): {os.strerror(e)}", path)
+        raise fd_error(err, fd)
+
+
 def pread_by_preadinto(f, n, off):
     """``f.pread`` for files whose native read is ``preadinto``: clamp to ``f.size``, fill a
     fresh buffer, return its bytes."""
@@ -136,11 +156,11 @@ def pread_by_preadinto(f, n, off):
     return bytes(buf) if got == n else bytes(buf[:got])
 
 
-def read_exact(f, n, off, what="data"):
-    """Read exactly ``n`` bytes at ``off`` from ``f`` or raise a FormatError naming ``what``."""
-    from .errors import FormatError
+def read_exact(f, n, off, what="data", path=None):
+    """Exactly ``n`` bytes at ``off`` of ``f`` (as ``bytes``), or a FormatError naming ``path``
+    (default ``f.path``) and the field ``what``."""
     data = f.pread(n, off)
     if len(data) != n:
         raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}, got {len(data)}",
-                          path=getattr(f, "path", None))
-    return data
+                          path=path or getattr(f, "path", None), field=what)
+    return data if isinstance(data, bytes) else bytes(data)

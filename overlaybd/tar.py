@@ -22,6 +22,7 @@ import stat
 
 from .abi import tar as abi
 from .errors import FormatError
+from .io import read_exact
 from .zfile.writer import OutputSink
 
 BLOCK = abi.BLOCK
@@ -63,7 +64,8 @@ class TarFile:
             kind = abi.field(header, "typeflag")
             n = abi.parse_octal(abi.field(header, "size"))
             nblocks = -(-n // BLOCK)
-            data = self._read(off + BLOCK, nblocks * BLOCK, "tar extension data")[:n]
+            data = read_exact(self.file, nblocks * BLOCK, off + BLOCK, "tar extension data",
+                              self.path)[:n]
             if kind in (abi.PAX_HEADER, abi.PAX_GLOBAL_HEADER):
                 has_pax = True
                 if kind == abi.PAX_HEADER:
@@ -94,18 +96,11 @@ class TarFile:
         if hasattr(f, "evict"):
             self.evict = self._evict
 
-    def _read(self, off, n, what):
-        data = self.file.pread(n, off)
-        if len(data) != n:
-            raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}",
-                              path=self.path, field=what)
-        return data
-
     def _header_at(self, off):
         # like upstream, skip zero blocks between headers; two of them end the archive
         zeros = 0
         while True:
-            block = self._read(off, BLOCK, "tar header")
+            block = read_exact(self.file, BLOCK, off, "tar header", self.path)
             if block[0] != 0 or any(block):
                 return block
             zeros += 1

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from loguru import logger
 
 from .. import log
-from ..io import PRIVATE_FILE, pread_by_preadinto
+from ..io import PRIVATE_FILE, pread_by_preadinto, punch_hole
 from .sparse import (
     PAGE,
     RangeLock,
@@ -26,7 +26,6 @@ from .sparse import (
     align_up,
     fully_present,
     holes,
-    punch_hole,
 )
 
 MAX_READAHEAD = 16 << 20

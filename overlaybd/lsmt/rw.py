@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import os
 import struct
@@ -25,27 +24,13 @@ from ..abi.lsmt import (
     parse_uuid,
 )
 from ..errors import FormatError, OverlaybdError
-from ..io import LocalFile, fd_error
+from ..io import LocalFile, fd_error, punch_hole
 from .index import SegmentIndex
 from .ro import DATA_BEGIN, decode_valid, read_block, read_header, validate_mappings
 from .view import SectorView, check_aligned
 
 MAX_IO_SIZE = 4 << 20
 VSIZE_FIELD_OFFSET = 48                 # virtual_size in the header struct (§1.1)
-_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_fallocate = _libc.fallocate
-_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-_fallocate.restype = ctypes.c_int
-
-
-def punch_hole(fd: int, off: int, n: int, path=None) -> None:
-    """fallocate(PUNCH_HOLE | KEEP_SIZE)."""
-    if _fallocate(fd, _PUNCH_HOLE_KEEP_SIZE, off, n) != 0:
-        e = ctypes.get_errno()
-        raise OverlaybdError(f"punch hole at {off}+{n} failed: {os.strerror(e)}", path=path,
-                             errno=e)
 
 
 def uuid_arg(value, field: str) -> bytes:
