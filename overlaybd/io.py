@@ -145,6 +145,29 @@ def punch_hole(fd, off, n, path=None):
         raise fd_error(err, fd)
 
 
+def pwrite_all(fd, data, off):
+    """Write all of ``data`` at ``off`` through descriptor ``fd`` (``os.pwrite`` may take less);
+    an OSError names the file."""
+    mv = memoryview(data)
+    try:
+        while mv:
+            n = os.pwrite(fd, mv, off)
+            mv, off = mv[n:], off + n
+    except OSError as e:
+        raise fd_error(e, fd) from None
+
+
+def write_all(out, data):
+    """Write all of ``data`` to ``out``: a descriptor (``os.write``, which may take less) or a
+    stream whose ``write`` returns how much it took (``None``: all of it)."""
+    mv = memoryview(data)
+    while mv:
+        n = os.write(out, mv) if isinstance(out, int) else out.write(mv)
+        if n is None:
+            return
+        mv = mv[n:]
+
+
 def pread_by_preadinto(f, n, off):
     """``f.pread`` for files whose native read is ``preadinto``: clamp to ``f.size``, fill a
     fresh buffer, return its bytes."""

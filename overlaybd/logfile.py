@@ -32,6 +32,8 @@ import os
 import threading
 import weakref
 
+from .io import write_all
+
 DEFAULT_MODE = 0o600
 _REOPEN_TRIES = 64
 
@@ -57,13 +59,6 @@ def make_dirs(path, mode):
     except FileExistsError:
         return
     os.chmod(path, mode)            # the umask may have taken bits off
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 class LogFile:
@@ -119,7 +114,7 @@ class LogFile:
                 self._close()
             try:
                 st = self._current()
-                _write_all(self.fd, data)
+                write_all(self.fd, data)
                 if st.st_size + len(data) > self.max_bytes:
                     self._rotate()
             finally:

@@ -1,12 +1,14 @@
-"""The file helpers every layer shares (overlaybd/io.py): punching holes, reading exactly."""
+"""The file helpers every layer shares (overlaybd/io.py): punching holes, reading exactly,
+writing everything."""
 
 import errno
 import os
+import threading
 
 import pytest
 
 from overlaybd.errors import FormatError
-from overlaybd.io import BytesFile, punch_hole, read_exact
+from overlaybd.io import BytesFile, punch_hole, pwrite_all, read_exact, write_all
 
 
 def test_punch_hole_zeroes_and_deallocates_keeping_the_size(tmp_path):
@@ -55,3 +57,63 @@ def test_read_exact_returns_bytes_or_names_file_and_field():
     with pytest.raises(FormatError) as e:
         read_exact(f, 4, 8, "trailer", "outer.tar")
     assert e.value.path == "outer.tar"
+
+
+class _Trickle:
+    """A stream that takes at most 3 bytes a call; ``write`` says how many."""
+
+    def __init__(self, returns_none_at=None):
+        self.got = bytearray()
+        self.calls = 0
+        self.none_at = returns_none_at
+
+    def write(self, mv):
+        self.calls += 1
+        if self.calls == self.none_at:          # a sink that takes everything and says nothing
+            self.got += mv
+            return None
+        self.got += mv[:3]
+        return min(3, len(mv))
+
+
+def test_write_all_loops_over_short_writes_to_streams_and_descriptors(tmp_path):
+    s = _Trickle()
+    write_all(s, b"0123456789")
+    assert (bytes(s.got), s.calls) == (b"0123456789", 4)
+    s = _Trickle(returns_none_at=2)
+    write_all(s, b"0123456789")
+    assert bytes(s.got) == b"0123456789"
+    r, w = os.pipe()
+    try:
+        data = os.urandom(1 << 20)              # more than a pipe takes at once
+        got = bytearray()
+
+        def drain():
+            while len(got) < len(data):
+                got.extend(os.read(r, 1 << 16))
+        t = threading.Thread(target=drain)
+        t.start()
+        write_all(w, data)
+        t.join(30)
+        assert bytes(got) == data
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_pwrite_all_writes_at_the_offset_and_names_the_file(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"." * 16)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        pwrite_all(fd, memoryview(b"abcd"), 6)
+    finally:
+        os.close(fd)
+    assert p.read_bytes() == b"......abcd......"
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            pwrite_all(fd, b"x", 0)
+        assert (e.value.errno, e.value.filename) == (errno.EBADF, str(p))
+    finally:
+        os.close(fd)
