@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
+from .. import USER_AGENT
 from ..cpus import default_workers
 from ..errors import ConfigError
 from .schema import Obj, load_json
@@ -140,7 +141,7 @@ class ServiceConfig:
     enable_thread: bool = False
     registry_fs_version: str = "v2"
     prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
-    user_agent: str = "overlaybd/0.1.0"
+    user_agent: str = USER_AGENT
     registry_timeout: float = 30.0
     raw: dict = field(default_factory=dict, repr=False)
 

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from .. import USER_AGENT
+
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-bundle.crt")
-DEFAULT_USER_AGENT = "overlaybd/0.1.0"
 
 _lock = threading.Lock()
 _pid = None
@@ -121,7 +122,7 @@ class HttpClient:
 
     def __init__(self, settings: HttpSettings = HttpSettings(), user_agent="", timeout=30.0):
         self.settings = settings
-        self.user_agent = user_agent or DEFAULT_USER_AGENT
+        self.user_agent = user_agent or USER_AGENT
         self.timeout = float(timeout or 30.0)
 
     @classmethod
