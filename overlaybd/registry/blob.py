@@ -20,7 +20,7 @@ import time
 import urllib3
 from loguru import logger
 
-from .. import log, metrics
+from .. import forksafe, log, metrics
 from ..errors import RemoteError
 from ..io import pread_by_preadinto
 from .auth import (
@@ -93,7 +93,13 @@ class RegistryContext:
 
 _lock = threading.Lock()
 _contexts = {}
-_contexts_pid = [None]
+
+
+@forksafe.at_fork_child
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()
+    _contexts.clear()                   # their token caches and locks are the parent's
 
 
 def context_for(svc):
@@ -104,9 +110,6 @@ def context_for(svc):
            tuple(getattr(cred, k, "") or "" for k in ("mode", "path", "timeout", "client_cert_path",
                                                        "client_key_path", "server_ca_path")))
     with _lock:
-        if _contexts_pid[0] != os.getpid():     # forked: fresh caches and locks
-            _contexts.clear()
-            _contexts_pid[0] = os.getpid()
         ctx = _contexts.get(key)
         if ctx is None:
             ctx = _contexts[key] = RegistryContext.from_service(svc)
