@@ -28,20 +28,29 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
 
-def make_private_dir(path, mode=PRIVATE_DIR):
-    """Create folder ``path`` (``mode``) if it is missing; missing parents get 0755, not the
-    umask-dependent default (world-writable under umask 0)."""
+def make_dirs(path, mode, parents_mode=None):
+    """Create folder ``path`` with ``mode`` and its missing parents with ``parents_mode``
+    (default ``mode``), exactly: the umask takes no bits off.  Existing folders stay as they
+    are."""
     path = os.path.abspath(path)
     if os.path.isdir(path):
         return
     parent = os.path.dirname(path)
     if parent != path:
-        make_private_dir(parent, 0o755)
+        make_dirs(parent, mode if parents_mode is None else parents_mode, parents_mode)
     try:
         os.mkdir(path, mode)
     except FileExistsError:
         if not os.path.isdir(path):
             raise
+        return
+    os.chmod(path, mode)
+
+
+def make_private_dir(path, mode=PRIVATE_DIR):
+    """Create folder ``path`` (``mode``) if it is missing; missing parents get 0755, not the
+    umask-dependent default (world-writable under umask 0)."""
+    make_dirs(path, mode, 0o755)
 
 
 class LocalFile:

@@ -33,7 +33,7 @@ import threading
 import weakref
 
 from . import forksafe
-from .io import write_all
+from .io import make_dirs, write_all
 
 DEFAULT_MODE = 0o600
 _REOPEN_TRIES = 64
@@ -48,18 +48,6 @@ def dir_mode_for(mode):
         if mode & read:
             m |= read | enter
     return m
-
-
-def make_dirs(path, mode):
-    """Create ``path`` and its missing parents with ``mode`` (existing folders untouched)."""
-    if not path or os.path.isdir(path):
-        return
-    make_dirs(os.path.dirname(os.path.abspath(path)), mode)
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        return
-    os.chmod(path, mode)            # the umask may have taken bits off
 
 
 class LogFile:
