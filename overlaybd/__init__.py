@@ -6,3 +6,4 @@ merged view -> layer (tar -> zfile -> lsmt) -> source (local file, cache, regist
 
 __version__ = "0.1.0"
 USER_AGENT = f"overlaybd/{__version__}"     # the default HTTP User-Agent (overlaybd.json userAgent)
+SERVICE_CONFIG = "/etc/overlaybd/overlaybd.json"    # the daemon's and the tools' default

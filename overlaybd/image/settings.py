@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from .. import USER_AGENT
+from .. import SERVICE_CONFIG, USER_AGENT
 from ..cpus import default_workers
 from .schema import Obj, json_name, load_json, read, section, setting, shipped
 
-DEFAULT_PATH = "/etc/overlaybd/overlaybd.json"
+DEFAULT_PATH = SERVICE_CONFIG
 CACHE_TYPES = ("file", "download", "ocf")
 
 

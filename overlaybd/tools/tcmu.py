@@ -7,11 +7,11 @@ import sys
 
 from loguru import logger
 
+from .. import SERVICE_CONFIG as DEFAULT_CONFIG
 from .. import __version__
 from ..errors import OverlaybdError
 from .common import add_version
 
-DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
 NOFILE = 1048576
 MODULE_DIR = "/sys/module/target_core_user"
 
