@@ -123,6 +123,27 @@ class BytesFile:
         pass
 
 
+def file_name(f):
+    """What to call file object ``f`` in a message: its ``path``, else its repr."""
+    return str(getattr(f, "path", None) or f)
+
+
+def chunks(src, size=1 << 20):
+    """The bytes of ``src`` in pieces of at most ``size``: a file with ``pread``/``size`` (a
+    short read before its end is a FormatError) or a stream with ``read``."""
+    if hasattr(src, "pread") and hasattr(src, "size"):
+        off = 0
+        while off < src.size:
+            data = src.pread(min(size, src.size - off), off)
+            if not data:
+                raise FormatError(f"short read at offset {off}", path=file_name(src))
+            off += len(data)
+            yield data
+        return
+    while data := src.read(size):
+        yield data
+
+
 def fd_error(e, fd):
     """OSError ``e`` from a call on descriptor ``fd`` (such errors name no file), naming the
     file ``fd`` refers to."""

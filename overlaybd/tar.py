@@ -22,15 +22,11 @@ import stat
 
 from .abi import tar as abi
 from .errors import FormatError
-from .io import read_exact
+from .io import chunks, file_name, read_exact
 from .zfile.writer import OutputSink
 
 BLOCK = abi.BLOCK
 WRAP_HEADER_SIZE = 3 * BLOCK       # PAX header + record block + ustar header
-
-
-def _path(f):
-    return getattr(f, "path", None) or repr(f)
 
 
 def is_tar(f) -> bool:
@@ -52,7 +48,7 @@ class TarFile:
     def __init__(self, f, path=None, own=True):
         self.file = f
         self._own = own
-        self.path = path or _path(f)
+        self.path = path or file_name(f)
         if not is_tar(f):
             raise FormatError("not a ustar archive (magic, version or header checksum)",
                               path=self.path, field="tar header")
@@ -236,15 +232,6 @@ def wrap(src, out, mode=0o644, chunk=1 << 20) -> int:
     """One-shot ``-t``: copy ``src`` (``pread``/``size`` file or readable stream) into a
     one-file tar on ``out``.  Returns the payload size."""
     with TarWriter(out, mode) as w:
-        if hasattr(src, "pread"):
-            off = 0
-            while off < src.size:
-                data = src.pread(min(chunk, src.size - off), off)
-                if not data:
-                    raise FormatError(f"short read at offset {off}", path=_path(src))
-                w.write(data)
-                off += len(data)
-        else:
-            while data := src.read(chunk):
-                w.write(data)
+        for data in chunks(src, chunk):
+            w.write(data)
     return w.size

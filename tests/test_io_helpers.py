@@ -8,7 +8,15 @@ import threading
 import pytest
 
 from overlaybd.errors import FormatError
-from overlaybd.io import BytesFile, punch_hole, pwrite_all, read_exact, write_all
+from overlaybd.io import (
+    BytesFile,
+    chunks,
+    file_name,
+    punch_hole,
+    pwrite_all,
+    read_exact,
+    write_all,
+)
 
 
 def test_punch_hole_zeroes_and_deallocates_keeping_the_size(tmp_path):
@@ -117,3 +125,32 @@ def test_pwrite_all_writes_at_the_offset_and_names_the_file(tmp_path):
         assert (e.value.errno, e.value.filename) == (errno.EBADF, str(p))
     finally:
         os.close(fd)
+
+
+class _Stream:
+    def __init__(self, data):
+        self.data = data
+
+    def read(self, n):
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+class _Short(BytesFile):
+    """Says it is bigger than what it gives."""
+
+    def __init__(self, data, size):
+        super().__init__(data, path="short.img")
+        self.size = size
+
+
+def test_chunks_of_files_and_streams_and_a_short_file():
+    data = os.urandom(10_000)
+    assert list(chunks(BytesFile(data), 4096)) == [data[:4096], data[4096:8192], data[8192:]]
+    assert b"".join(chunks(_Stream(data), 3000)) == data
+    assert list(chunks(BytesFile(b""))) == []
+    with pytest.raises(FormatError) as e:
+        list(chunks(_Short(data, 12_000), 4096))
+    assert "short read at offset 10000" in str(e.value) and e.value.path == "short.img"
+    assert file_name(BytesFile(b"", path="x.img")) == "x.img"
+    assert file_name(_Stream(b"")).startswith("<")

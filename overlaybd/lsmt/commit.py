@@ -25,13 +25,12 @@ from ..abi.lsmt import (
     field_uuid,
 )
 from ..errors import OverlaybdError
-from ..io import LocalFile, pwrite_all, write_all
+from ..io import LocalFile, file_name, pwrite_all, read_exact, write_all
 from .index import compress_rows
 from .merged import MergedFile
-from .ro import SealedLayer, open_ro, read_block
+from .ro import SealedLayer, open_ro
 from .rw import WritableLayer, uuid_arg
 from .stack import StackedFile
-from .view import file_name
 
 COPY_STEP = 32 << 10            # upstream copies (and emits mappings) in 32 KiB steps
 STEP_SECTORS = COPY_STEP >> 9
@@ -116,9 +115,9 @@ def commit(src, out, uuid=None, parent_uuid=None, message=b"") -> HeaderTrailer:
     (bottom) source file's header; ``message`` = user tag (<= 256 bytes).  Returns the
     trailer."""
     rows, files, top, bottom = _source(src)
-    top_hdr = HeaderTrailer.unpack(read_block(top, HT_SPACE, 0, "header", file_name(top)))
+    top_hdr = HeaderTrailer.unpack(read_exact(top, HT_SPACE, 0, "header", file_name(top)))
     bottom_hdr = top_hdr if bottom is top else HeaderTrailer.unpack(
-        read_block(bottom, HT_SPACE, 0, "header", file_name(bottom)))
+        read_exact(bottom, HT_SPACE, 0, "header", file_name(bottom)))
     uid = uuid_arg(uuid, "uuid") if uuid is not None else NULL_UUID
     if parent_uuid is not None:
         parent = uuid_arg(parent_uuid, "parent_uuid")
@@ -179,7 +178,7 @@ def close_seal(layer) -> SealedLayer:
     fd = layer.data.fd
     index_offset = os.fstat(fd).st_size
     pwrite_all(fd, raw, index_offset)
-    hdr = HeaderTrailer.unpack(read_block(layer.data, HT_SPACE, 0, "header", layer.path))
+    hdr = HeaderTrailer.unpack(read_exact(layer.data, HT_SPACE, 0, "header", layer.path))
     flags = FLAG_DATA | FLAG_SEALED | (FLAG_SPARSE if hdr.is_sparse else 0)
     trailer = HeaderTrailer.new(flags, index_offset=index_offset, index_size=n,
                                 virtual_size=hdr.virtual_size,
