@@ -31,15 +31,15 @@ from .sparse import (
 MAX_READAHEAD = 16 << 20
 PREFETCH_DEPTH = 2
 
-_pool = {"executor": None}
+_prefetch_pool = None
 _pool_lock = threading.Lock()
 
 
 @forksafe.at_fork_child
 def _after_fork_in_child():
-    global _pool_lock
+    global _pool_lock, _prefetch_pool
     _pool_lock = threading.Lock()
-    _pool["executor"] = None            # the parent's prefetch threads are not in the child
+    _prefetch_pool = None               # the parent's prefetch threads are not in the child
 
 
 _tls = threading.local()
@@ -74,10 +74,11 @@ def planned_reads(span):
 
 def _executor():
     """The process's prefetch threads (recreated after fork)."""
+    global _prefetch_pool
     with _pool_lock:
-        if _pool["executor"] is None:
-            _pool["executor"] = ThreadPoolExecutor(4, thread_name_prefix="prefetch")
-        return _pool["executor"]
+        if _prefetch_pool is None:
+            _prefetch_pool = ThreadPoolExecutor(4, thread_name_prefix="prefetch")
+        return _prefetch_pool
 
 
 def known_size(path, hint=0):
