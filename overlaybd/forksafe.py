@@ -36,5 +36,11 @@ def track(obj):
 
 @at_fork_child
 def _reset_tracked():
+    failed = None
     for obj in list(_objects):
-        obj._after_fork_in_child()
+        try:
+            obj._after_fork_in_child()
+        except Exception as e:          # noqa: BLE001 -- the others still get their reset
+            failed = failed or e
+    if failed is not None:
+        raise failed                    # reported by Python as an unraisable exception

@@ -117,3 +117,19 @@ def test_a_child_closes_a_blob_whose_prefetches_were_the_parents(tmp_path):
         assert b.fd >= 0
     finally:
         b.close()
+
+
+def test_one_failing_reset_does_not_skip_the_others():
+    calls = []
+
+    class Bad:
+        def _after_fork_in_child(self):
+            raise RuntimeError("broken reset")
+
+    class Good:
+        def _after_fork_in_child(self):
+            calls.append("good")
+
+    objs = [forksafe.track(Bad()), forksafe.track(Good()), forksafe.track(Bad())]
+    assert in_child(lambda: calls == ["good"]) == 0
+    assert objs and calls == []
