@@ -19,6 +19,7 @@ from ..abi.lsmt import (
     MAX_INDEX_SIZE,
     MAX_LENGTH,
     NULL_UUID,
+    VSIZE_OFFSET,
     HeaderTrailer,
     pack_entry,
     parse_uuid,
@@ -30,7 +31,6 @@ from .ro import DATA_BEGIN, decode_valid, read_block, read_header, validate_mapp
 from .view import SectorView, check_aligned
 
 MAX_IO_SIZE = 4 << 20
-VSIZE_FIELD_OFFSET = 48                 # virtual_size in the header struct (§1.1)
 
 
 def uuid_arg(value, field: str) -> bytes:
@@ -188,7 +188,7 @@ class WritableLayer(SectorView):
         files = [self.data] + ([self.index_file] if not self.sparse and self.index_file else [])
         for f in files:
             read_header(f, f.path)
-            pwrite_all(f.fd, struct.pack("<Q", vsize), VSIZE_FIELD_OFFSET)
+            pwrite_all(f.fd, struct.pack("<Q", vsize), VSIZE_OFFSET)
         self.header.virtual_size = vsize
         if self.sparse:
             os.ftruncate(self.data.fd, vsize + HT_SPACE)
