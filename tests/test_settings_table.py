@@ -73,6 +73,7 @@ def test_an_empty_file_gives_the_declared_defaults():
     assert s == ServiceConfig()
     assert ServiceConfig().user_agent == f"overlaybd/{overlaybd.__version__}"
     assert HttpClient().user_agent == ServiceConfig().user_agent
+    assert HttpClient().timeout == ServiceConfig().registry_timeout == 30
     assert ServiceConfig().credential.path == "/opt/overlaybd/cred.json"
 
 

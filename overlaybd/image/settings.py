@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from .. import SERVICE_CONFIG, USER_AGENT
+from .. import REGISTRY_TIMEOUT, SERVICE_CONFIG, USER_AGENT
 from ..cpus import default_workers
 from .schema import Obj, json_name, load_json, read, section, setting, shipped
 
@@ -194,7 +194,7 @@ class ServiceConfig:
     proxy: ProxyConfig = section("proxyConfig", ProxyConfig)
     enable_thread: bool = setting("enableThread", False)
     user_agent: str = setting("userAgent", USER_AGENT)
-    registry_timeout: float = 30.0      # upstream's fixed per-operation timeout: no JSON field
+    registry_timeout: float = REGISTRY_TIMEOUT     # no JSON field
     raw: dict = field(default_factory=dict, repr=False)
 
     @classmethod

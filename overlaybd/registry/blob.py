@@ -20,7 +20,7 @@ import time
 import urllib3
 from loguru import logger
 
-from .. import forksafe, log, metrics
+from .. import REGISTRY_TIMEOUT, forksafe, log, metrics
 from ..errors import RemoteError
 from ..io import pread_by_preadinto
 from .auth import (
@@ -106,7 +106,7 @@ def context_for(svc):
     """One RegistryContext per distinct registry-related configuration in this process."""
     cred = getattr(svc, "credential", None)
     key = (HttpSettings.from_service(svc), getattr(svc, "user_agent", "") or "",
-           getattr(svc, "registry_timeout", 30) or 30,
+           getattr(svc, "registry_timeout", None) or REGISTRY_TIMEOUT,
            tuple(getattr(cred, k, "") or "" for k in ("mode", "path", "timeout", "client_cert_path",
                                                        "client_key_path", "server_ca_path")))
     with _lock:

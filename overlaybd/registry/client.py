@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
-from .. import USER_AGENT, forksafe
+from .. import REGISTRY_TIMEOUT, USER_AGENT, forksafe
 
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-bundle.crt")
 
@@ -122,15 +122,15 @@ def manager(settings: HttpSettings, proxy_url=""):
 class HttpClient:
     """Sends single requests; never retries or follows redirects unless asked to."""
 
-    def __init__(self, settings: HttpSettings = HttpSettings(), user_agent="", timeout=30.0):
+    def __init__(self, settings: HttpSettings = HttpSettings(), user_agent="", timeout=None):
         self.settings = settings
         self.user_agent = user_agent or USER_AGENT
-        self.timeout = float(timeout or 30.0)
+        self.timeout = float(timeout or REGISTRY_TIMEOUT)
 
     @classmethod
     def from_service(cls, svc):
         return cls(HttpSettings.from_service(svc), getattr(svc, "user_agent", "") or "",
-                   getattr(svc, "registry_timeout", 30) or 30)
+                   getattr(svc, "registry_timeout", None))
 
     def request(self, method, url, headers=None, redirects=0, timeout=None, preload=False):
         """One request; ``redirects`` > 0 follows that many 3xx.  Returns a urllib3 response
