@@ -65,6 +65,8 @@ def _file_mode(text):
 # The settings table: each field below is one overlaybd.json field, declared once -- its JSON
 # key, legacy key, type, default, bounds and whether conf/overlaybd.json ships it.  Parsing
 # (schema.read), the defaults and conf/overlaybd.json (schema.shipped, `make conf`) follow.
+# The annotations are the JSON types (no `from __future__ import annotations` here: they must be
+# classes, not strings).
 
 @dataclass
 class LogConfig:
