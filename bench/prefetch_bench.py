@@ -2,7 +2,7 @@
 
     python3 -m bench.prefetch_bench [--latency-ms 20] [--workers N] [--dir bench/out/prefetch]
 
-The image: an ext4 disk in two ZFile+tar layers (tests/prefetch_fixtures.py: an application of
+The image: an ext4 disk in two ZFile+tar layers (tests/helpers/prefetch.py: an application of
 62 files between big padding files, ~85 and ~60 MiB blobs), pushed to a private docker-registry
 on loopback (scripts/registry).  The daemon reaches it through a small TCP proxy of this
 benchmark that holds every request ``--latency-ms`` before forwarding it (a registry across a
@@ -51,7 +51,7 @@ from loguru import logger
 from overlaybd.cpus import default_workers
 from overlaybd.image.settings import ServiceConfig
 from overlaybd.prefetch.session import RecordSession
-from tests.prefetch_fixtures import APP, Served, build_image, workload, write_config
+from tests.helpers.prefetch import APP, Served, build_image, workload, write_config
 
 from .remote_bench import _load
 

@@ -7,13 +7,13 @@ import json
 import random
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import sha256_of
-from workers_fixtures import Harness, MiB
 
 from overlaybd import lsmt
 from overlaybd.image import ImageOpener, open_image
 from overlaybd.workers import OP_READ, OP_WRITE, ST_GOOD
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import sha256_of
+from tests.helpers.workers import EngineHarness, MiB
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -31,7 +31,7 @@ def test_writable_upper_written_by_two_workers(tmp_path, sparse):
     base.close()
     opener = ImageOpener(str(cfg), str(svc))
     assert opener.allocator is not None          # writable: shared data positions
-    h = Harness(tmp_path, 2, map_size=64 * MiB, opener=opener, chunk_size=256 * 1024)
+    h = EngineHarness(tmp_path, 2, map_size=64 * MiB, opener=opener, chunk_size=256 * 1024)
     try:
         rng = random.Random(11)
         cmd = 0

@@ -11,7 +11,6 @@ import time
 import multiprocess
 import pytest
 from loguru import logger
-from test_tcmu_daemon import read10
 
 from overlaybd import audit, logfile
 from overlaybd import log as olog
@@ -22,6 +21,7 @@ from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile, RawFileOpener
+from tests.helpers.tcmu import read10
 
 MiB = 1 << 20
 FORK = multiprocess.get_context("fork")      # how the worker pool starts its workers

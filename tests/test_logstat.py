@@ -8,12 +8,10 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import DATA
-from metrics_fixtures import *  # noqa: F401,F403 -- fixtures
-from metrics_fixtures import audit_records
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
 
 from overlaybd.logstat.parse import normalize, parse_line, rotated_set
+from tests.helpers.env import DATA
+from tests.helpers.metrics import audit_records
 
 TOOL = os.path.join(os.path.dirname(sys.executable), "overlaybd-logstat")
 SAMPLE = DATA / "logstat"

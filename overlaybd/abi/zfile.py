@@ -46,9 +46,9 @@ assert _HT.size == HT_STRUCT_SIZE
 
 @dataclass(frozen=True)
 class HeaderTrailer(MagicFlags):
-    MAGICS = (MAGIC0, MAGIC1)
-
     """One ZFile header or trailer (field names follow spec §2.2)."""
+
+    MAGICS = (MAGIC0, MAGIC1)
 
     magic0: bytes = MAGIC0
     magic1: bytes = MAGIC1

@@ -25,7 +25,7 @@ from .. import log, service
 from ..abi import tcmu as T
 from ..errors import OverlaybdError
 from . import scsi, uio
-from .fastread import FastReads
+from .fastread import FastReads, FastSubmit
 from .netlink import TcmuNetlink
 from .ring import Ring
 from .watch import FdWatch
@@ -47,7 +47,7 @@ class Device:
         self.pending = {}            # cmd_id -> (op in the engine, [(op, offset, length, iovs) next])
         self.copying = None          # cmd_id of the EXTENDED COPY using the scratch area
         self.copies = deque()        # EXTENDED COPYs waiting for it: (Command, Io)
-        self.fast = None             # FastReads when the engine is inline
+        self.fast = None             # the fused READ path: FastReads inline, else FastSubmit
 
     @property
     def name(self):
@@ -245,6 +245,8 @@ class Daemon:
         inline = self.engine.inline_device(dev.key)
         if inline is not None:
             dev.fast = FastReads(ring, disk, inline)
+        else:
+            dev.fast = FastSubmit(ring, disk, self.engine, dev.key)
         self.devices[dev.key] = dev
         self.by_fd[handle.event_fd] = dev
         self._watch.add(handle.event_fd, select.EPOLLIN | (select.EPOLLET if handle.edge else 0))
@@ -367,7 +369,7 @@ class Daemon:
                     logger.error("device {}: kick failed: {}", dev.name, e.strerror)
 
     def in_flight(self):
-        return sum(len(d.pending) + len(d.copies) for d in self.devices.values())
+        return sum(d.ring.inflight for d in self.devices.values())
 
     # ---- netlink ----
     def _netlink_events(self):
@@ -437,8 +439,7 @@ class Daemon:
                 self.stopping = True
 
     def _wait(self, timeout):
-        # engine.fileno() on every pass: it also wakes workers / raises inline completions
-        self._watch.add(self.engine.fileno())
+        self._watch.add(self.engine.fileno())      # readable on completions since our last poll
         return self._watch.poll(timeout)
 
     def run_once(self, timeout=1.0):

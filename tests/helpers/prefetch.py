@@ -8,7 +8,6 @@ import json
 import os
 import random
 import shutil
-import struct
 import subprocess
 import time
 
@@ -23,7 +22,8 @@ from overlaybd.tcmu.daemon import Daemon
 from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
-from tests.ext4_fixtures import mkfs, raw_to_layer
+from tests.helpers.ext4 import mkfs, raw_to_layer
+from tests.helpers.tcmu import read10
 
 MiB = 1 << 20
 REGION = MiB                # layers alternate 1 MiB regions of the disk: reads cross layers
@@ -186,10 +186,6 @@ class Recorder:
     def close(self):
         for f in self.files:
             f.close()
-
-
-def read10(lba, n):
-    return bytes([S.READ_10, 0]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
 
 
 class Served:
