@@ -30,6 +30,7 @@ SUB_VERSION = 1
 
 _HT = struct.Struct("<8s16sIIQQQ37s37sHBB256s")
 assert _HT.size == HT_STRUCT_SIZE
+VSIZE_OFFSET = struct.calcsize("<8s16sIIQQ")    # virtual_size (u64), patched by resize
 
 # -- index entries (§1.2) ---------------------------------------------------------------------
 ENTRY_SIZE = 16

@@ -27,13 +27,12 @@ writer per slab).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from bisect import bisect_left
 
 from loguru import logger
 
-from .. import process
+from .. import forksafe, process
 from ..shm.slabs import SlabTable, TableFull
 
 # -- the group layouts (word offsets inside a group) -------------------------------------------
@@ -112,14 +111,12 @@ def enabled() -> bool:
     return _st.table is not None
 
 
+@forksafe.at_fork_child
 def _after_fork_in_child() -> None:
     _st.words = None
     _st.forked = True
     _st.gen += 1
     _st.lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _words():

@@ -20,7 +20,7 @@ import time
 import urllib3
 from loguru import logger
 
-from .. import log, metrics
+from .. import REGISTRY_TIMEOUT, forksafe, log, metrics
 from ..errors import RemoteError
 from ..io import pread_by_preadinto
 from .auth import (
@@ -93,20 +93,23 @@ class RegistryContext:
 
 _lock = threading.Lock()
 _contexts = {}
-_contexts_pid = [None]
+
+
+@forksafe.at_fork_child
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()
+    _contexts.clear()                   # their token caches and locks are the parent's
 
 
 def context_for(svc):
     """One RegistryContext per distinct registry-related configuration in this process."""
     cred = getattr(svc, "credential", None)
     key = (HttpSettings.from_service(svc), getattr(svc, "user_agent", "") or "",
-           getattr(svc, "registry_timeout", 30) or 30,
+           getattr(svc, "registry_timeout", None) or REGISTRY_TIMEOUT,
            tuple(getattr(cred, k, "") or "" for k in ("mode", "path", "timeout", "client_cert_path",
                                                        "client_key_path", "server_ca_path")))
     with _lock:
-        if _contexts_pid[0] != os.getpid():     # forked: fresh caches and locks
-            _contexts.clear()
-            _contexts_pid[0] = os.getpid()
         ctx = _contexts.get(key)
         if ctx is None:
             ctx = _contexts[key] = RegistryContext.from_service(svc)

@@ -4,13 +4,13 @@ import json
 import os
 import sys
 
+from .. import SERVICE_CONFIG as DEFAULT_CONFIG
 from ..image.settings import load_service_config
 from ..logstat.parse import parse_when, read_records
 from ..logstat.summary import devices_of, select_device, summarize
 from .common import make_main, parser
 
 PROG = "overlaybd-logstat"
-DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
 
 
 def build_parser():

@@ -7,6 +7,7 @@ import sys
 
 from loguru import logger
 
+from .. import SERVICE_CONFIG as DEFAULT_CONFIG
 from .. import __version__
 from ..errors import OverlaybdError
 from ..image import ImageOpener, load_image_config, open_image, write_result_file
@@ -19,7 +20,6 @@ from ..tcmu.daemon import Daemon
 from ..workers import Engine
 from .common import add_version
 
-DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
 NOFILE = 1048576
 MODULE_DIR = "/sys/module/target_core_user"
 

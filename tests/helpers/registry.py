@@ -18,7 +18,7 @@ import os
 import shutil
 import types
 
-from overlaybd import tar
+from overlaybd import USER_AGENT, tar
 from tests.helpers.env import GOLDEN, REPO, need
 
 SCRIPTS = REPO / "scripts" / "registry"
@@ -124,7 +124,7 @@ def _namespace_config(doc):
                           try_cnt=d.get("tryCnt", 5), block_size=d.get("blockSize", 262144)),
               enable_audit=doc.get("enableAudit", True), audit_path=doc.get("auditPath", ""),
               p2p=ns(enable=p2p.get("enable", False), address=p2p.get("address", "")),
-              cert=ns(cert_file="", key_file=""), user_agent="overlaybd/0.1.0",
+              cert=ns(cert_file="", key_file=""), user_agent=USER_AGENT,
               proxy=ns(http_proxy=px.get("httpProxy", ""), https_proxy=px.get("httpsProxy", ""),
                        no_proxy=px.get("noProxy", ""), ca_file=px.get("caFile", "")))
 
