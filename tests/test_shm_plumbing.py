@@ -109,3 +109,26 @@ def test_shared_counter_never_hands_out_a_position_twice():
     with pytest.raises(ValueError):
         counter.allocate(-1)
     counter.close()
+
+
+def test_spinning_stops_when_it_does_not_pay_and_probes_again():
+    from overlaybd.shm.spin import Spin
+    looks = []
+
+    def never():
+        looks.append(1)
+        return False
+
+    spin = Spin(polls=10, credit=2, probe=4)
+    assert not spin(never) and not spin(never)       # two spins that found nothing: 20 looks
+    assert len(looks) == 20
+    for _ in range(3):
+        assert not spin(never)                       # no credit: no looks at all ...
+    assert len(looks) == 20
+    assert not spin(never)                           # ... until the probe
+    assert len(looks) == 30
+    assert spin(lambda: True) is False               # (not a probe: skipped)
+    for _ in range(2):
+        spin(never)
+    assert spin(lambda: True)                        # the next probe finds it: credit again
+    assert spin(lambda: True)

@@ -46,6 +46,7 @@ from ..cpus import default_workers
 from ..errors import OverlaybdError
 from ..process import WorkerContext, set_current
 from ..shm.descriptor import MAX_IOVS
+from ..shm.spin import Spin
 from ..shm.wakeup import Event
 from .execute import DeviceExecutor, RetryPolicy
 from .pool import WorkerPool
@@ -93,7 +94,7 @@ class Engine:
         self._tags = itertools.count(1)
         self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
         self._started = False
-        self._spin = False                    # spin() pays here (set by start)
+        self._spin: Spin | None = None        # set by start() where spinning can pay
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -102,11 +103,13 @@ class Engine:
         self._started = True
         if self.workers == 0:
             set_current(WorkerContext(0, 0, self.chunk_size))
-            self._spin = len(os.sched_getaffinity(0)) > 1
+            if len(os.sched_getaffinity(0)) > 1:
+                self._spin = Spin(SPIN_POLLS)
             return
         self.pool = WorkerPool(self.workers, self._settings, self._part_done, **self._pool_kw)
         self.pool.start()
-        self._spin = self.pool.spin
+        if self.pool.spin:
+            self._spin = Spin(SPIN_POLLS)
 
     def stop(self, drain: bool = True, timeout: float | None = 60.0) -> list[int | None]:
         """Finish what is in flight (if ``drain``; for up to ``timeout`` seconds), flush
@@ -338,16 +341,18 @@ class Engine:
     def spin(self, also=None) -> bool:
         """Before sleeping: look at the workers' completion rings (and ``also()``, e.g. the
         kernel's command rings) for some microseconds, without a system call; True as soon as
-        something is there.  Only where it pays: this process has a CPU its workers do not use
-        (or, inline, a second CPU where the kernel can queue the next command meanwhile)."""
-        if not self._spin:
+        something is there.  Only where it can pay: this process has a CPU its workers do not
+        use (or, inline, a second CPU where the kernel can queue the next command meanwhile),
+        and recent spins found something (:class:`overlaybd.shm.spin.Spin`)."""
+        if self._spin is None:
             return False
         pool = self.pool
         waiting = pool.completions_waiting if pool is not None else None
-        for _ in range(SPIN_POLLS):
-            if waiting is not None and waiting() or also is not None and also():
-                return True
-        return False
+        if also is None:
+            return self._spin(waiting)
+        if waiting is None:
+            return self._spin(also)
+        return self._spin(lambda: waiting() or also())
 
     def wait(self, timeout: float | None = None) -> None:
         """Poll; if that delivered nothing, spin (:meth:`spin`), then sleep until

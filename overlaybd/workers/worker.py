@@ -47,6 +47,7 @@ from ..shm.heartbeat import (
 )
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
+from ..shm.spin import Spin
 from ..shm.wakeup import Event
 from .execute import DeviceExecutor, RetryPolicy
 
@@ -67,7 +68,7 @@ class Worker:
         self.parent = os.getppid()      # the supervisor, or the forkserver that started us
         self.devices: dict[int, DeviceExecutor] = {}
         self.retry = RetryPolicy(settings["read_retry_sec"])
-        self.spin = SPIN if settings.get("spin") else 0
+        self.spin = Spin(SPIN) if settings.get("spin") else None
         while not select.select([channel], [], [], 1.0)[0]:
             if self._supervisor_gone():
                 raise SystemExit(1)           # the supervisor died before sending anything
@@ -208,9 +209,8 @@ class Worker:
         while we spin or while we announce the sleep."""
         sub, words = self.sub, self.words
         tail = sub.tail()
-        for _ in range(self.spin):
-            if sub.head() != tail:
-                return
+        if self.spin is not None and self.spin(lambda: sub.head() != tail):
+            return
         words[WORKER_IDLE] = 1
         fence()                             # the flag store before the last look at the ring
         if sub.head() == tail and not self._orphaned:
