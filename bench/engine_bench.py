@@ -131,6 +131,22 @@ def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1, tr
     return rate, sup_us, wrk_us
 
 
+def write_source(path, mib):
+    """The benchmarks' raw image: compressible, random 1 KiB then 3 KiB of zeros, ``mib`` MiB."""
+    with open(path, "wb") as f:
+        rnd = random.Random(7)
+        f.writelines(rnd.randbytes(1024) + bytes(3072) for _ in range(mib * 256))
+
+
+def report(label, io_size, rate, base, sup_us, wrk_us, **key):
+    """Print one point (rate, ratio to ``base``, CPU per command); its JSON record."""
+    print(f"  {label}: {rate:>9.0f} cmds/s {rate * io_size / MiB:>8.1f} MiB/s   "
+          f"x{rate / base:.2f}   CPU/cmd: supervisor {sup_us:.1f} us, workers {wrk_us:.1f} us",
+          flush=True)
+    return {**key, "size": io_size, "cmds_per_s": round(rate, 1),
+            "supervisor_cpu_us_per_cmd": round(sup_us, 2), "worker_cpu_us_per_cmd": round(wrk_us, 2)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=3.0)
@@ -146,9 +162,7 @@ def main(argv=None) -> int:
     raw = os.path.join(d, "image.raw")
     results = []
     try:
-        with open(raw, "wb") as f:           # compressible: random 1 KiB then 3 KiB of zeros
-            rnd = random.Random(7)
-            f.writelines(rnd.randbytes(1024) + bytes(3072) for _ in range(args.mib * 256))
+        write_source(raw, args.mib)
         openers = {"raw": RawFileOpener(raw)}
         for algo in ("lz4", "zstd"):
             if algo in backends:
@@ -172,14 +186,9 @@ def main(argv=None) -> int:
                                                    io_size, args.depth, args.seconds,
                                                    args.iov_kb << 10, truth_fd=truth_fd)
                     base = base or rate
-                    print(f"  {name:5} {io_size // 1024:>5} KiB reads  workers={workers}: "
-                          f"{rate:>9.0f} cmds/s {rate * io_size / MiB:>8.1f} MiB/s   "
-                          f"x{rate / base:.2f} of workers=0   CPU/cmd: supervisor "
-                          f"{sup_us:.1f} us, workers {wrk_us:.1f} us", flush=True)
-                    results.append({"backend": name, "size": io_size, "workers": workers,
-                                    "cmds_per_s": round(rate, 1),
-                                    "supervisor_cpu_us_per_cmd": round(sup_us, 2),
-                                    "worker_cpu_us_per_cmd": round(wrk_us, 2)})
+                    results.append(report(f"{name:5} {io_size // 1024:>5} KiB reads  workers={workers}",
+                                          io_size, rate, base, sup_us, wrk_us, backend=name,
+                                          workers=workers))
         os.close(truth_fd)
         if args.json:
             print(json.dumps({"cpus": cpus, "results": results}), flush=True)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from overlaybd.io import LocalFile
 from overlaybd.workers.rawfile import RawFileOpener
 from overlaybd.zfile import compress
 
-from .engine_bench import ZFileOpener, measure
+from .engine_bench import ZFileOpener, measure, report, write_source
 
 MiB = 1 << 20
 
@@ -94,9 +93,7 @@ def main(argv=None) -> int:
     results = []
     try:
         raw = os.path.join(d, "image.raw")
-        with open(raw, "wb") as f:           # compressible, like engine_bench's
-            rnd = random.Random(7)
-            f.writelines(rnd.randbytes(1024) + bytes(3072) for _ in range(args.mib * 256))
+        write_source(raw, args.mib)
         openers = {}
         for name in args.backend.split(","):
             if name == "raw":
@@ -122,13 +119,8 @@ def main(argv=None) -> int:
                     rate, sup, wrk = run(ops, size, workers, io_size, args.depth, args.seconds,
                                          raw, *extra)
                     base = base or rate
-                    print(f"  {name:4} {io_size // 1024:>5} KiB  {label:29}: {rate:>9.0f} cmds/s "
-                          f"{rate * io_size / MiB:>8.1f} MiB/s  x{rate / base:.2f}  CPU/cmd: "
-                          f"supervisor {sup:.1f} us, workers {wrk:.1f} us", flush=True)
-                    results.append({"backend": name, "size": io_size, "config": label,
-                                    "cmds_per_s": round(rate, 1),
-                                    "supervisor_cpu_us_per_cmd": round(sup, 2),
-                                    "worker_cpu_us_per_cmd": round(wrk, 2)})
+                    results.append(report(f"{name:4} {io_size // 1024:>5} KiB  {label:29}", io_size,
+                                          rate, base, sup, wrk, backend=name, config=label))
         if args.json:
             print(json.dumps({"cpus": len(cpus), "results": results}), flush=True)
     finally:
