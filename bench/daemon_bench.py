@@ -2,7 +2,7 @@
 image_bench's 4-layer plain image, timing only ``Daemon.run_once`` (ring parsing, SCSI, the
 read, completion, kick and the wait's system calls; not the fake kernel's side).
 
-    python3 -m bench.daemon_bench [--seconds 2]
+    python3 -m bench.daemon_bench [--seconds 2] [--workers 2]
 
 Random 4 KiB READ(10)s at QD1 and QD32 and 1 MiB ones at QD4, best of 3, in microseconds per
 command.  Bytes are checked against the flat file first.  Run it inside UML
@@ -93,11 +93,12 @@ class Scraped:
         return self.exporter.scrapes
 
 
-def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False):
+def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False, workers=0):
     """Commands per second of ``run_once`` time; checks every read's bytes if ``flat``;
     with the exporter on, where ``scraper`` scrapes, unless that is None.  ``cpu``: also
-    commands per CPU second of this process and the CPU share of its other threads."""
-    daemon = Daemon(Engine(workers=0), lambda c: open_image(c, svc, write_result=False),
+    commands per CPU second of this process and the CPU share of its other threads.
+    ``workers`` > 0: ``(cmds/s, the supervisor's CPU us per command inside run_once)``."""
+    daemon = Daemon(Engine(workers=workers), lambda c: open_image(c, svc, write_result=False),
                     lambda c: ImageOpener(c, svc, 256 << 20),   # the cacheSizeMB default
                     use_netlink=False, sys_uio=os.path.join(d, "none"), configfs=d)
     scraped = Scraped(daemon, scraper.port) if scraper is not None else None
@@ -114,14 +115,16 @@ def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False):
 
     for _ in range(qd):
         submit()
-    n, busy, pc = 0, 0.0, time.perf_counter
+    n, busy, pc, tt = 0, 0.0, time.perf_counter, time.thread_time
+    in_loop = 0.0
     end = pc() + seconds
-    cpu0, loop0 = time.process_time(), time.thread_time()
+    cpu0, loop0, start = time.process_time(), time.thread_time(), pc()
     try:
         while n % 64 or pc() < end:
-            t = pc()
+            t, c0 = pc(), tt()
             daemon.run_once(None)
             busy += pc() - t
+            in_loop += tt() - c0
             for c in fk.reap():
                 lba = lbas.pop(c.cmd_id)
                 if c.status or (flat is not None and c.data != os.pread(flat, bs, lba * 512)):
@@ -136,6 +139,8 @@ def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False):
             raise RuntimeError("the exporter was never scraped")
     if cpu:     # rates by run_once time and by process CPU; the other threads' CPU share
         return n / busy, n / used, (used - loop) / loop
+    if workers:  # wall-clock rate (the fake kernel's side included), supervisor CPU per command
+        return n / (pc() - start), in_loop * 1e6 / n
     return n / busy
 
 
@@ -144,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--pairs", type=int, default=5, help="exporter off/on pairs (default 5)")
     ap.add_argument("--scrape", type=float, default=1.0, help="seconds between scrapes (default 1)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="also measure with 1..N workers (the supervisor's CPU per command)")
     a = ap.parse_args(argv)
     build(IMG, 1)
     logger.remove()
@@ -162,10 +169,23 @@ def main(argv=None):
                 rate = max(measure(d, cfg, svc, qd, bs, a.seconds) for _ in range(3))
                 print(f"  {bs // 1024:>5} KiB QD{qd:<3} {rate:>9,.0f} cmds/s {1e6 / rate:>8.1f} us/cmd",
                       flush=True)
+            if a.workers:
+                worker_rows(d, cfg, svc, a)
             ok = exporter_rows(d, cfg, svc, a)
         finally:
             os.close(flat)
     return 0 if ok else 1
+
+
+def worker_rows(d, cfg, svc, a):
+    """4 KiB QD32 with workers 1 and 2: the supervisor's CPU per command inside run_once (ring
+    walk, hand-off, completion, kick: what one supervisor spends on each command)."""
+    print("  with workers, 4 KiB QD32: wall rate (fake kernel included), supervisor CPU per "
+          "command in run_once")
+    for w in range(1, a.workers + 1):
+        rate, sup = min((measure(d, cfg, svc, 32, 4096, a.seconds, workers=w) for _ in range(3)),
+                        key=lambda r: r[1])
+        print(f"    workers={w}: {rate:>9,.0f} cmds/s, supervisor {sup:.1f} us/cmd", flush=True)
 
 
 def exporter_rows(d, cfg, svc, a):
