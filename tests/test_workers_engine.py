@@ -388,6 +388,7 @@ def test_a_slow_part_does_not_hold_back_completions_before_it(tmp_path):
     try:
         for i in range(6):                         # the last one blocks until released
             h.submit(i, OP_READ, i * 4096, 4096, i * 4096)
+        h.engine.poll()                            # starts them
         fd = h.engine.fileno()
         while len(h.completions) < 5:
             assert select.select([fd], [], [], 10)[0], "completions were not signalled"

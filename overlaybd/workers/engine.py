@@ -6,12 +6,13 @@ commands are split at chunk boundaries and the parts run in N pinned worker proc
 from :meth:`Engine.poll`, once per command, after all its parts are done; the status is the
 first failure among the parts, or ``ST_GOOD``.
 
-With workers, :meth:`Engine.submit` publishes a command's parts at once and wakes a worker only
-if it sleeps; :meth:`Engine.poll` consumes completions without a system call while workers keep
-it busy, and ends by telling the workers it stopped looking, so that :meth:`Engine.fileno`
-becomes readable at the next completion.  A caller may thus submit, select on ``fileno()`` and
-poll, in any order; inline commands complete in ``submit`` and are delivered by the next
-``poll`` (call it before sleeping, as the daemon does after every pass).
+With workers, :meth:`Engine.submit` publishes a command's parts at once; :meth:`Engine.poll`
+consumes completions without a system call while workers keep it busy, wakes the workers that
+sleep with parts published (one wake-up each for the whole batch; a worker busy with earlier
+parts is not signalled at all), and ends by telling the workers it stopped looking, so that
+:meth:`Engine.fileno` becomes readable at the next completion.  So a caller submits, then
+polls (or waits) before it sleeps on ``fileno()``, as the daemon does after every pass; inline
+commands complete in ``submit`` and the next ``poll`` delivers them.
 
 A command that is one part (most: chunks are 1 MiB) carries ``dev`` and ``cmd_id`` in its
 part's tag, so its completion needs no table lookup; only commands split over several parts
@@ -331,6 +332,7 @@ class Engine:
         while done:
             self._deliver(*done.popleft())
         if pool is not None:
+            pool.wake()               # workers asleep with parts published: one wake-up each
             pool.arm()                # until the next poll, a completion makes fileno() readable
 
     def fileno(self) -> int:

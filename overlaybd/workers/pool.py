@@ -67,6 +67,7 @@ STARTUP_GRACE = 30.0    # seconds a new worker may take to start beating (spawn 
 FORK_GRACE = 5.0        # ... when it is forked: it only unpacks its init message
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
 LOOK_EVERY = 64         # busy polls between looks at the epoll and the clock
+WAKE_BATCH = 8          # parts published to a sleeping worker before it is woken mid-batch
 
 
 class _Slot:
@@ -95,6 +96,7 @@ class _Slot:
         self.sub_head = u64_words(buf, self.sub_off, 1)  # the ring's head word (we publish)
         self.sub_base, self.sub_mask = self.sub.slot_offset(0), ring_slots - 1
         self.wakeups = 0                        # times the supervisor woke this worker
+        self.unsignalled = 0                    # parts published since the last wake()
         self.proc = None
         self.channel: Channel | None = None
         self.restarts = 0
@@ -159,6 +161,7 @@ class WorkerPool:
         self._next_hb_check = 0.0
         self._deaths: dict[int, int] = {}         # part tag -> deaths of workers running it
         self._backlogged = 0                      # parts in all backlogs
+        self._unsignalled: list[_Slot] = []       # slots with parts published since wake()
         self._armed = True                        # supervisor_idle set: workers signal us
         self._quiet_polls = 0                     # polls since the last look at the epoll
         self.wakeups = 0                          # times workers (or the engine) woke us
@@ -311,8 +314,10 @@ class WorkerPool:
     # -- parts ---------------------------------------------------------------------------------
     def submit(self, index: int, tag: int, dev: int, op: int, offset: int, length: int,
                iovs) -> None:
-        """Publish a part to worker ``index`` (its backlog if the ring is full) and wake the
-        worker if it sleeps.  ``tag`` comes back with the status in ``on_part_done``."""
+        """Publish a part to worker ``index`` (its backlog if the ring is full).  A sleeping
+        worker is woken by the next :meth:`wake` (the engine's poll), or at once when
+        ``WAKE_BATCH`` parts wait for it.  ``tag`` comes back with the status in
+        ``on_part_done``."""
         slot = self.slots[index]
         i = slot.published
         if i - slot.completed >= self.ring_slots or slot.backlog:
@@ -323,12 +328,27 @@ class WorkerPool:
                   offset, length, iovs)
         slot.published = i + 1
         slot.sub_head[0] = i + 1          # publish (Ring.publish_to, without the call)
-        words = slot.words
-        fence()                           # the head store before the look at the flag
-        if words[WORKER_IDLE]:
-            words[WORKER_IDLE] = 0
-            slot.wakeups += 1
-            slot.sub_event.set()
+        if not slot.unsignalled:
+            self._unsignalled.append(slot)
+        slot.unsignalled += 1
+        if slot.unsignalled >= WAKE_BATCH:
+            self.wake()
+
+    def wake(self) -> None:
+        """Wake each worker that got parts since the last call, if it sleeps: one barrier
+        and, per sleeping worker, one eventfd write for the whole batch."""
+        pending = self._unsignalled
+        if not pending:
+            return
+        fence()                           # the head stores before the looks at the flags
+        for slot in pending:
+            slot.unsignalled = 0
+            words = slot.words
+            if words[WORKER_IDLE]:
+                words[WORKER_IDLE] = 0
+                slot.wakeups += 1
+                slot.sub_event.set()
+        pending.clear()
 
     def _publish_backlog(self, slot: _Slot) -> None:
         backlog = slot.backlog
@@ -342,12 +362,9 @@ class WorkerPool:
         slot.published += n
         self._backlogged -= n
         sub.publish_to(slot.published)
-        if slot.proc is not None:
-            fence()
-            if slot.words[WORKER_IDLE]:
-                slot.words[WORKER_IDLE] = 0
-                slot.wakeups += 1
-                slot.sub_event.set()
+        if not slot.unsignalled:
+            self._unsignalled.append(slot)
+        slot.unsignalled += n
 
     def _drain(self, slot: _Slot) -> None:
         """Consume every completion in ``slot``'s ring (one counter store for the batch)."""
