@@ -19,7 +19,7 @@ import errno
 import os
 import stat
 
-from .errors import OverlaybdError
+from .errors import FormatError, OverlaybdError
 
 # Files the daemon creates that hold image data (cache blobs, downloads, resultFiles) are
 # private to its user; so are the folders it creates for them.  Existing ones keep their mode.
@@ -136,11 +136,11 @@ def pread_by_preadinto(f, n, off):
     return bytes(buf) if got == n else bytes(buf[:got])
 
 
-def read_exact(f, n, off, what="data"):
-    """Read exactly ``n`` bytes at ``off`` from ``f`` or raise a FormatError naming ``what``."""
-    from .errors import FormatError
+def read_exact(f, n, off, what="data", path=None):
+    """Read exactly ``n`` bytes at ``off`` from ``f`` or raise a FormatError naming ``what``
+    (the field) and ``path`` (default: the file's own)."""
     data = f.pread(n, off)
     if len(data) != n:
         raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}, got {len(data)}",
-                          path=getattr(f, "path", None))
+                          path=path or getattr(f, "path", None), field=what)
     return data

@@ -17,15 +17,15 @@ from overlaybd.abi import zfile as zabi
 from overlaybd.crc import crc32c_raw
 from overlaybd.errors import ChecksumError, FormatError
 from overlaybd.io import BytesFile
-from overlaybd.zfile import reader
+from overlaybd.zfile import decode
 
 SEED = zabi.BLOCK_CRC_SEED
 
 
 def zf():
-    assert reader._zfast is not None, "overlaybd.zfile._zfast is not built (run make install)"
-    assert reader._zfast.lz4_ok(), "liblz4.so.1 was not found by _zfast"
-    return reader._zfast
+    assert decode._zfast is not None, "overlaybd.zfile._zfast is not built (run make install)"
+    assert decode._zfast.lz4_ok(), "liblz4.so.1 was not found by _zfast"
+    return decode._zfast
 
 
 def build(data, bs=4096, verify=True, algorithm="lz4"):
@@ -37,8 +37,8 @@ def build(data, bs=4096, verify=True, algorithm="lz4"):
 
 def both(raw):
     """The same file opened twice: once on the C path, once forced onto the Python path."""
-    fast, slow = zfile.ZFile(BytesFile(raw)), zfile.ZFile(BytesFile(raw))
-    slow.fast = False
+    fast = zfile.ZFile(BytesFile(raw))
+    slow = zfile.ZFile(BytesFile(raw), accelerated=False)
     assert fast.fast and not slow.fast
     return fast, slow
 
