@@ -15,7 +15,7 @@ from ..abi.lsmt import (
 )
 from ..errors import FormatError
 from .index import _NP_TYPES, SegmentIndex
-from .view import IndexView, file_name
+from .view import SectorView, file_name
 
 DATA_BEGIN = HT_SPACE >> 9          # first sector a mapping may point at
 LOAD_CHUNK = 1 << 16                # index entries decoded per step
@@ -118,7 +118,7 @@ def load_sealed_index(f, index_offset: int, count: int, name: str) -> SegmentInd
     return index
 
 
-class SealedLayer(IndexView):
+class SealedLayer(SectorView):
     """A sealed LSMT layer read from any file object with ``pread`` and ``size``.
 
     Attributes: ``header`` and ``trailer`` (HeaderTrailer), ``virtual_size`` (= ``size``),

@@ -101,7 +101,8 @@ class WritableLayer(SectorView):
             allocator.advance_to(-(-self._data_end // 512) * 512)
             if index_file is not None:
                 self._append_fd = os.open(index_file.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._set_files([data])
+        self._set_index(index)
+        self._set_files([data], any_tag=True)
 
     # -- properties -----------------------------------------------------------------------
     @property
@@ -134,9 +135,6 @@ class WritableLayer(SectorView):
         n = len(self.index)
         if n:
             self.index.tag[:] = array("B", bytes([tag]) * n)
-
-    def _rows(self, first, end):
-        return self.index.lookup(first, end - first, tag=0)
 
     def _check_open(self):
         if self.closed:
