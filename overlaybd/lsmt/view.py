@@ -152,8 +152,16 @@ class SectorView:
         offs, lens, moffs, zeros, tags = self._cols
         srcs = self._srcs
         i = bisect_right(offs, off >> 9) - 1
-        if i < 0 or (offs[i] + lens[i]) << 9 <= off:
-            i += 1                                  # entry i is the first to end past off
+        if i >= 0:
+            b = (offs[i] + lens[i]) << 9
+            if b >= end:                            # entry i covers it all (the common case)
+                if zeros[i]:
+                    return [(off, end, None, 0)]
+                return [(off, end, srcs[tags[i]], (moffs[i] << 9) + off - (offs[i] << 9))]
+            if b <= off:
+                i += 1                              # entry i is the first to end past off
+        else:
+            i = 0
         count = len(offs)
         out = []
         pos = off
@@ -196,8 +204,14 @@ class SectorView:
                 return b""
         segs = self.segments(off, end)
         if len(segs) == 1:                          # one extent or one hole: no copy
-            src = segs[0][2]
-            return bytes(end - off) if src is None else src.pread(end - off, segs[0][3])
+            _, _, src, pos = segs[0]
+            if src is None:
+                return bytes(end - off)
+            if src.fd is not None:
+                data = os.pread(src.fd, end - off, pos)
+                if len(data) == end - off:
+                    return data
+            return src.pread(end - off, pos)
         mv = scratch(end - off)     # a per-thread buffer: a fresh 1 MiB one costs far more
         self._copy(mv, off, segs)
         return bytes(mv)
@@ -215,7 +229,15 @@ class SectorView:
             if end <= off:
                 return 0
             mv = mv[:end - off]
-        self._copy(mv, off, self.segments(off, end))
+        segs = self.segments(off, end)
+        if len(segs) == 1 and segs[0][2] is not None:   # one extent: straight into mv
+            _, _, src, pos = segs[0]
+            fd = src.fd
+            got = os.preadv(fd, [mv], pos) if fd is not None else src._read(mv, pos)
+            if got < end - off:
+                src._short(mv, pos, got)
+        else:
+            self._copy(mv, off, segs)
         return end - off
 
     @staticmethod
