@@ -207,8 +207,9 @@ class SectorView:
             _, _, src, pos = segs[0]
             if src is None:
                 return bytes(end - off)
-            if src.fd is not None:
-                data = os.pread(src.fd, end - off, pos)
+            fd = src.fd
+            if fd is not None:                      # Source.pread, minus a call
+                data = os.pread(fd, end - off, pos)
                 if len(data) == end - off:
                     return data
             return src.pread(end - off, pos)
@@ -243,9 +244,14 @@ class SectorView:
     @staticmethod
     def _copy(mv, off: int, segs) -> None:
         """Fill ``mv`` (which starts at byte ``off``) from ``segs``."""
+        preadv = os.preadv
         for a, b, src, pos in segs:
             piece = mv[a - off:b - off]
             if src is None:
                 piece[:] = zero_view(b - a)[:b - a]
+            elif src.fd is not None:                # Source.read_into, minus a call
+                got = preadv(src.fd, [piece], pos)
+                if got < b - a:
+                    src._short(piece, pos, got)
             else:
                 src.read_into(piece, pos)
