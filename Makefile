@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv install install-service deb test unit lint bench demo stress soak clean smp-kernel
+.PHONY: help deps venv install install-service deb test unit lint conf bench demo stress soak clean smp-kernel
 
 help:
 	@echo "make install  - create $(VENV) and install overlaybd and its tools into it"
@@ -21,6 +21,7 @@ help:
 	@echo "make stress   - full-stack stress (~3 min): real kernel, registry, faults; report in .cache/stress"
 	@echo "make soak     - the same, 15 minutes"
 	@echo "make lint     - ruff"
+	@echo "make conf     - write conf/overlaybd.json from the settings table (overlaybd/image/settings.py)"
 	@echo "make smp-kernel - build and cache the SMP UML kernel (once, 10-20 min) for"
 	@echo "               python3 -m bench tcmu_bench --ncpus 2 (benchmarks only; make test keeps 6.1)"
 
@@ -50,6 +51,10 @@ unit: install
 
 lint: install
 	$(PY) -m ruff check overlaybd tests bench stress
+
+conf: install
+	$(PY) -c 'from overlaybd.image.settings import shipped_config; print(shipped_config(), end="")' \
+	    > conf/overlaybd.json
 
 bench: deps install
 	$(PY) -m bench $(BENCH_ARGS)

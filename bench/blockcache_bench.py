@@ -21,9 +21,8 @@ import random
 import resource
 import time
 
+from overlaybd.cache import blockcache
 from overlaybd.image import open_image
-from overlaybd.workers import blockcache
-from overlaybd.workers.context import WorkerContext, set_current
 
 from .image_bench import build
 
@@ -45,16 +44,14 @@ def _pass(img, view, flat, offsets, size):
 
 
 def run(mode, d, mib, cache_mb):
-    if mode == "none":
-        set_current(None)
-    else:
-        set_current(WorkerContext(0, 0, cache_mb * MiB, MiB))
+    cache_bytes = 0 if mode == "none" else cache_mb * MiB
     saved = blockcache.BYPASS_BYTES
     blockcache._process_slice = None
     if mode == "all":
         blockcache.BYPASS_BYTES = 1 << 62
     try:
-        img = open_image(os.path.join(d, "lz4.json"), None, write_result=False, download=False)
+        img = open_image(os.path.join(d, "lz4.json"), None, write_result=False, download=False,
+                         cache_bytes=cache_bytes)
         area = mmap.mmap(-1, 16 * 128 * 1024)
         view = memoryview(area)
         flat = os.open(os.path.join(d, "flat.raw"), os.O_RDONLY)
@@ -64,7 +61,8 @@ def run(mode, d, mib, cache_mb):
         out = [_pass(img, view, flat, seq, 128 * 1024), _pass(img, view, flat, seq, 128 * 1024)]
         blockcache._process_slice = None        # random reads start from an empty cache
         img.close()
-        img = open_image(os.path.join(d, "lz4.json"), None, write_result=False, download=False)
+        img = open_image(os.path.join(d, "lz4.json"), None, write_result=False, download=False,
+                         cache_bytes=cache_bytes)
         out += [_pass(img, view, flat, rand, 4096), _pass(img, view, flat, rand, 4096)]
         os.close(flat)
         view.release()
@@ -73,7 +71,6 @@ def run(mode, d, mib, cache_mb):
         return out
     finally:
         blockcache.BYPASS_BYTES = saved
-        set_current(None)
 
 
 def main(argv=None):

@@ -98,8 +98,8 @@ def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False):
     with the exporter on, where ``scraper`` scrapes, unless that is None.  ``cpu``: also
     commands per CPU second of this process and the CPU share of its other threads."""
     daemon = Daemon(Engine(workers=0), lambda c: open_image(c, svc, write_result=False),
-                    lambda c: ImageOpener(c, svc), use_netlink=False,
-                    sys_uio=os.path.join(d, "none"), configfs=d)
+                    lambda c: ImageOpener(c, svc, 256 << 20),   # the cacheSizeMB default
+                    use_netlink=False, sys_uio=os.path.join(d, "none"), configfs=d)
     scraped = Scraped(daemon, scraper.port) if scraper is not None else None
     daemon.start()
     fk = FakeKernel(data_size=4 << 20)

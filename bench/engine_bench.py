@@ -60,38 +60,47 @@ def _cpu_seconds():
     return ru.ru_utime + ru.ru_stime, kids
 
 
-def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1, truth_fd=None):
+def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1, truth_fd=None,
+            cpus=None, start_at=None):
     """``(cmds/s, supervisor CPU µs/cmd, worker CPU µs/cmd)``, closed loop with ``depth`` in
-    flight, after a short warm-up; bytes checked against ``truth_fd`` (see the module doc)."""
+    flight per device, after a short warm-up; bytes checked against ``truth_fd`` (see the
+    module doc).  ``opener``: one, or a list (one device each, all in this engine, the rate
+    summed).  ``cpus``: run this process (and its workers) there.  ``start_at``: start the
+    timed window then (CLOCK_MONOTONIC: the same window in several processes)."""
+    openers = opener if isinstance(opener, list) else [opener]
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     rnd = random.Random(seed)
     map_size = depth * io_size
-    fd = os.memfd_create("bench-data-area", os.MFD_CLOEXEC)
-    os.ftruncate(fd, map_size)
-    free = list(range(depth))
-    offs = [0] * depth
+    fds, offs, free = {}, {}, []
     counts = [0]
     bad = []
     verify_every = [1]
 
     def on_complete(dev, cmd_id, status):
         if status != ST_GOOD:
-            bad.append(cmd_id)
+            bad.append((dev, cmd_id))
         elif truth_fd is not None and counts[0] % verify_every[0] == 0:
-            got = os.pread(fd, io_size, cmd_id * io_size)
-            if got != os.pread(truth_fd, io_size, offs[cmd_id]):
-                bad.append(cmd_id)
-        free.append(cmd_id)
+            got = os.pread(fds[dev], io_size, cmd_id * io_size)
+            if got != os.pread(truth_fd, io_size, offs[dev, cmd_id]):
+                bad.append((dev, cmd_id))
+        free.append((dev, cmd_id))
         counts[0] += 1
 
-    engine = Engine(workers=workers, on_complete=on_complete, cache_bytes=0)
+    engine = Engine(workers=workers, on_complete=on_complete,
+                    **({"cpus": cpus} if cpus is not None and workers else {}))
     engine.start()
-    engine.add_device(DEV, opener, fd, map_size)
     step = iov or io_size
     t0 = time.monotonic()
-    warm_end = t0 + min(0.5, seconds / 4)
+    warm_end = start_at if start_at is not None else t0 + min(0.5, seconds / 4)
     start_count = None
     end = warm_end + seconds
     try:
+        for dev, op in enumerate(openers, DEV):
+            fds[dev] = os.memfd_create(f"bench-data-area-{dev}", os.MFD_CLOEXEC)
+            os.ftruncate(fds[dev], map_size)
+            engine.add_device(dev, op, fds[dev], map_size)
+            free.extend((dev, slot) for slot in range(depth))
         while True:
             now = time.monotonic()
             if start_count is None and now >= warm_end:
@@ -101,19 +110,20 @@ def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1, tr
             if now >= end:
                 break
             while free:
-                slot = free.pop()            # its command completed: its id is free again
+                dev, slot = free.pop()       # its command completed: its id is free again
                 off = rnd.randrange(0, (file_size - io_size) // 4096 + 1) * 4096
-                offs[slot] = off
+                offs[dev, slot] = off
                 base = slot * io_size
                 iovs = [(base + p, min(step, io_size - p)) for p in range(0, io_size, step)]
-                engine.submit(DEV, slot, OP_READ, off, io_size, iovs)
+                engine.submit(dev, slot, OP_READ, off, io_size, iovs)
             engine.wait(0.05)
         done = counts[0] - start_count
         rate = done / (time.monotonic() - t_start)
         cpu1 = _cpu_seconds()
     finally:
         engine.stop(drain=True)
-        os.close(fd)
+        for fd in fds.values():
+            os.close(fd)
     if bad:
         raise RuntimeError(f"{len(bad)} reads failed or returned wrong bytes")
     sup_us = (cpu1[0] - cpu0[0]) * 1e6 / max(done, 1)

@@ -162,7 +162,7 @@ print(f"open of a {len(layer.index):,}-entry sealed layer: {dt:.3f} s, "
 
 
 def bench_open(d: pathlib.Path, entries=1_000_000):
-    from tests.lsmt_fixtures import write_big_sealed
+    from tests.helpers.lsmt import write_big_sealed
     path = d / "big.lsmt"
     write_big_sealed(path, entries)
     subprocess.run([sys.executable, "-c", OPEN_SNIPPET, str(path), str(ROOT)], check=True)

@@ -5,7 +5,7 @@ reference that tcmu_bench runs in the same guest boot (the issue quotes one for 
 
 It serves the first uio device whose name contains ID_SUBSTRING (create it with
 ``tcmu-dev.sh create ID RAW_FILE --nl-reply -1`` so that no netlink reply is awaited): one
-process, a blocking ``read`` of the uio fd per wake-up, ``Ring.fetch``, an ``os.preadv`` of
+process, a blocking ``read`` of the uio fd per wake-up, ``CommandRing.fetch``, an ``os.preadv`` of
 the raw file straight into the data area per READ(10/16), the project's ScsiDisk for every
 other CDB, one kick per batch.  No image stack, no engine, no epoll, no writes.  Not a
 product: it exits on SIGTERM without draining and trusts the kernel's ring.
@@ -19,7 +19,7 @@ import time
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu import scsi, uio
-from overlaybd.tcmu.ring import Ring
+from overlaybd.tcmu.ring import CommandRing
 
 _R10 = struct.Struct(">xxIxH").unpack_from
 _R16 = struct.Struct(">xxQI").unpack_from
@@ -42,7 +42,7 @@ def main(argv):
     rfd = os.open(raw, os.O_RDONLY)
     size = os.fstat(rfd).st_size
     disk = scsi.ScsiDisk(size // 512, read_only=True, serial="", cfgstring=info.cfgstring)
-    ring = Ring(h.mm, info.dev_path)
+    ring = CommandRing(h.mm, info.dev_path)
     view = memoryview(h.mm)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     print(f"naive_tcmu serving {info.dev_path} from {raw}", flush=True)

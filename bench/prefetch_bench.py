@@ -2,7 +2,7 @@
 
     python3 -m bench.prefetch_bench [--latency-ms 20] [--workers N] [--dir bench/out/prefetch]
 
-The image: an ext4 disk in two ZFile+tar layers (tests/prefetch_fixtures.py: an application of
+The image: an ext4 disk in two ZFile+tar layers (tests/helpers/prefetch.py: an application of
 62 files between big padding files, ~85 and ~60 MiB blobs), pushed to a private docker-registry
 on loopback (scripts/registry).  The daemon reaches it through a small TCP proxy of this
 benchmark that holds every request ``--latency-ms`` before forwarding it (a registry across a
@@ -51,7 +51,8 @@ from loguru import logger
 from overlaybd.cpus import default_workers
 from overlaybd.image.settings import ServiceConfig
 from overlaybd.prefetch.session import RecordSession
-from tests.prefetch_fixtures import APP, Served, build_image, workload, write_config
+from stress.faults import relay
+from tests.helpers.prefetch import APP, Served, build_image, workload, write_config
 
 from .remote_bench import _load
 
@@ -90,26 +91,11 @@ def _proxy_main(target_port, delay, count, ready):
     sock.listen(64)
     ready.put(sock.getsockname()[1])
 
-    def pump(src, dst, upstream):
-        try:
-            while True:
-                data = src.recv(1 << 20)
-                if not data:
-                    break
-                if upstream:
-                    if data[:4] in (b"GET ", b"HEAD"):
-                        with count.get_lock():
-                            count.value += 1
-                    time.sleep(delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for x in (src, dst):
-                try:
-                    x.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+    def request(data):                  # a chunk from the client: count GETs, then wait
+        if data[:4] in (b"GET ", b"HEAD"):
+            with count.get_lock():
+                count.value += 1
+        time.sleep(delay)
 
     while True:
         c, _ = sock.accept()
@@ -118,8 +104,8 @@ def _proxy_main(target_port, delay, count, ready):
         except OSError:
             c.close()
             continue
-        for a, b, up in ((c, s, True), (s, c, False)):
-            threading.Thread(target=pump, args=(a, b, up), daemon=True).start()
+        for a, b, hook in ((c, s, request), (s, c, None)):
+            threading.Thread(target=relay, args=(a, b, hook, 1 << 20), daemon=True).start()
 
 
 def service(tmp, learn=False):

@@ -15,9 +15,6 @@ from crc32c import crc32c as _std
 
 MASK = 0xFFFFFFFF
 
-# Seed of the per-block CRC of ZFile data blocks (a prime upstream picked).
-ZFILE_BLOCK_SEED = 100007
-
 
 def crc32c_raw(data, seed: int = 0) -> int:
     """Raw CRC-32C of ``data`` (any bytes-like object) continued from ``seed``."""

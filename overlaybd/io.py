@@ -15,6 +15,7 @@ Optional capabilities, looked up with ``getattr``:
 * ``path`` -- a name for error messages and audit lines.
 """
 
+import ctypes
 import errno
 import os
 import stat
@@ -27,20 +28,29 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
 
 
-def make_private_dir(path, mode=PRIVATE_DIR):
-    """Create folder ``path`` (``mode``) if it is missing; missing parents get 0755, not the
-    umask-dependent default (world-writable under umask 0)."""
+def make_dirs(path, mode, parents_mode=None):
+    """Create folder ``path`` with ``mode`` and its missing parents with ``parents_mode``
+    (default ``mode``), exactly: the umask takes no bits off.  Existing folders stay as they
+    are."""
     path = os.path.abspath(path)
     if os.path.isdir(path):
         return
     parent = os.path.dirname(path)
     if parent != path:
-        make_private_dir(parent, 0o755)
+        make_dirs(parent, mode if parents_mode is None else parents_mode, parents_mode)
     try:
         os.mkdir(path, mode)
     except FileExistsError:
         if not os.path.isdir(path):
             raise
+        return
+    os.chmod(path, mode)
+
+
+def make_private_dir(path, mode=PRIVATE_DIR):
+    """Create folder ``path`` (``mode``) if it is missing; missing parents get 0755, not the
+    umask-dependent default (world-writable under umask 0)."""
+    make_dirs(path, mode, 0o755)
 
 
 class LocalFile:
@@ -113,6 +123,27 @@ class BytesFile:
         pass
 
 
+def file_name(f):
+    """What to call file object ``f`` in a message: its ``path``, else its repr."""
+    return str(getattr(f, "path", None) or f)
+
+
+def chunks(src, size=1 << 20):
+    """The bytes of ``src`` in pieces of at most ``size``: a file with ``pread``/``size`` (a
+    short read before its end is a FormatError) or a stream with ``read``."""
+    if hasattr(src, "pread") and hasattr(src, "size"):
+        off = 0
+        while off < src.size:
+            data = src.pread(min(size, src.size - off), off)
+            if not data:
+                raise FormatError(f"short read at offset {off}", path=file_name(src))
+            off += len(data)
+            yield data
+        return
+    while data := src.read(size):
+        yield data
+
+
 def fd_error(e, fd):
     """OSError ``e`` from a call on descriptor ``fd`` (such errors name no file), naming the
     file ``fd`` refers to."""
@@ -123,6 +154,48 @@ def fd_error(e, fd):
     except OSError:
         return e
     return OSError(e.errno, e.strerror, path)
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+_fallocate.restype = ctypes.c_int
+
+
+def punch_hole(fd, off, n, path=None):
+    """Deallocate ``[off, off+n)`` of ``fd`` keeping the file size (``fallocate(PUNCH_HOLE |
+    KEEP_SIZE)``): the range reads back as zeros.  A failure is an OSError naming ``path`` (or
+    the file ``fd`` refers to)."""
+    if n <= 0:
+        return
+    if _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, off, n) != 0:
+        e = ctypes.get_errno()
+        err = OSError(e, f"fallocate(punch hole, {off}, {n}): {os.strerror(e)}", path)
+        raise fd_error(err, fd)
+
+
+def pwrite_all(fd, data, off):
+    """Write all of ``data`` at ``off`` through descriptor ``fd`` (``os.pwrite`` may take less);
+    an OSError names the file."""
+    mv = memoryview(data)
+    try:
+        while mv:
+            n = os.pwrite(fd, mv, off)
+            mv, off = mv[n:], off + n
+    except OSError as e:
+        raise fd_error(e, fd) from None
+
+
+def write_all(out, data):
+    """Write all of ``data`` to ``out``: a descriptor (``os.write``, which may take less) or a
+    stream whose ``write`` returns how much it took (``None``: all of it)."""
+    mv = memoryview(data)
+    while mv:
+        n = os.write(out, mv) if isinstance(out, int) else out.write(mv)
+        if n is None:
+            return
+        mv = mv[n:]
 
 
 def pread_by_preadinto(f, n, off):
@@ -137,10 +210,10 @@ def pread_by_preadinto(f, n, off):
 
 
 def read_exact(f, n, off, what="data", path=None):
-    """Read exactly ``n`` bytes at ``off`` from ``f`` or raise a FormatError naming ``what``
-    (the field) and ``path`` (default: the file's own)."""
+    """Exactly ``n`` bytes at ``off`` of ``f`` (as ``bytes``), or a FormatError naming ``path``
+    (default ``f.path``) and the field ``what``."""
     data = f.pread(n, off)
     if len(data) != n:
         raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}, got {len(data)}",
                           path=path or getattr(f, "path", None), field=what)
-    return data
+    return data if isinstance(data, bytes) else bytes(data)

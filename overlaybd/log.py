@@ -11,6 +11,7 @@ time; LEVEL is DEBUG, ``INFO ``, ``WARN ``, ERROR or FATAL.  A log file is a
 import json
 import re
 import sys
+import traceback
 
 from loguru import logger
 
@@ -29,7 +30,6 @@ def format_line(record):
             f"{record['file'].path}:{record['line']}|{record['function']}:{record['message']}\n")
     exc = record["exception"]
     if exc is not None and exc.type is not None:
-        import traceback
         line += "".join(traceback.format_exception(exc.type, exc.value, exc.traceback))
     return line
 

@@ -16,10 +16,10 @@ same path; correctness across them comes from the file, not from per-process cou
   ``max_files`` deleted; spec §10.1), so a file exceeds the limit by at most that one line.
 
 After ``fork`` a child must not share the parent's open file description: ``flock`` locks belong
-to it, so parent and child would not exclude each other.  An ``os.register_at_fork`` hook gives
+to it, so parent and child would not exclude each other.  A fork hook gives
 every open :class:`LogFile` in the child a fresh thread lock and drops the inherited descriptor
 (closing it, never unlocking it: an unlock would release the parent's lock); the child opens the
-path on its next line.
+path on its next line (reset through :mod:`overlaybd.forksafe`).
 
 :func:`reopen_all` (SIGHUP) closes every file's descriptor so the next line opens the path; from a
 signal handler (``blocking=False``) a file that is being written is closed by that write instead.
@@ -32,10 +32,13 @@ import os
 import threading
 import weakref
 
+from . import forksafe
+from .io import make_dirs, write_all
+
 DEFAULT_MODE = 0o600
 _REOPEN_TRIES = 64
 
-_files = weakref.WeakSet()      # every open LogFile of this process, for fork and SIGHUP
+_files = weakref.WeakSet()      # every open LogFile of this process, for SIGHUP
 
 
 def dir_mode_for(mode):
@@ -45,25 +48,6 @@ def dir_mode_for(mode):
         if mode & read:
             m |= read | enter
     return m
-
-
-def make_dirs(path, mode):
-    """Create ``path`` and its missing parents with ``mode`` (existing folders untouched)."""
-    if not path or os.path.isdir(path):
-        return
-    make_dirs(os.path.dirname(os.path.abspath(path)), mode)
-    try:
-        os.mkdir(path, mode)
-    except FileExistsError:
-        return
-    os.chmod(path, mode)            # the umask may have taken bits off
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 class LogFile:
@@ -79,6 +63,7 @@ class LogFile:
         self._stale = False
         self._open()                 # fail now (unwritable folder) rather than at the first line
         _files.add(self)
+        forksafe.track(self)
 
     # -- the descriptor ------------------------------------------------------------------------
     def _open(self):
@@ -119,7 +104,7 @@ class LogFile:
                 self._close()
             try:
                 st = self._current()
-                _write_all(self.fd, data)
+                write_all(self.fd, data)
                 if st.st_size + len(data) > self.max_bytes:
                     self._rotate()
             finally:
@@ -176,11 +161,3 @@ def reopen_all(blocking=True):
     """SIGHUP: every log and audit file of this process opens its path again."""
     for f in list(_files):
         f.reopen(blocking)
-
-
-def _after_fork_in_child():
-    for f in list(_files):
-        f._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -22,14 +22,11 @@ import stat
 
 from .abi import tar as abi
 from .errors import FormatError
+from .io import chunks, file_name, read_exact
 from .zfile.writer import OutputSink
 
 BLOCK = abi.BLOCK
 WRAP_HEADER_SIZE = 3 * BLOCK       # PAX header + record block + ustar header
-
-
-def _path(f):
-    return getattr(f, "path", None) or repr(f)
 
 
 def is_tar(f) -> bool:
@@ -51,7 +48,7 @@ class TarFile:
     def __init__(self, f, path=None, own=True):
         self.file = f
         self._own = own
-        self.path = path or _path(f)
+        self.path = path or file_name(f)
         if not is_tar(f):
             raise FormatError("not a ustar archive (magic, version or header checksum)",
                               path=self.path, field="tar header")
@@ -63,7 +60,8 @@ class TarFile:
             kind = abi.field(header, "typeflag")
             n = abi.parse_octal(abi.field(header, "size"))
             nblocks = -(-n // BLOCK)
-            data = self._read(off + BLOCK, nblocks * BLOCK, "tar extension data")[:n]
+            data = read_exact(self.file, nblocks * BLOCK, off + BLOCK, "tar extension data",
+                              self.path)[:n]
             if kind in (abi.PAX_HEADER, abi.PAX_GLOBAL_HEADER):
                 has_pax = True
                 if kind == abi.PAX_HEADER:
@@ -94,18 +92,11 @@ class TarFile:
         if hasattr(f, "evict"):
             self.evict = self._evict
 
-    def _read(self, off, n, what):
-        data = self.file.pread(n, off)
-        if len(data) != n:
-            raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}",
-                              path=self.path, field=what)
-        return data
-
     def _header_at(self, off):
         # like upstream, skip zero blocks between headers; two of them end the archive
         zeros = 0
         while True:
-            block = self._read(off, BLOCK, "tar header")
+            block = read_exact(self.file, BLOCK, off, "tar header", self.path)
             if block[0] != 0 or any(block):
                 return block
             zeros += 1
@@ -241,15 +232,6 @@ def wrap(src, out, mode=0o644, chunk=1 << 20) -> int:
     """One-shot ``-t``: copy ``src`` (``pread``/``size`` file or readable stream) into a
     one-file tar on ``out``.  Returns the payload size."""
     with TarWriter(out, mode) as w:
-        if hasattr(src, "pread"):
-            off = 0
-            while off < src.size:
-                data = src.pread(min(chunk, src.size - off), off)
-                if not data:
-                    raise FormatError(f"short read at offset {off}", path=_path(src))
-                w.write(data)
-                off += len(data)
-        else:
-            while data := src.read(chunk):
-                w.write(data)
+        for data in chunks(src, chunk):
+            w.write(data)
     return w.size

@@ -21,8 +21,8 @@ import time
 
 import psutil
 
+from overlaybd.abi.ops import STATUSES
 from overlaybd.workers import OP_READ, ST_GOOD, Engine
-from overlaybd.workers.ops import STATUSES
 from overlaybd.workers.rawfile import RawFileOpener
 
 DEV = 1
@@ -90,7 +90,7 @@ def run(args) -> int:
         done[1] += n
 
     engine = Engine(workers=args.workers, chunk_size=args.chunk_kb << 10, on_complete=on_complete,
-                    heartbeat_sec=args.heartbeat, cache_bytes=0)
+                    heartbeat_sec=args.heartbeat)
     engine.start()
     engine.add_device(DEV, RawFileOpener(path), map_fd, map_size)
     sampler = Sampler()

@@ -41,6 +41,24 @@ class Registry:
             return False
 
 
+def relay(src, dst, on_chunk=None, bufsize=16384):
+    """Copy socket ``src`` to ``dst`` until either side closes (``on_chunk(data)`` runs before
+    each chunk goes on: a delay, a count), then shut both down so the other direction ends too."""
+    try:
+        while data := src.recv(bufsize):
+            if on_chunk is not None:
+                on_chunk(data)
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class SlowProxy:
     """TCP proxy 127.0.0.1:port -> 127.0.0.1:target; while ``delay`` > 0 every chunk
     it forwards from the registry waits that long (a slow registry)."""
@@ -63,19 +81,11 @@ class SlowProxy:
             threading.Thread(target=self._pipe, args=(u, c, True), daemon=True).start()
 
     def _pipe(self, src, dst, slow):
-        try:
-            while data := src.recv(16384):
-                if slow and self.delay:
-                    time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+        relay(src, dst, self._slow if slow else None)
+
+    def _slow(self, _data):
+        if self.delay:
+            time.sleep(self.delay)
 
 
 def _workers(ctx):

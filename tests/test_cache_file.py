@@ -8,13 +8,12 @@ import threading
 
 import pytest
 
-# the registry fixtures (registry_none, registry_factory, ...) are used by name
-from registry_fixtures import *
-from registry_fixtures import service_config
-
 from overlaybd.cache import eviction, open_remote_layer
 from overlaybd.cache.sparse import holes
 from overlaybd.io import LocalFile
+
+# the registry fixtures (registry_none, registry_factory, ...) are used by name
+from tests.helpers.registry import service_config
 
 pytestmark = pytest.mark.registry
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "golden")

@@ -7,14 +7,12 @@ import errno
 import os
 
 import pytest
-from image_helpers import sha256_of
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
-from registry_fixtures import service_config
-from test_image_remote import push_image, write_cfg
-from tool_helpers import fill, tmpfs
 
 from overlaybd.cache import sparse
 from overlaybd.image import open_image
+from tests.helpers.image import sha256_of
+from tests.helpers.registry import push_image, service_config, write_cfg
+from tests.helpers.tools import fill, tmpfs
 
 
 @pytest.fixture(autouse=True)

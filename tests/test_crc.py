@@ -2,7 +2,8 @@
 
 import random
 
-from overlaybd.crc import ZFILE_BLOCK_SEED, crc32c_raw
+from overlaybd.abi.zfile import BLOCK_CRC_SEED
+from overlaybd.crc import crc32c_raw
 
 _T = []
 for _n in range(256):
@@ -22,7 +23,7 @@ def raw_by_definition(data, seed=0):
 def test_spec_vectors():
     assert crc32c_raw(b"123456789", 0) == 0x58E3FA20
     assert crc32c_raw(b"123456789", 100007) == 0x3C9BD4E0
-    assert ZFILE_BLOCK_SEED == 100007
+    assert BLOCK_CRC_SEED == 100007
     for n in (0, 1, 4, 512, 4096, 65536):
         assert crc32c_raw(bytes(n), 0) == 0
 
@@ -43,6 +44,6 @@ def test_matches_definition_random():
 
 def test_accepts_buffers_and_appended_crc_residue_is_zero():
     data = bytes(range(256)) * 7
-    c = crc32c_raw(memoryview(data)[3:900], ZFILE_BLOCK_SEED)
-    assert c == crc32c_raw(bytearray(data[3:900]), ZFILE_BLOCK_SEED)
-    assert crc32c_raw(data[3:900] + c.to_bytes(4, "little"), ZFILE_BLOCK_SEED) == 0
+    c = crc32c_raw(memoryview(data)[3:900], BLOCK_CRC_SEED)
+    assert c == crc32c_raw(bytearray(data[3:900]), BLOCK_CRC_SEED)
+    assert crc32c_raw(data[3:900] + c.to_bytes(4, "little"), BLOCK_CRC_SEED) == 0

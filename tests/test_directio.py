@@ -10,8 +10,6 @@ import subprocess
 import tempfile
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import sha256_of, write_config
 from loguru import logger
 
 from overlaybd.directio import DirectFile, open_local
@@ -19,6 +17,8 @@ from overlaybd.errors import ConfigError
 from overlaybd.image import open_image
 from overlaybd.image.settings import ServiceConfig
 from overlaybd.io import LocalFile
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import sha256_of, write_config
 
 LAYERS = [f"layer{i}.lz4.zfile" for i in (1, 2, 3)]
 

@@ -7,11 +7,10 @@ import threading
 
 import pytest
 
-# the registry fixtures (registry_none, registry_factory, ...) are used by name
-from registry_fixtures import *
-from registry_fixtures import service_config
-
 from overlaybd.cache import open_remote_layer, start_background_download
+
+# the registry fixtures (registry_none, registry_factory, ...) are used by name
+from tests.helpers.registry import service_config
 
 pytestmark = pytest.mark.registry
 KiB = 1024

@@ -11,7 +11,7 @@ import pytest
 from overlaybd.abi import ext4 as abi
 from overlaybd.ext4 import Ext4, Ext4Error, detect
 from overlaybd.io import BytesFile, LocalFile
-from tests.ext4_fixtures import debugfs, debugfs_blocks, make_tree, mkfs, need_e2fsprogs
+from tests.helpers.ext4 import debugfs, debugfs_blocks, make_tree, mkfs, need_e2fsprogs
 
 _IMAGES = {}
 

@@ -8,16 +8,15 @@ import stat
 import sys
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import write_config
 from loguru import logger
-from registry_fixtures import *
-from registry_fixtures import service_config
 
 from overlaybd.cache import open_remote_layer, start_background_download
 from overlaybd.image import open_image
 from overlaybd.image.settings import ServiceConfig
 from overlaybd.registry import CredentialProvider
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import write_config
+from tests.helpers.registry import service_config
 
 
 def mode(p):

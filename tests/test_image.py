@@ -5,12 +5,12 @@ import os
 import shutil
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import sha256_of, write_config
 
 from overlaybd.errors import ConfigError
 from overlaybd.image import ImageOpenError, load_image_config, open_image, parse_cfgstring
 from overlaybd.image.settings import ServiceConfig, load_service_config
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import sha256_of, write_config
 
 
 @pytest.fixture

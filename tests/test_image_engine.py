@@ -7,13 +7,13 @@ import json
 import random
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import sha256_of
-from workers_fixtures import Harness, MiB
 
 from overlaybd import lsmt
 from overlaybd.image import ImageOpener, open_image
 from overlaybd.workers import OP_READ, OP_WRITE, ST_GOOD
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import sha256_of
+from tests.helpers.workers import EngineHarness, MiB
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -31,7 +31,7 @@ def test_writable_upper_written_by_two_workers(tmp_path, sparse):
     base.close()
     opener = ImageOpener(str(cfg), str(svc))
     assert opener.allocator is not None          # writable: shared data positions
-    h = Harness(tmp_path, 2, map_size=64 * MiB, opener=opener, chunk_size=256 * 1024)
+    h = EngineHarness(tmp_path, 2, map_size=64 * MiB, opener=opener, chunk_size=256 * 1024)
     try:
         rng = random.Random(11)
         cmd = 0
@@ -86,28 +86,55 @@ def sha256_of_golden_tail():
         img.close()
 
 
-def test_worker_process_reads_zfile_layers_through_its_block_cache(golden_manifest):
-    """Inside a worker (engine context set), ZFile layers sit under the worker's block cache;
-    outside, they do not.  Either way the bytes are the image's."""
-    from overlaybd.workers import blockcache, context
-    from overlaybd.workers.blockcache import BlockCache
+def test_opener_reads_zfile_layers_through_the_block_cache_it_is_given(golden_manifest,
+                                                                       monkeypatch):
+    """The opener a worker calls puts ZFile layers under the process's block cache of the
+    budget the composition root gave it; a tool's open_image (no budget) does not.  Either way
+    the bytes are the image's."""
+    from overlaybd.cache import blockcache
+    from overlaybd.cache.blockcache import BlockCache
+    monkeypatch.setattr(blockcache, "_process_slice", None)
     p = GOLDEN.parent / "merged-lz4.json"           # {"lowers": [merged.lz4.zfile]}
     outside = open_image(str(p), None, write_result=False)
     assert not isinstance(outside.layers[0], BlockCache)
     outside.close()
-    context.set_current(context.WorkerContext(index=1, workers=2, cache_bytes=4 * MiB,
-                                              chunk_size=MiB))
+    img = ImageOpener(str(p), cache_bytes=4 * MiB)()
     try:
-        img = open_image(str(p), None, write_result=False)
-        try:
-            cache = img.layers[0]
-            assert isinstance(cache, BlockCache)
-            r = golden_manifest["merged"]["ranges"][0]
-            for _ in range(2):
-                assert sha256_of(img, r["offset"], r["length"]) == r["sha256"]
-            assert cache.hits > 0 and cache.lru.used <= 4 * MiB
-        finally:
-            img.close()
+        cache = img.layers[0]
+        assert isinstance(cache, BlockCache) and cache.lru.capacity == 4 * MiB
+        r = golden_manifest["merged"]["ranges"][0]
+        for _ in range(2):
+            assert sha256_of(img, r["offset"], r["length"]) == r["sha256"]
+        assert cache.hits > 0 and cache.lru.used <= 4 * MiB
     finally:
-        context.set_current(None)
-        blockcache._process_slice = None
+        img.close()
+    img = ImageOpener(str(p))()                     # no budget: no block cache
+    assert not isinstance(img.layers[0], BlockCache)
+    img.close()
+
+
+def test_the_composition_root_gives_openers_the_configured_budget(tmp_path, golden_manifest,
+                                                                  monkeypatch):
+    """overlaybd-tcmu's image backend: each engine process's opener carries
+    workerConfig.cacheSizeMB as its block-cache budget, and opens with it."""
+    from overlaybd.cache import blockcache
+    from overlaybd.cache.blockcache import BlockCache
+    from overlaybd.image import load_service_config
+    from overlaybd.tools.tcmu import image_backend
+    monkeypatch.setattr(blockcache, "_process_slice", None)
+    svc_path = tmp_path / "overlaybd.json"
+    svc_path.write_text(json.dumps({"enableAudit": False, "workerConfig": {"cacheSizeMB": 8}}))
+    validate, opener = image_backend(load_service_config(str(svc_path)))
+    p = GOLDEN.parent / "merged-lz4.json"
+    o = opener(str(p))
+    assert isinstance(o, ImageOpener) and o.cache_bytes == 8 * MiB
+    img = o()
+    try:
+        assert isinstance(img.layers[0], BlockCache) and img.layers[0].lru.capacity == 8 * MiB
+        r = golden_manifest["merged"]["ranges"][1]
+        assert sha256_of(img, r["offset"], r["length"]) == r["sha256"]
+    finally:
+        img.close()
+    checked = validate(str(p))          # the supervisor's check open: no block cache
+    assert not isinstance(checked.layers[0], BlockCache)
+    checked.close()

@@ -1,45 +1,15 @@
 """Whole images from the real registry on loopback: the image opener over the cache."""
 
 import hashlib
-import io
-import json
 import re
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import sha256_of
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
-from registry_fixtures import service_config
 
-from overlaybd import tar
 from overlaybd.image import ImageOpenError, open_image
+from tests.helpers.image import sha256_of
+from tests.helpers.registry import push_image, service_config, write_cfg
 
 pytestmark = pytest.mark.registry
-
-
-def tar_wrapped(path):
-    """The blob the image convertor pushes: a one-file tar around the layer."""
-    src = open(path, "rb").read()
-    out = io.BytesIO()
-    tar.wrap(io.BytesIO(src), out)
-    return out.getvalue()
-
-
-def push_image(inst, repo, names):
-    lowers, url = [], None
-    for name in names:
-        blob = tar_wrapped(GOLDEN / name)
-        url = inst.push(blob, repo)
-        lowers.append({"digest": "sha256:" + hashlib.sha256(blob).hexdigest(), "size": len(blob)})
-    return url.rsplit("/", 1)[0], lowers
-
-
-def write_cfg(tmp_path, base, lowers, name="config.v1.json", **extra):
-    doc = {"repoBlobUrl": base, "lowers": lowers, "resultFile": str(tmp_path / "result")}
-    doc.update(extra)
-    p = tmp_path / name
-    p.write_text(json.dumps(doc))
-    return str(p)
 
 
 def test_token_registry_behind_cdn_reads_golden_image(tmp_path, registry_redirect, golden_manifest):

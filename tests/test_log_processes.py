@@ -11,7 +11,6 @@ import time
 import multiprocess
 import pytest
 from loguru import logger
-from test_tcmu_daemon import read10
 
 from overlaybd import audit, logfile
 from overlaybd import log as olog
@@ -22,6 +21,7 @@ from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile, RawFileOpener
+from tests.helpers.tcmu import read10
 
 MiB = 1 << 20
 FORK = multiprocess.get_context("fork")      # how the worker pool starts its workers
@@ -267,7 +267,7 @@ def test_sighup_reopens_the_files_in_every_process(tmp_path):
     d = Daemon(Engine(workers=2, chunk_size=64 << 10), lambda c: RawFile(disk),
                lambda c: LoggingOpener(disk), use_netlink=False, sys_uio=str(tmp_path / "none"),
                configfs=str(tmp_path))
-    saved = d._install_signals()              # as Daemon.run does: SIGHUP reaches the loop
+    d._watch.add(d._signals.install())        # as Daemon.run does: SIGHUP reaches the loop
     fk = FakeKernel(data_size=8 * MiB)
     try:
         d.start()
@@ -302,5 +302,6 @@ def test_sighup_reopens_the_files_in_every_process(tmp_path):
         assert d.engine.worker_pids() == workers     # the same processes, not replacements
     finally:
         d.shutdown()
-        d._restore_signals(saved)
+        d._watch.forget(d._signals.fd)
+        d._signals.restore()
         fk.close()

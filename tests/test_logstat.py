@@ -8,12 +8,11 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import DATA
-from metrics_fixtures import *  # noqa: F401,F403 -- fixtures
-from metrics_fixtures import audit_records
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
 
+from overlaybd import __version__
 from overlaybd.logstat.parse import normalize, parse_line, rotated_set
+from tests.helpers.env import DATA
+from tests.helpers.metrics import audit_records
 
 TOOL = os.path.join(os.path.dirname(sys.executable), "overlaybd-logstat")
 SAMPLE = DATA / "logstat"
@@ -84,7 +83,7 @@ def test_text_output_and_errors():
     assert "download            5 reads" in r.stdout
     assert "failed to read block <n> at offset <n>" in r.stdout
     assert logstat("--help").stdout.startswith("usage: overlaybd-logstat")
-    assert logstat("--version").stdout.strip() == "overlaybd-logstat 0.1.0"
+    assert logstat("--version").stdout.strip() == f"overlaybd-logstat {__version__}"
     bad = logstat(SAMPLE / "nope.log", check=False)
     assert bad.returncode == 1 and "nope.log" in bad.stderr
     bad = logstat("--since", "yesterday-ish", SAMPLE / "overlaybd.log", check=False)

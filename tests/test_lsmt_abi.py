@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from lsmt_fixtures import GOLDEN
 
 from overlaybd.abi import lsmt as abi
+from tests.helpers.env import GOLDEN
 
 
 def test_header_struct_is_390_bytes_in_a_4096_block():

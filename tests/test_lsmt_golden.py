@@ -4,10 +4,11 @@ import hashlib
 import io
 
 import pytest
-from lsmt_fixtures import GOLDEN, nonzero_extents, sha256_view
 
 from overlaybd.io import BytesFile, LocalFile
 from overlaybd.lsmt import commit, open_merged, open_ro
+from tests.helpers.env import GOLDEN
+from tests.helpers.lsmt import nonzero_extents, sha256_view
 
 LAYERS = ["layer1.lsmt", "layer2.lsmt", "layer3.lsmt"]
 
@@ -127,9 +128,8 @@ def test_commit_of_committed_merge_is_a_fixed_point():
 
 
 def test_255_layers_merge_with_slot_tags():
-    from lsmt_fixtures import sealed_bytes
-
     from overlaybd.lsmt import MAX_LAYERS
+    from tests.helpers.lsmt import sealed_bytes
     # layer k (bottom first) writes sector k with byte k; the top one also covers sector 0
     files = []
     for k in range(MAX_LAYERS):

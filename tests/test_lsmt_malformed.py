@@ -3,12 +3,13 @@
 import struct
 
 import pytest
-from lsmt_fixtures import GOLDEN, sealed_bytes
 
 from overlaybd.abi.lsmt import MAX_RO_INDEX_SIZE, HeaderTrailer, pack_entry
 from overlaybd.errors import FormatError, OverlaybdError
 from overlaybd.io import BytesFile
 from overlaybd.lsmt import create_rw, open_merged, open_ro, open_rw
+from tests.helpers.env import GOLDEN
+from tests.helpers.lsmt import sealed_bytes
 
 GOOD = (GOLDEN / "layer2.lsmt").read_bytes()
 NAME = "bad.lsmt"

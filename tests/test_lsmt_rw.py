@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from lsmt_fixtures import GOLDEN, sha256_view
 
 from overlaybd.abi.lsmt import HeaderTrailer, decode_entries, unpack_entry
 from overlaybd.errors import OverlaybdError
@@ -21,6 +20,8 @@ from overlaybd.lsmt import (
     open_rw,
     stack,
 )
+from tests.helpers.env import GOLDEN
+from tests.helpers.lsmt import sha256_view
 
 MiB = 1 << 20
 U1 = "A1B2C3D4-0000-4000-8000-00000000000A"

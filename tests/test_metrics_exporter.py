@@ -1,14 +1,13 @@
 """The Prometheus exporter over a real registry-backed run of the daemon with two workers
-(tests/metrics_fixtures.py): a scrape parsed with prometheus_client's text parser, totals
+(tests/helpers/metrics.py): a scrape parsed with prometheus_client's text parser, totals
 against the audit log, upstream's metric names, background download, restarts, processes."""
 
 import collections
 
 import pytest
-from metrics_fixtures import *  # noqa: F401,F403 -- fixtures
-from metrics_fixtures import audit_records
 from prometheus_client.parser import text_string_to_metric_families
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
+
+from tests.helpers.metrics import audit_records
 
 pytestmark = pytest.mark.registry
 

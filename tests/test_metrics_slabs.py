@@ -9,8 +9,8 @@ import pytest
 
 from overlaybd import metrics
 from overlaybd.metrics.exporter import Windows
+from overlaybd.process import WorkerContext, set_current
 from overlaybd.shm.slabs import SlabTable, TableFull
-from overlaybd.workers.context import WorkerContext, set_current
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_workers_count_into_their_own_slab_and_totals_sum_them(counting):
     m.cache_read(100, 7, hit=True)
 
     def worker(i):
-        set_current(WorkerContext(i, 3, 0, 1 << 20))
+        set_current(WorkerContext(i, 3, 1 << 20))
         m.cache_read(10 * (i + 1), 50 + i, hit=False)
         metrics.registry_error("timeout")
 

@@ -12,9 +12,8 @@ import subprocess
 import tarfile
 import zipfile
 
-from install_fixtures import REPO, user_env
-
 import overlaybd
+from tests.helpers.install import REPO, user_env
 
 VERSION = overlaybd.__version__
 

@@ -6,15 +6,13 @@ import os
 import time
 
 import pytest
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
-from registry_fixtures import service_config
 
 from overlaybd.abi import trace as abi
 from overlaybd.image import open_image
 from overlaybd.prefetch import trace as tr
 from overlaybd.prefetch.session import RecordSession, ReplaySession
-from tests.ext4_fixtures import need_e2fsprogs
-from tests.prefetch_fixtures import (
+from tests.helpers.ext4 import need_e2fsprogs
+from tests.helpers.prefetch import (
     APP,
     Recorder,
     Served,
@@ -24,6 +22,7 @@ from tests.prefetch_fixtures import (
     workload,
     write_config,
 )
+from tests.helpers.registry import service_config
 
 pytestmark = pytest.mark.registry
 
@@ -235,7 +234,7 @@ def test_file_list_prefetches_the_listed_files(tmp_path, image):
 
 def test_file_list_on_erofs_is_refused_clearly(tmp_path, caplog_loguru):
     """An EROFS disk (superblock magic at 1024) is named, not misread as ext4."""
-    from tests.ext4_fixtures import raw_to_layer
+    from tests.helpers.ext4 import raw_to_layer
     raw = tmp_path / "erofs.raw"
     disk = bytearray(1 << 20)
     disk[1024:1028] = (0xE0F5E1E2).to_bytes(4, "little")

@@ -5,16 +5,14 @@ import os
 import time
 
 import pytest
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
-from registry_fixtures import service_config
 
 from overlaybd.image.config import Lower
 from overlaybd.prefetch import learned
 from overlaybd.prefetch import trace as tr
 from overlaybd.prefetch.session import RecordSession, ReplaySession
 from overlaybd.prefetch.trace import Record
-from tests.ext4_fixtures import need_e2fsprogs
-from tests.prefetch_fixtures import (
+from tests.helpers.ext4 import need_e2fsprogs
+from tests.helpers.prefetch import (
     APP,
     Served,
     downloads,
@@ -23,6 +21,7 @@ from tests.prefetch_fixtures import (
     workload,
     write_config,
 )
+from tests.helpers.registry import service_config
 
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 

@@ -6,14 +6,13 @@ import threading
 import time
 
 import pytest
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
-from registry_fixtures import service_config
 
 from overlaybd.cache import open_remote_layer
 from overlaybd.cache.filecache import planned_reads
 from overlaybd.io import BytesFile
 from overlaybd.prefetch.replay import PriorityGate, Replayer
 from overlaybd.prefetch.trace import Record
+from tests.helpers.registry import service_config
 
 MiB = 1 << 20
 

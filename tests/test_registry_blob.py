@@ -13,13 +13,12 @@ from typing import ClassVar
 
 import pytest
 
-# the registry fixtures (registry_none, registry_factory, ...) are used by name
-from registry_fixtures import *
-from registry_fixtures import service_config
-
 from overlaybd.cache import open_remote_layer
 from overlaybd.errors import RemoteError
 from overlaybd.registry import RegistryBlob, RegistryContext, context_for
+
+# the registry fixtures (registry_none, registry_factory, ...) are used by name
+from tests.helpers.registry import service_config
 
 pytestmark = pytest.mark.registry
 MODES = ["registry_none", "registry_basic", "registry_token", "registry_redirect"]

@@ -7,13 +7,13 @@ import socket
 import time
 
 import pytest
-from image_helpers import write_config
 from loguru import logger
 
 from overlaybd.errors import RemoteError
 from overlaybd.image import ImageOpenError, open_image
 from overlaybd.image.settings import ServiceConfig
 from overlaybd.registry import RegistryBlob, RegistryContext
+from tests.helpers.image import write_config
 
 DIGEST = "sha256:" + "c" * 64
 

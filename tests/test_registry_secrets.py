@@ -14,11 +14,10 @@ import urllib.request
 
 import pytest
 from loguru import logger
-from registry_fixtures import *
-from registry_fixtures import SCRIPTS, harness, service_config
 
 from overlaybd.errors import RemoteError
 from overlaybd.registry import RegistryBlob, RegistryContext
+from tests.helpers.registry import SCRIPTS, harness, service_config
 
 pytestmark = pytest.mark.registry
 DIGEST = "sha256:" + "d" * 64

@@ -10,9 +10,9 @@ import textwrap
 import threading
 
 import pytest
-from tcmu_fixtures import Harness
 
 from overlaybd import service
+from tests.helpers.tcmu import DaemonHarness
 
 
 def _listener(addr):
@@ -48,7 +48,7 @@ def test_notify_without_a_service_manager_does_nothing(tmp_path, monkeypatch):
 
 def test_daemon_tells_ready_once_serving_and_stopping_on_sigterm(tmp_path, monkeypatch):
     """The real daemon over the fake kernel (the real kernel: tests/vm/test_service_vm.py)."""
-    h = Harness(tmp_path, content=b"q" * (1 << 20))
+    h = DaemonHarness(tmp_path, content=b"q" * (1 << 20))
     stop = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM))
     with _listener(str(tmp_path / "notify")) as s:
         monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))

@@ -7,14 +7,14 @@ import pathlib
 import re
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import write_config
 from loguru import logger
 
 from overlaybd.image import ImageOpener, ImageOpenError, load_service_config, open_image
 from overlaybd.image.config import NOT_IMPLEMENTED as IMAGE_NOT_IMPLEMENTED
 from overlaybd.image.settings import NOT_IMPLEMENTED, ServiceConfig, unimplemented_fields
 from overlaybd.lsmt import create_rw
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import write_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 

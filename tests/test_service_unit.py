@@ -8,11 +8,11 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import need
-from install_fixtures import REPO
 
 from overlaybd.tcmu.daemon import Daemon
 from overlaybd.workers import Engine
+from tests.helpers.env import need
+from tests.helpers.install import REPO
 
 UNIT = REPO / "conf" / "overlaybd-tcmu.service"
 

@@ -7,7 +7,6 @@ import pickle
 import multiprocess
 import posix_ipc
 import pytest
-from workers_fixtures import shm_names_of
 
 from overlaybd.shm import (
     Channel,
@@ -17,6 +16,7 @@ from overlaybd.shm import (
     stale_names,
     sweep_stale,
 )
+from tests.helpers.workers import shm_names_of
 
 
 def test_region_leaves_no_name_and_is_shared():

@@ -83,7 +83,7 @@ def test_part_descriptor_round_trip(niov):
     buf = bytearray(PART_SIZE * 2)
     iovs = tuple((2**40 + i * 4096, 4096 + i) for i in range(niov))
     p = Part(2**63 + 5, 0xFFFFFFFF, 4, 2**50, 123456, iovs)
-    pack_part(buf, PART_SIZE, p)
+    pack_part(buf, PART_SIZE, *p)
     assert unpack_part(buf, PART_SIZE) == p
     pack_completion(buf, 0, 2**64 - 1, 3)
     assert unpack_completion(buf, 0) == (2**64 - 1, 3)
@@ -92,8 +92,8 @@ def test_part_descriptor_round_trip(niov):
 def test_part_descriptor_rejects_too_many_iovecs():
     buf = bytearray(PART_SIZE)
     with pytest.raises(ValueError):
-        pack_part(buf, 0, Part(1, 1, 1, 0, 0, ((0, 1),) * (MAX_IOVS + 1)))
-    pack_part(buf, 0, Part(1, 1, 1, 0, 0, ()))
+        pack_part(buf, 0, *Part(1, 1, 1, 0, 0, ((0, 1),) * (MAX_IOVS + 1)))
+    pack_part(buf, 0, *Part(1, 1, 1, 0, 0, ()))
     buf[25] = MAX_IOVS + 1
     with pytest.raises(FormatError) as e:
         unpack_part(buf, 0)
@@ -110,7 +110,7 @@ def _producer(region, ev_data, ev_space):
             ev_space.clear()
             if ring.reserve() < 0:
                 select.select([ev_space.fileno()], [], [], 1.0)
-        pack_part(ring.buf, off, Part(i, i % 7, 1 + i % 4, i * 512, 512, ((i, 512),) * (i % 3)))
+        pack_part(ring.buf, off, *Part(i, i % 7, 1 + i % 4, i * 512, 512, ((i, 512),) * (i % 3)))
         ring.commit()
         ev_data.set()
 

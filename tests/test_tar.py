@@ -5,8 +5,6 @@ import stat
 import tarfile
 
 import pytest
-from conftest import GOLDEN
-from zfile_fixtures import FlakySource, golden, mixed_data
 
 from overlaybd import tar as T
 from overlaybd import zfile
@@ -15,6 +13,8 @@ from overlaybd.detect import describe, open_blob
 from overlaybd.errors import FormatError
 from overlaybd.io import BytesFile, LocalFile
 from overlaybd.lsmt import open_ro
+from tests.helpers.env import GOLDEN
+from tests.helpers.zfile import FlakySource, golden, mixed_data
 
 
 def wrapped(payload, mode=0o644):

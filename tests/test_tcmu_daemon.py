@@ -9,7 +9,6 @@ import termios
 import threading
 
 import pytest
-from tcmu_fixtures import Harness, file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu.daemon import Daemon
@@ -17,12 +16,9 @@ from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile, RawFileOpener
+from tests.helpers.tcmu import DaemonHarness, file_bytes, read10, sense_of
 
 MiB = 1 << 20
-
-
-def read10(lba, n):
-    return bytes([S.READ_10, 0]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
 
 
 def write10(lba, n):
@@ -30,8 +26,8 @@ def write10(lba, n):
 
 
 def test_two_devices_share_one_daemon(tmp_path):
-    a = Harness(tmp_path, content=b"A" * MiB, name="a", dev_id="1", minor=0)
-    b = Harness(tmp_path, content=b"B" * MiB, name="b", dev_id="2", minor=1, daemon=a.daemon)
+    a = DaemonHarness(tmp_path, content=b"A" * MiB, name="a", dev_id="1", minor=0)
+    b = DaemonHarness(tmp_path, content=b"B" * MiB, name="b", dev_id="2", minor=1, daemon=a.daemon)
     assert (a.status, b.status) == (0, 0)
     try:
         assert a.run(read10(0, 8), data_in_len=4096).data == b"A" * 4096
@@ -42,11 +38,11 @@ def test_two_devices_share_one_daemon(tmp_path):
 
 
 def test_duplicated_dev_id_and_foreign_subtype_are_refused(tmp_path):
-    a = Harness(tmp_path, name="a", dev_id="5", minor=0)
+    a = DaemonHarness(tmp_path, name="a", dev_id="5", minor=0)
     refused = []
     a.daemon.refused = lambda config, reason: refused.append((config, reason))
     try:
-        dup = Harness(tmp_path, name="b", dev_id="5", minor=1, daemon=a.daemon)
+        dup = DaemonHarness(tmp_path, name="b", dev_id="5", minor=1, daemon=a.daemon)
         assert dup.status < 0
         assert refused == [(f"{tmp_path}/b.json", "duplicated dev_id 5 (already used by a)")]
         dup.fk.close()
@@ -116,7 +112,7 @@ def test_worker_processes_map_the_same_data_area(tmp_path):
 
 
 def test_removal_waits_for_inflight_and_closes(tmp_path):
-    h = Harness(tmp_path, content=b"x" * MiB)
+    h = DaemonHarness(tmp_path, content=b"x" * MiB)
     fk, d = h.fk, h.daemon
     fk.submit(read10(0, 8), data_in_len=4096)
     d.run_once(0.05)
@@ -128,7 +124,7 @@ def test_removal_waits_for_inflight_and_closes(tmp_path):
 
 
 def test_sigterm_drains_and_exits_zero_and_sighup_reopens(tmp_path):
-    h = Harness(tmp_path, content=b"q" * MiB)
+    h = DaemonHarness(tmp_path, content=b"q" * MiB)
     fk, d = h.fk, h.daemon
     cid = fk.submit(read10(0, 16), data_in_len=8192)
     reopened = []
@@ -156,7 +152,7 @@ def test_sigterm_drains_and_exits_zero_and_sighup_reopens(tmp_path):
 
 
 def test_write_error_and_bad_buffers_give_sense_not_crash(tmp_path):
-    h = Harness(tmp_path, size=MiB)
+    h = DaemonHarness(tmp_path, size=MiB)
     try:
         os.chmod(h.path, 0o444)
         c = h.run(read10(2047, 1), data_in_len=512)
@@ -172,16 +168,16 @@ def test_write_error_and_bad_buffers_give_sense_not_crash(tmp_path):
 @pytest.mark.parametrize("bad", [b"", b"\x00" * 3])
 def test_tiny_mapping_is_refused(tmp_path, bad):
     from overlaybd.errors import FormatError
-    from overlaybd.tcmu.ring import Ring
+    from overlaybd.tcmu.ring import CommandRing
     with pytest.raises(FormatError):
-        Ring(bytearray(bad))
+        CommandRing(bytearray(bad))
 
 
 def test_slow_image_open_does_not_stall_other_devices(tmp_path):
     """Netlink ADDED opens the image in a thread: I/O of live devices keeps flowing, and
     two devices opening at once with one dev_id are told apart."""
     import time
-    live = Harness(tmp_path, content=b"L" * MiB, name="live", dev_id="1", minor=0)
+    live = DaemonHarness(tmp_path, content=b"L" * MiB, name="live", dev_id="1", minor=0)
     d = live.daemon
     gate = threading.Event()
     slow = tmp_path / "slow.img"
@@ -222,7 +218,7 @@ def test_slow_image_open_does_not_stall_other_devices(tmp_path):
 
 
 def test_open_in_progress_at_shutdown_is_refused(tmp_path):
-    live = Harness(tmp_path, name="live", minor=0)
+    live = DaemonHarness(tmp_path, name="live", minor=0)
     d = live.daemon
     gate = threading.Event()
     d.validate = lambda cfg: (gate.wait(10), RawFile(live.path))[1]
@@ -242,7 +238,7 @@ def test_edge_triggered_device_is_served_without_reading_its_events(tmp_path):
     """A real uio fd is watched edge-triggered and never read: each notify must still be
     served, batch after batch, with the event bytes left where they are."""
     content = os.urandom(MiB)
-    h = Harness(tmp_path, content=content, fk_kwargs={"edge": True})
+    h = DaemonHarness(tmp_path, content=content, fk_kwargs={"edge": True})
     fk, d = h.fk, h.daemon
     try:
         for batch in range(50):
@@ -266,12 +262,12 @@ def test_edge_triggered_device_is_served_without_reading_its_events(tmp_path):
 def test_a_new_device_on_a_reused_fd_number_is_watched(tmp_path):
     """A later device that gets a removed device's descriptor number is watched and served
     (epoll registrations follow open files, not numbers)."""
-    a = Harness(tmp_path, content=b"A" * MiB, name="a", dev_id="1", minor=0)
+    a = DaemonHarness(tmp_path, content=b"A" * MiB, name="a", dev_id="1", minor=0)
     try:
         fd = a.fk.uio_fd
         assert a.daemon.remove_device(0) == 0
         a.fk.close()                          # frees the descriptor numbers
-        b = Harness(tmp_path, content=b"B" * MiB, name="b", dev_id="2", minor=1, daemon=a.daemon)
+        b = DaemonHarness(tmp_path, content=b"B" * MiB, name="b", dev_id="2", minor=1, daemon=a.daemon)
         assert b.fk.uio_fd == fd, "the test needs the descriptor number to be reused"
         assert b.run(read10(0, 8), data_in_len=4096).data == b"B" * 4096
         b.fk.close()
@@ -286,7 +282,7 @@ def test_short_reply_after_long_one_sends_nothing_stale(tmp_path, cap_read_len):
     so no byte of the earlier command reaches the initiator (libiscsi Inquiry.Standard)."""
     from overlaybd.abi import tcmu as T
     flags = T.MB_FLAG_CAP_OOOC | (T.MB_FLAG_CAP_READ_LEN if cap_read_len else 0)
-    h = Harness(tmp_path, content=b"\xee" * MiB, fk_kwargs={"flags": flags})
+    h = DaemonHarness(tmp_path, content=b"\xee" * MiB, fk_kwargs={"flags": flags})
     try:
         assert h.run(read10(0, 8), data_in_len=4096).data == b"\xee" * 4096
         c = h.run(bytes([S.INQUIRY, 0, 0, 0x10, 0x00, 0]), data_in_len=4096)

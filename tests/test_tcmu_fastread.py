@@ -1,12 +1,12 @@
-"""The fused READ(10)/READ(16) path of the inline engine (overlaybd.tcmu.fastread) against the
-generic path (Ring.fetch -> ScsiDisk -> Engine -> Ring.complete): same commands through the
+"""The fused READ(10)/READ(16) paths (overlaybd.tcmu.fastread: run in place when the engine is
+inline, handed straight to the engine with workers) against the generic path
+(CommandRing.fetch -> ScsiDisk -> Engine -> CommandRing.complete): same commands through the
 fake kernel, same status, sense and bytes; everything unusual goes the generic way."""
 
 import os
 import struct
 
 import pytest
-from tcmu_fixtures import Harness, sense_of
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu.daemon import Daemon
@@ -14,6 +14,7 @@ from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile
+from tests.helpers.tcmu import DaemonHarness, read10, sense_of
 
 MiB = 1 << 20
 SIZE = 8 * MiB
@@ -22,10 +23,6 @@ LBAS = SIZE // 512
 
 def read6(lba, n):
     return bytes([S.READ_6, (lba >> 16) & 0x1F, (lba >> 8) & 0xFF, lba & 0xFF, n & 0xFF, 0])
-
-
-def read10(lba, n, flags=0):
-    return bytes([S.READ_10, flags]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
 
 
 def read16(lba, n, flags=0):
@@ -82,11 +79,13 @@ def run_batch(h, batch):
             for i in ids]
 
 
-@pytest.fixture
-def pair(tmp_path):
+@pytest.fixture(params=[0, 1], ids=["inline", "workers1"])
+def pair(tmp_path, request):
     content = os.urandom(SIZE)
-    fast = Harness(tmp_path, size=SIZE, content=content, name="fast", dev_id="1", minor=0)
-    slow = Harness(tmp_path, size=SIZE, content=content, name="slow", dev_id="2", minor=0)
+    fast = DaemonHarness(tmp_path, size=SIZE, content=content, name="fast", dev_id="1", minor=0,
+                         workers=request.param)
+    slow = DaemonHarness(tmp_path, size=SIZE, content=content, name="slow", dev_id="2", minor=0,
+                         workers=request.param)
     assert (fast.status, slow.status) == (0, 0)
     assert fast.daemon.devices[0].fast is not None
     slow.daemon.devices[0].fast = None            # the generic path only
@@ -143,7 +142,7 @@ def test_lone_reads_complete_in_place_and_kick_once(pair):
 def test_ring_wraps_with_pad_entries(tmp_path):
     """Enough commands to wrap a small ring many times (PAD entries at the wrap)."""
     content = os.urandom(SIZE)
-    h = Harness(tmp_path, size=SIZE, content=content, fk_kwargs={"cmdr_size": 8000})
+    h = DaemonHarness(tmp_path, size=SIZE, content=content, fk_kwargs={"cmdr_size": 8000})
     try:
         for k in range(0, 3000, 30):
             batch = [(read10(k + j, 1 + j % 3), b"", 512 * (1 + j % 3), 512) for j in range(30)]

@@ -50,11 +50,11 @@ def test_netlink_attrs_round_trip_and_event_fields():
     data = (netlink.attr(T.ATTR_DEVICE, name) + netlink.attr(T.ATTR_MINOR, struct.pack("=I", 4))
             + netlink.attr(T.ATTR_DEVICE_ID, struct.pack("=I", 17)))
     assert len(netlink.attr(T.ATTR_DEVICE, b"abc")) == 8          # padded to 4
-    ev = netlink.Event(T.CMD_ADDED_DEVICE, netlink.parse_attrs(data))
+    ev = netlink.NetlinkEvent(T.CMD_ADDED_DEVICE, netlink.parse_attrs(data))
     assert ev.device == name[:-1].decode() and ev.minor == 4 and ev.dev_index == 17
     # truncated input never loops or raises
     assert netlink.parse_attrs(data[:5]) == {}
-    assert netlink.Event(T.CMD_REMOVED_DEVICE).minor == -1
+    assert netlink.NetlinkEvent(T.CMD_REMOVED_DEVICE).minor == -1
 
 
 def test_netlink_reply_message_layout():

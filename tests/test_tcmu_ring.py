@@ -5,7 +5,7 @@ import pytest
 from overlaybd.abi import tcmu as T
 from overlaybd.errors import FormatError
 from overlaybd.tcmu.fakekernel import FakeKernel
-from overlaybd.tcmu.ring import Ring
+from overlaybd.tcmu.ring import CommandRing
 
 TUR = bytes(6)
 READ10 = bytes([0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0])
@@ -25,7 +25,7 @@ def test_layout_offsets_match_linux_6_1():
 
 
 def test_parse_entry_cdb_and_iovecs(fk):
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     cid = fk.submit(READ10, data_in_len=3 * 4096, split=4096)
     [cmd] = ring.fetch()
     assert cmd.cmd_id == cid
@@ -38,7 +38,7 @@ def test_parse_entry_cdb_and_iovecs(fk):
 
 
 def test_data_out_gather_and_data_in_scatter(fk):
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     payload = bytes(range(256)) * 40
     fk.submit(bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 20, 0]), data_out=payload, split=1024)
     [cmd] = ring.fetch()
@@ -56,7 +56,7 @@ def test_data_out_gather_and_data_in_scatter(fk):
 def test_pad_wrap_and_many_rounds(fk):
     """Entries of varying size go round a 4 KiB ring many times: PADs at the wrap are skipped
     by both cursors and every completion lands on the right command."""
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     for rnd in range(200):
         ids = []
         for k in range(1 + rnd % 5):
@@ -75,7 +75,7 @@ def test_pad_wrap_and_many_rounds(fk):
 
 
 def test_out_of_order_completion_in_tail_order(fk):
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     ids = [fk.submit(TUR) for _ in range(5)]
     ring.fetch()
     order = [ids[3], ids[0], ids[4], ids[1], ids[2]]
@@ -89,7 +89,7 @@ def test_out_of_order_completion_in_tail_order(fk):
 
 
 def test_kick_coalescing(fk):
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     assert not ring.take_kick()
     for _ in range(4):
         fk.submit(TUR)
@@ -100,7 +100,7 @@ def test_kick_coalescing(fk):
 
 
 def test_unknown_op_gets_uflag_and_is_skipped(fk):
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     a = fk.submit(TUR)
     pos = fk.submit_raw(64, 5)
     b = fk.submit(TUR)
@@ -115,9 +115,9 @@ def test_unknown_op_gets_uflag_and_is_skipped(fk):
 def test_bad_mailbox_version_and_corrupt_entries(fk):
     fk.mm[0] = 1
     with pytest.raises(FormatError, match="version"):
-        Ring(fk.mm)
+        CommandRing(fk.mm)
     fk.mm[0] = 2
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     fk.submit(TUR)
     T.U32.pack_into(fk.mm, T.MAILBOX_SIZE, T.len_op(0, T.OP_CMD))     # zero length: no hang
     with pytest.raises(FormatError, match="len_op"):
@@ -125,7 +125,7 @@ def test_bad_mailbox_version_and_corrupt_entries(fk):
 
 
 def test_iovec_outside_mapping_is_rejected(fk):
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     fk.submit(READ10, data_in_len=512)
     T.IOVEC.pack_into(fk.mm, T.MAILBOX_SIZE + T.REQ_IOV, fk.map_size - 100, 512)
     with pytest.raises(FormatError, match="iov_base"):
@@ -133,6 +133,6 @@ def test_iovec_outside_mapping_is_rejected(fk):
 
 
 def test_completion_without_inflight_is_an_error(fk):
-    ring = Ring(fk.mm)
+    ring = CommandRing(fk.mm)
     with pytest.raises(FormatError):
         ring.complete(1, 0)

@@ -7,11 +7,11 @@ import os
 import struct
 
 import pytest
-from tcmu_fixtures import file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu.reply import INVALID_OPCODE
 from overlaybd.tcmu.scsi import ScsiDisk
+from tests.helpers.tcmu import file_bytes, sense_of
 
 MiB = 1 << 20
 BS = 512

@@ -5,9 +5,9 @@ import os
 import struct
 
 import pytest
-from tcmu_fixtures import SERIAL, file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
+from tests.helpers.tcmu import SERIAL, file_bytes, sense_of
 
 MiB = 1 << 20
 

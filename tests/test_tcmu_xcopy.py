@@ -7,12 +7,12 @@ import os
 import struct
 
 import pytest
-from tcmu_fixtures import DISKS, Harness, file_bytes, sense_of
 
 from overlaybd.abi import scsi as S
 from overlaybd.tcmu.daemon import Daemon
 from overlaybd.workers import Engine
 from overlaybd.workers.rawfile import RawFile, RawFileOpener
+from tests.helpers.tcmu import DISKS, DaemonHarness, file_bytes, sense_of
 
 MiB = 1 << 20
 BS = 512
@@ -33,7 +33,7 @@ def daemon_with(workers, tmp_path):
 @pytest.fixture(params=[0, 2], ids=["inline", "workers2"])
 def rw(request, tmp_path):
     content = os.urandom(SIZE)
-    h = Harness(tmp_path, size=SIZE, content=content, daemon=daemon_with(request.param, tmp_path))
+    h = DaemonHarness(tmp_path, size=SIZE, content=content, daemon=daemon_with(request.param, tmp_path))
     assert h.status == 0
     h.content = content
     yield h
@@ -148,7 +148,7 @@ def test_receive_copy_results_operating_parameters(rw):
 
 
 def test_extended_copy_to_a_read_only_disk_is_write_protected(tmp_path):
-    h = Harness(tmp_path, size=SIZE, read_only=True, content=bytes(SIZE))
+    h = DaemonHarness(tmp_path, size=SIZE, read_only=True, content=bytes(SIZE))
     try:
         data = plist([target(h)], [segment(8, 0, 100)])
         assert sense_of(h.run(xcopy(data), data_out=data)) == (S.DATA_PROTECT, S.ASC_WRITE_PROTECTED)

@@ -7,12 +7,12 @@ import subprocess
 from importlib import metadata
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import write_config
-from tool_helpers import err_lines, fill, run_tool, script, tmpfs
 
 import overlaybd
 from overlaybd.tools import common
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import write_config
+from tests.helpers.tools import err_lines, fill, run_tool, script, tmpfs
 
 CONSOLE_SCRIPTS = sorted(ep.name for ep in metadata.distribution("overlaybd").entry_points
                          if ep.group == "console_scripts")

@@ -10,12 +10,12 @@ import stat
 import types
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import write_config
-from tool_helpers import FifoReader, err_lines, loop_device, run_tool
-from zfile_fixtures import blocks_of, mixed_data
 
 from overlaybd import lsmt, zfile
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import write_config
+from tests.helpers.tools import FifoReader, err_lines, loop_device, run_tool
+from tests.helpers.zfile import blocks_of, mixed_data
 
 MiB = 1 << 20
 EXPORT_LEN = 8 * MiB          # golden image: data in [0, 4M), the next 4 MiB chunk all zero

@@ -7,11 +7,11 @@ import os
 import random
 
 import pytest
-from conftest import GOLDEN
-from image_helpers import sha256_of, write_config
 
 from overlaybd import detect, lsmt
 from overlaybd.io import LocalFile
+from tests.helpers.env import GOLDEN
+from tests.helpers.image import sha256_of, write_config
 
 TOOLS = ["create", "commit", "zfile", "merge", "export", "info", "tcmu"]
 UUIDS = {1: "11111111-1111-4111-8111-111111111111", 2: "22222222-2222-4222-8222-222222222222",

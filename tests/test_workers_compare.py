@@ -5,10 +5,8 @@ to the command, and COMPARE AND WRITE atomic across worker processes."""
 import os
 
 import pytest
-from workers_fixtures import Harness, MiB
 
-from overlaybd.workers import CommandError
-from overlaybd.workers.ops import (
+from overlaybd.abi.ops import (
     OP_COMPARE_WRITE,
     OP_COPY_IN,
     OP_COPY_OUT,
@@ -22,13 +20,15 @@ from overlaybd.workers.ops import (
     miscompare,
     status_kind,
 )
+from overlaybd.workers import CommandError
+from tests.helpers.workers import EngineHarness, MiB
 
 WORKERS = [0, 1, 2]
 
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_write_same_tiles_one_block_across_chunks(tmp_path, workers):
-    h = Harness(tmp_path, workers, writable=True, chunk_size=64 * 1024)
+    h = EngineHarness(tmp_path, workers, writable=True, chunk_size=64 * 1024)
     try:
         block = os.urandom(512)
         h.mm[0:512] = block
@@ -46,7 +46,7 @@ def test_write_same_tiles_one_block_across_chunks(tmp_path, workers):
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_verify_reports_the_first_difference_from_the_command_start(tmp_path, workers):
-    h = Harness(tmp_path, workers, chunk_size=64 * 1024)
+    h = EngineHarness(tmp_path, workers, chunk_size=64 * 1024)
     try:
         off, length = 64 * 1024 - 4096, 64 * 1024      # spans two chunks
         h.mm[0:length] = h.src[off:off + length]
@@ -70,7 +70,7 @@ def test_verify_reports_the_first_difference_from_the_command_start(tmp_path, wo
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_compare_and_write_writes_only_when_equal(tmp_path, workers):
-    h = Harness(tmp_path, workers, writable=True)
+    h = EngineHarness(tmp_path, workers, writable=True)
     try:
         lba_off = 5 * 512
         new = os.urandom(512)
@@ -92,7 +92,7 @@ def test_compare_and_write_writes_only_when_equal(tmp_path, workers):
 
 
 def test_compare_and_write_on_a_read_only_backend_is_write_protect(tmp_path):
-    h = Harness(tmp_path, 0)
+    h = EngineHarness(tmp_path, 0)
     try:
         h.mm[0:512] = h.src[:512]
         h.engine.submit(7, 1, OP_COMPARE_WRITE, 0, 512, [(0, 1024)])
@@ -108,7 +108,7 @@ def test_compare_and_write_is_atomic_across_worker_processes(tmp_path):
     block holds.  Reads are slowed (10 ms) so that two processes running compares of the block
     at once would both see the original and both write (routing these commands to alternate
     workers makes this test fail)."""
-    h = Harness(tmp_path, 2, writable=True, delay=0.01, chunk_size=64 * 1024)
+    h = EngineHarness(tmp_path, 2, writable=True, delay=0.01, chunk_size=64 * 1024)
     n = 20
     try:
         target = 3 * 64 * 1024 + 512
@@ -134,7 +134,7 @@ def test_compare_and_write_is_atomic_across_worker_processes(tmp_path):
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_copy_in_then_out_moves_bytes_through_the_scratch_area(tmp_path, workers):
-    h = Harness(tmp_path, workers, writable=True, chunk_size=64 * 1024)
+    h = EngineHarness(tmp_path, workers, writable=True, chunk_size=64 * 1024)
     try:
         src, dst, n = 64 * 1024 - 4096, 5 * 64 * 1024 + 512, 200 * 1024   # several chunks each
         h.engine.submit(7, 1, OP_COPY_IN, src, n, [(0, n)])

@@ -7,15 +7,6 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from workers_fixtures import (
-    DEV,
-    AppendLog,
-    AppendLogOpener,
-    FailingOpener,
-    Harness,
-    MiB,
-    shm_names_of,
-)
 
 from overlaybd.workers import (
     OP_DISCARD,
@@ -29,13 +20,22 @@ from overlaybd.workers import (
     Engine,
 )
 from overlaybd.workers.split import route, split_iovs
+from tests.helpers.workers import (
+    DEV,
+    AppendLog,
+    AppendLogOpener,
+    EngineHarness,
+    FailingOpener,
+    MiB,
+    shm_names_of,
+)
 
 WORKERS = [0, 1, 2]
 
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_reads_land_in_the_data_area(tmp_path, workers):
-    h = Harness(tmp_path, workers)
+    h = EngineHarness(tmp_path, workers)
     try:
         cases = []    # (cmd_id, device offset, length, mapping offset, iovec size)
         moff = 4096
@@ -55,7 +55,7 @@ def test_reads_land_in_the_data_area(tmp_path, workers):
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_command_spanning_chunks_completes_once_after_all_parts(tmp_path, workers):
-    h = Harness(tmp_path, workers, chunk_size=64 * 1024)
+    h = EngineHarness(tmp_path, workers, chunk_size=64 * 1024)
     try:
         # 2 MiB over 32 chunks, in 4 KiB iovecs: many parts, some several per chunk.
         h.submit(1, OP_READ, 64 * 1024 - 4096, 2 * MiB, 0, 4096)
@@ -71,7 +71,7 @@ def test_command_spanning_chunks_completes_once_after_all_parts(tmp_path, worker
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_write_then_read_across_chunks(tmp_path, workers):
-    h = Harness(tmp_path, workers, writable=True)
+    h = EngineHarness(tmp_path, workers, writable=True)
     try:
         payload = os.urandom(3 * MiB)
         h.mm[0:len(payload)] = payload
@@ -119,7 +119,7 @@ def test_flush_reaches_every_worker(tmp_path, workers):
     log = tmp_path / "fsync.log"
     img = tmp_path / "img"
     img.write_bytes(bytes(MiB))
-    h = Harness(tmp_path, workers, opener=CountingFsync(img, log))
+    h = EngineHarness(tmp_path, workers, opener=CountingFsync(img, log))
     try:
         h.submit(1, OP_FLUSH, 0, 0)
         h.wait_for([1])
@@ -131,7 +131,7 @@ def test_flush_reaches_every_worker(tmp_path, workers):
 
 @pytest.mark.parametrize("workers", WORKERS)
 def test_read_only_backend_refuses_writes(tmp_path, workers):
-    h = Harness(tmp_path, workers)
+    h = EngineHarness(tmp_path, workers)
     try:
         h.submit(1, OP_WRITE, 0, 4096, 0)
         h.submit(2, OP_DISCARD, 0, 4096)
@@ -145,7 +145,7 @@ def test_read_only_backend_refuses_writes(tmp_path, workers):
 
 
 def test_bad_commands_raise_naming_the_field(tmp_path):
-    h = Harness(tmp_path, 1)
+    h = EngineHarness(tmp_path, 1)
     try:
         cases = [((DEV + 1, 1, OP_READ, 0, 512, [(0, 512)]), "dev"),
                  ((DEV, 1, 99, 0, 512, [(0, 512)]), "op"),
@@ -170,7 +170,7 @@ def test_bad_commands_raise_naming_the_field(tmp_path):
 
 
 def test_worker_that_cannot_open_the_backend_fails_commands_not_itself(tmp_path):
-    h = Harness(tmp_path, 1)
+    h = EngineHarness(tmp_path, 1)
     try:
         fd = os.memfd_create("other")
         os.ftruncate(fd, MiB)
@@ -201,7 +201,7 @@ def test_inline_add_device_reports_open_errors(tmp_path):
 
 def test_workers_are_pinned_round_robin(tmp_path):
     allowed = sorted(os.sched_getaffinity(0))
-    h = Harness(tmp_path, 3)
+    h = EngineHarness(tmp_path, 3)
     try:
         h.submit(1, OP_READ, 0, 4096, 0)
         h.wait_for([1])
@@ -216,7 +216,7 @@ def test_workers_are_pinned_round_robin(tmp_path):
 
 def test_clean_stop_drains_flushes_and_leaves_no_shm(tmp_path):
     before = shm_names_of(os.getpid())
-    h = Harness(tmp_path, 2, writable=True, chunk_size=256 * 1024)
+    h = EngineHarness(tmp_path, 2, writable=True, chunk_size=256 * 1024)
     pids = h.engine.worker_pids()
     payload = os.urandom(2 * MiB)
     h.mm[16 * MiB:18 * MiB] = payload
@@ -242,7 +242,7 @@ def test_shared_allocator_keeps_multi_process_appends_apart(tmp_path):
     data.write_bytes(b"H" * 4096)
     log.write_bytes(b"")
     counter = SharedCounter(initial=4096)
-    h = Harness(tmp_path, 2, size=size, chunk_size=64 * 1024,
+    h = EngineHarness(tmp_path, 2, size=size, chunk_size=64 * 1024,
                 opener=AppendLogOpener(str(data), str(log), size, counter))
     try:
         expect = bytearray(size)
@@ -281,7 +281,7 @@ def test_split_never_crosses_chunks_and_routes_stably():
 def test_spawned_workers_get_everything_through_the_channel(tmp_path, method):
     """With spawn or forkserver nothing is inherited: rings, eventfds, the data area and the
     opener all reach the worker through the control channel."""
-    h = Harness(tmp_path, 1, start_method=method, heartbeat_sec=0.2)
+    h = EngineHarness(tmp_path, 1, start_method=method, heartbeat_sec=0.2)
     try:
         h.submit(1, OP_READ, MiB, 2 * MiB, 4096, 65536)
         h.wait_for([1])
@@ -321,7 +321,7 @@ def test_split_covers_every_byte_once_in_order(first_sector, iov_sectors, chunk)
 @pytest.mark.parametrize("workers", WORKERS)
 def test_device_number_reused_after_remove_reads_the_new_backend(tmp_path, workers):
     from overlaybd.workers.rawfile import RawFileOpener
-    h = Harness(tmp_path, workers)
+    h = EngineHarness(tmp_path, workers)
     other = tmp_path / "other.img"
     other.write_bytes(bytes(reversed(h.src)))
     try:
@@ -336,7 +336,7 @@ def test_device_number_reused_after_remove_reads_the_new_backend(tmp_path, worke
 
 
 def test_unpicklable_opener_is_refused_and_leaves_the_engine_working(tmp_path):
-    h = Harness(tmp_path, 1)
+    h = EngineHarness(tmp_path, 1)
     try:
         fd = os.memfd_create("other")
         os.ftruncate(fd, MiB)
@@ -356,7 +356,7 @@ def test_commands_submitted_from_on_complete_run_without_another_poll(tmp_path):
     """A caller that selects on a fileno() it fetched once still sees its commands and their
     follow-ups run (heartbeat 60 s: the worker's own 15 s timeout cannot be what wakes it)."""
     import select
-    h = Harness(tmp_path, 1, heartbeat_sec=60)
+    h = EngineHarness(tmp_path, 1, heartbeat_sec=60)
     fd = h.engine.fileno()
     chained = []
 
@@ -380,9 +380,9 @@ def test_commands_submitted_from_on_complete_run_without_another_poll(tmp_path):
 def test_a_slow_part_does_not_hold_back_completions_before_it(tmp_path):
     import select
 
-    from workers_fixtures import GateOpener
+    from tests.helpers.workers import GateOpener
     release = tmp_path / "release"
-    h = Harness(tmp_path, 1, heartbeat_sec=60)
+    h = EngineHarness(tmp_path, 1, heartbeat_sec=60)
     h.engine.remove_device(DEV)
     h.engine.add_device(DEV, GateOpener(h.path, 5 * 4096, release), h.map_fd, h.map_size)
     try:
@@ -423,7 +423,7 @@ class ReadOnlyImageLike:
 def test_read_only_error_from_the_backend_is_write_protect(tmp_path, workers):
     img = tmp_path / "ro.img"
     img.write_bytes(bytes(MiB))
-    h = Harness(tmp_path, workers, opener=ReadOnlyImageLike(img))
+    h = EngineHarness(tmp_path, workers, opener=ReadOnlyImageLike(img))
     try:
         h.submit(1, OP_WRITE, 0, 4096, 0)
         h.submit(2, OP_DISCARD, 0, 4096)

@@ -7,16 +7,16 @@ import signal
 import time
 
 import psutil
-from workers_fixtures import Harness
 
 from overlaybd.workers import OP_READ, OP_WRITE, ST_GOOD
+from tests.helpers.workers import EngineHarness
 
 CHUNK = 64 * 1024
 
 
 def _busiest(h):
     slots = h.engine.pool.slots
-    return max(slots, key=lambda s: len(s.inflight) + len(s.backlog))
+    return max(slots, key=lambda s: s.outstanding)
 
 
 def _submit_round(h, rnd, first_id, count, size):
@@ -35,7 +35,7 @@ def _round_with_a_busy_victim(h, rnd, size):
     while len(h.completions) < 3:
         h.engine.wait(0.01)
     victim = _busiest(h)
-    assert victim.inflight, "the victim must have parts in flight"
+    assert victim.in_flight(), "the victim must have parts in flight"
     return cases, victim
 
 
@@ -47,7 +47,7 @@ def _check(h, cases, size):
 
 def test_sigkill_with_reads_in_flight_repeatedly(tmp_path):
     rnd = random.Random(42)
-    h = Harness(tmp_path, 2, chunk_size=CHUNK, delay=0.0005, heartbeat_sec=30)
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.0005, heartbeat_sec=30)
     size = 96 * 1024
     try:
         for round_ in range(6):
@@ -56,7 +56,7 @@ def test_sigkill_with_reads_in_flight_repeatedly(tmp_path):
             while len(h.completions) < 5:
                 h.engine.wait(0.01)
             victim = _busiest(h)
-            assert victim.inflight, "the victim must have parts in flight"
+            assert victim.in_flight(), "the victim must have parts in flight"
             pid = victim.proc.pid
             os.kill(pid, signal.SIGKILL)
             h.wait_for([c[0] for c in cases])
@@ -70,7 +70,7 @@ def test_sigkill_with_reads_in_flight_repeatedly(tmp_path):
 
 def test_sigkill_with_writes_in_flight(tmp_path):
     rnd = random.Random(7)
-    h = Harness(tmp_path, 2, chunk_size=CHUNK, writable=True, heartbeat_sec=30)
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, writable=True, heartbeat_sec=30)
     try:
         expect = bytearray(h.src)
         for i in range(120):
@@ -93,7 +93,7 @@ def test_sigkill_with_writes_in_flight(tmp_path):
 
 def test_stalled_worker_is_detected_by_heartbeat_and_replaced(tmp_path):
     rnd = random.Random(3)
-    h = Harness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=0.5)
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=0.5)
     size = 64 * 1024
     stopped = None
     try:
@@ -132,7 +132,8 @@ def _running(pid):
 
 def test_workers_exit_and_nothing_is_left_when_the_supervisor_is_killed(tmp_path):
     import multiprocess
-    from workers_fixtures import shm_names_of
+
+    from tests.helpers.workers import shm_names_of
     img = tmp_path / "img"
     img.write_bytes(bytes(1 << 20))
     map_fd = os.memfd_create("area")
@@ -157,11 +158,10 @@ def test_workers_exit_and_nothing_is_left_when_the_supervisor_is_killed(tmp_path
 
 
 def test_a_part_that_keeps_killing_workers_fails_alone(tmp_path):
-    from workers_fixtures import PoisonOpener
-
     from overlaybd.workers import ST_READ_ERR
     from overlaybd.workers.pool import MAX_DEATHS
-    h = Harness(tmp_path, 2, chunk_size=CHUNK, heartbeat_sec=30)
+    from tests.helpers.workers import PoisonOpener
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, heartbeat_sec=30)
     h.engine.remove_device(7)
     poison = 5 * CHUNK
     h.engine.add_device(7, PoisonOpener(h.path, poison), h.map_fd, h.map_size)
@@ -182,8 +182,8 @@ def test_a_part_that_keeps_killing_workers_fails_alone(tmp_path):
 
 
 def test_crash_looping_worker_is_restarted_with_backoff_and_recovers(tmp_path):
-    from workers_fixtures import CrashingOpener
-    h = Harness(tmp_path, 1, heartbeat_sec=30)
+    from tests.helpers.workers import CrashingOpener
+    h = EngineHarness(tmp_path, 1, heartbeat_sec=30)
     try:
         fd = os.memfd_create("bad")
         os.ftruncate(fd, 4096)
@@ -208,7 +208,7 @@ def test_replacement_stopped_before_it_is_ready_is_replaced_too(tmp_path, monkey
     inherited complete: the stress harness once lost 16 commands to a SIGSTOP in that window."""
     from overlaybd.workers import worker as worker_mod
     rnd = random.Random(5)
-    h = Harness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=0.5)
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=0.5)
     marker = tmp_path / "stopped-once"
     real_run = worker_mod.Worker.run
 

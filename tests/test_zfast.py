@@ -10,7 +10,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zfile_fixtures import FlakySource, blocks_of, golden, mixed_data
 
 from overlaybd import zfile
 from overlaybd.abi import zfile as zabi
@@ -18,6 +17,7 @@ from overlaybd.crc import crc32c_raw
 from overlaybd.errors import ChecksumError, FormatError
 from overlaybd.io import BytesFile
 from overlaybd.zfile import decode as zdecode
+from tests.helpers.zfile import FlakySource, blocks_of, golden, mixed_data
 
 SEED = zabi.BLOCK_CRC_SEED
 

@@ -4,13 +4,13 @@ import io
 import random
 
 import pytest
-from conftest import GOLDEN, need
-from zfile_fixtures import ALGOS, LAYERS, blocks_of, golden, random_writes, sha256
 
 from overlaybd import zfile
 from overlaybd.abi import zfile as zabi
 from overlaybd.detect import describe, open_blob
 from overlaybd.io import BytesFile, LocalFile
+from tests.helpers.env import GOLDEN, need
+from tests.helpers.zfile import ALGOS, LAYERS, blocks_of, golden, random_writes, sha256
 
 CASES = [(layer, algo) for layer in LAYERS for algo in ALGOS]
 

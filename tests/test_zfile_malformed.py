@@ -6,7 +6,6 @@ import random
 import struct
 
 import pytest
-from zfile_fixtures import FlakySource, blocks_of, golden, patch_header, patch_table
 
 from overlaybd import zfile
 from overlaybd.abi import zfile as zabi
@@ -14,6 +13,7 @@ from overlaybd.crc import crc32c_raw
 from overlaybd.detect import open_blob
 from overlaybd.errors import ChecksumError, FormatError, OverlaybdError
 from overlaybd.io import BytesFile
+from tests.helpers.zfile import FlakySource, blocks_of, golden, patch_header, patch_table
 
 LZ4 = "layer1.lz4.zfile"
 

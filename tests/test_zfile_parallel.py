@@ -10,8 +10,6 @@ import time
 
 import psutil
 import pytest
-from tool_helpers import err_lines, run_tool, script
-from zfile_fixtures import mixed_data, random_writes
 
 from overlaybd import zfile
 from overlaybd.abi import zfile as zabi
@@ -19,6 +17,8 @@ from overlaybd.errors import OverlaybdError
 from overlaybd.io import BytesFile
 from overlaybd.zfile import codec
 from overlaybd.zfile.parallel import CompressorPool, block_bound, compress_into
+from tests.helpers.tools import err_lines, run_tool, script
+from tests.helpers.zfile import mixed_data, random_writes
 
 MiB = 1 << 20
 DATA = mixed_data(7 * MiB + 12345, seed=11)       # several 1 MiB runs and a short last block

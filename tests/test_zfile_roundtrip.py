@@ -6,12 +6,12 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from zfile_fixtures import mixed_data, random_writes
 
 from overlaybd import zfile
 from overlaybd.abi import zfile as zabi
 from overlaybd.errors import OverlaybdError
 from overlaybd.io import BytesFile, LocalFile
+from tests.helpers.zfile import mixed_data, random_writes
 
 SIZES = [4096, 8192, 16384, 32768, 65536]
 

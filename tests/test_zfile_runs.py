@@ -6,11 +6,11 @@ import io
 import random
 
 import pytest
-from zfile_fixtures import blocks_of, mixed_data
 
 from overlaybd import zfile
 from overlaybd.errors import ChecksumError, FormatError
 from overlaybd.io import BytesFile
+from tests.helpers.zfile import blocks_of, mixed_data
 
 # > 4 MiB compressed (several C runs), a short last block
 CONTENT = random.Random(11).randbytes(5 << 20) + mixed_data(1 << 20, seed=11) + bytes(123)

@@ -6,13 +6,13 @@ and so do ``overlaybd-zfile --verify`` and ``-x`` (run as the installed console 
 import io
 
 import pytest
-from tool_helpers import err_lines, run_tool
-from zfile_fixtures import mixed_data, patch_header
 
 from overlaybd import zfile
 from overlaybd.abi import zfile as zabi
 from overlaybd.errors import FormatError
 from overlaybd.io import BytesFile
+from tests.helpers.tools import err_lines, run_tool
+from tests.helpers.zfile import mixed_data, patch_header
 
 BS = 4096
 DATA = mixed_data(10 * BS + 1000, seed=7)     # 11 blocks, the last one 1000 bytes

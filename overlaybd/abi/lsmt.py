@@ -30,6 +30,7 @@ SUB_VERSION = 1
 
 _HT = struct.Struct("<8s16sIIQQQ37s37sHBB256s")
 assert _HT.size == HT_STRUCT_SIZE
+VSIZE_OFFSET = struct.calcsize("<8s16sIIQQ")    # virtual_size (u64), patched by resize
 
 # -- index entries (§1.2) ---------------------------------------------------------------------
 ENTRY_SIZE = 16
@@ -103,10 +104,10 @@ def field_uuid(field: bytes) -> bytes | None:
 
 @dataclass
 class HeaderTrailer(MagicFlags):
-    MAGICS = (MAGIC0, MAGIC1)
-
     """The 390-byte LSMT header/trailer struct.  UUID fields are kept as raw 37-byte fields so
     that ``unpack(x).pack() == x`` for every block whose bytes past the struct are zero."""
+
+    MAGICS = (MAGIC0, MAGIC1)
 
     flags: int = 0
     index_offset: int = 0

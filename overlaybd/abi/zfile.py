@@ -36,7 +36,7 @@ DEFAULT_BLOCK_SIZE = 4096
 MAX_BLOCK_SIZE = 64 * 1024       # MAX_READ_SIZE: blocks and reads of compressed bytes
 TOOL_BLOCK_SIZES = (4096, 8192, 16384, 32768, 65536)
 MAX_INDEX_SIZE = 1_000_000_000   # blocks in the jump table
-BLOCK_CRC_SEED = 100007
+BLOCK_CRC_SEED = 100007           # seed of the per-block CRC (a prime upstream picked)
 CRC_SIZE = 4
 JUMP_ENTRY_SIZE = 4              # the jump table is u32 stored block lengths (CRC included)
 
@@ -46,9 +46,9 @@ assert _HT.size == HT_STRUCT_SIZE
 
 @dataclass(frozen=True)
 class HeaderTrailer(MagicFlags):
-    MAGICS = (MAGIC0, MAGIC1)
-
     """One ZFile header or trailer (field names follow spec §2.2)."""
+
+    MAGICS = (MAGIC0, MAGIC1)
 
     magic0: bytes = MAGIC0
     magic1: bytes = MAGIC1

@@ -19,7 +19,7 @@ from collections import deque
 from loguru import logger
 
 from .. import audit, log
-from ..io import PRIVATE_FILE, make_private_dir
+from ..io import PRIVATE_FILE, make_private_dir, pwrite_all
 from ..registry.blob import RegistryBlob
 from .sparse import holes
 
@@ -139,7 +139,7 @@ class DownloadHandle:
                 if full or holes(fd, off, off + n):     # else resumed / filled by the cache
                     mv = memoryview(buf)[:n]
                     _twice(src.fetch_into, mv, off)
-                    _twice(_pwrite_all, fd, mv, off)
+                    _twice(pwrite_all, fd, mv, off)
                     throttle.wait(n, self.stopped)
                 if meter is not None:
                     meter.download_progress(off + n, size)
@@ -160,12 +160,6 @@ def _twice(op, *args):
         return op(*args)
     except Exception:                   # noqa: BLE001 - RemoteError or OSError: one more attempt
         return op(*args)
-
-
-def _pwrite_all(fd, mv, off):
-    done = 0
-    while done < len(mv):
-        done += os.pwrite(fd, mv[done:], off + done)
 
 
 def _sha256_fd(fd, size):

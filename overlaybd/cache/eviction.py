@@ -35,7 +35,7 @@ from collections import OrderedDict
 
 from loguru import logger
 
-from .. import audit, metrics
+from .. import audit, forksafe, metrics
 from ..io import make_private_dir
 from .usage import NAME as USAGE_NAME
 from .usage import SharedUsage, sweep_stale
@@ -263,19 +263,21 @@ def _unused_elsewhere(path):
 
 _stores = {}
 _stores_lock = threading.Lock()
-_stores_pid = None
+
+
+@forksafe.at_fork_child
+def _after_fork_in_child():
+    global _stores_lock
+    _stores_lock = threading.Lock()
+    for old in _stores.values():        # their timer threads did not survive the fork
+        old.forget()
+    _stores.clear()
 
 
 def store_for(root, size_gb, interval=INTERVAL):
     """The process's CacheStore for ``root`` (capacity ``size_gb`` GiB, a float is fine)."""
-    global _stores_pid
     key = os.path.abspath(root)
     with _stores_lock:
-        if _stores_pid != os.getpid():       # after fork: the timer threads did not survive
-            for old in _stores.values():
-                old.forget()
-            _stores.clear()
-            _stores_pid = os.getpid()
         st = _stores.get(key)
         cap = int(float(size_gb) * GiB)
         if st is None or st.capacity != cap:

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
-from .. import log
-from ..io import PRIVATE_FILE, pread_by_preadinto
+from .. import forksafe, log
+from ..io import PRIVATE_FILE, pread_by_preadinto, punch_hole
 from .sparse import (
     PAGE,
     RangeLock,
@@ -26,14 +26,20 @@ from .sparse import (
     align_up,
     fully_present,
     holes,
-    punch_hole,
 )
 
 MAX_READAHEAD = 16 << 20
 PREFETCH_DEPTH = 2
 
-_pool = {"pid": None, "executor": None}
+_prefetch_pool = None
 _pool_lock = threading.Lock()
+
+
+@forksafe.at_fork_child
+def _after_fork_in_child():
+    global _pool_lock, _prefetch_pool
+    _pool_lock = threading.Lock()
+    _prefetch_pool = None               # the parent's prefetch threads are not in the child
 
 
 _tls = threading.local()
@@ -68,10 +74,11 @@ def planned_reads(span):
 
 def _executor():
     """The process's prefetch threads (recreated after fork)."""
+    global _prefetch_pool
     with _pool_lock:
-        if _pool["pid"] != os.getpid():
-            _pool.update(pid=os.getpid(), executor=ThreadPoolExecutor(4, thread_name_prefix="prefetch"))
-        return _pool["executor"]
+        if _prefetch_pool is None:
+            _prefetch_pool = ThreadPoolExecutor(4, thread_name_prefix="prefetch")
+        return _prefetch_pool
 
 
 def known_size(path, hint=0):
@@ -115,7 +122,7 @@ class CachedBlob:
         self._prefetching = 0
         self._idle = threading.Condition(self._src_lock)
         self._closing = False
-        self._pid = os.getpid()
+        forksafe.track(self)
         self.meter = meter
         self._fills = 0
         if meter is not None:       # metrics on: count every read (no cost when off)
@@ -172,15 +179,19 @@ class CachedBlob:
 
     def close(self):
         with self._idle:                        # background prefetches use the fd: wait
-            if self._pid == os.getpid():
-                while self._prefetching:
-                    self._idle.wait()
+            while self._prefetching:
+                self._idle.wait()
             self._closing = True
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
             if self.store:
                 self.store.release(self.name)
+
+    def _after_fork_in_child(self):
+        self._src_lock = threading.Lock()       # the parent's prefetch threads are gone: what
+        self._idle = threading.Condition(self._src_lock)    # they held or counted goes too
+        self._prefetching = 0
 
     @property
     def source(self):
@@ -206,8 +217,6 @@ class CachedBlob:
         if self._window < MAX_READAHEAD or self._ahead < 0:
             return
         with self._src_lock:
-            if self._pid != os.getpid():        # forked: the parent's prefetch threads are gone
-                self._pid, self._prefetching = os.getpid(), 0
             while (not self._closing and self._prefetching < PREFETCH_DEPTH and self._ahead < self.size
                    and self._ahead <= off + n + PREFETCH_DEPTH * MAX_READAHEAD):
                 s, e = self._ahead, min(self._ahead + MAX_READAHEAD, self.size)

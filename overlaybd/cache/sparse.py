@@ -1,4 +1,5 @@
-"""Sparse-file primitives: which ranges of a file hold data, punching holes, byte-range locks.
+"""Sparse-file primitives: which ranges of a file hold data, byte-range locks (holes are
+punched with :func:`overlaybd.io.punch_hole`).
 
 Presence is the file's allocated extents (``SEEK_DATA``/``SEEK_HOLE``), so it is shared by
 every process that opens the same cache file and survives restarts.  ``RangeLock`` serializes
@@ -7,8 +8,6 @@ work on overlapping byte ranges between threads (a condition variable) and betwe
 same file is closed).
 """
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -17,12 +16,7 @@ import threading
 from contextlib import contextmanager
 
 PAGE = 4096
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
 F_OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", 38)
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
 
 
 def align_down(x, a=PAGE):
@@ -31,15 +25,6 @@ def align_down(x, a=PAGE):
 
 def align_up(x, a=PAGE):
     return -(-x // a) * a
-
-
-def punch_hole(fd, off, n):
-    """Deallocate ``[off, off+n)`` keeping the file size."""
-    if n <= 0:
-        return
-    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, n) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"fallocate(PUNCH_HOLE): {os.strerror(e)}")
 
 
 _HOLE_SUPPORT = {}

@@ -8,12 +8,10 @@ config file's directory, so an image folder can be moved as a whole.
 import os
 from dataclasses import dataclass, field
 
+from ..abi.lsmt import MAX_LAYERS
 from ..errors import ConfigError
 from .schema import Obj, load_json
 from .settings import DownloadConfig, parse_download
-
-MAX_LAYERS = 255
-
 
 # Image fields whose feature is not implemented.  Refused ones could give wrong bytes if the
 # image were served without them: the open fails with the field named.  The others only cost

@@ -6,17 +6,20 @@ decoding (``overlaybd.detect``); then all lowers are merged (``overlaybd.lsmt``)
 stacked on top.  The resultFile gets exactly ``success`` or ``failed:<reason>``.
 """
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
-from .. import detect, log, lsmt, metrics
+from .. import detect, log, lsmt, metrics, process
+from ..cache import SwitchFile, open_remote_layer, start_background_download
+from ..cache.blockcache import BlockCache
 from ..directio import open_local
-from ..errors import OverlaybdError
+from ..errors import OverlaybdError, ReadOnlyError
 from ..io import PRIVATE_FILE
 from ..prefetch.recorder import wrap_layers
-from ..workers.blockcache import BlockCache
+from ..shm.counter import SharedCounter
 from ..zfile import ZFile
 from .config import load_image_config, unimplemented_fields
 from .settings import load_service_config, warn_unimplemented
@@ -60,7 +63,6 @@ class Image:
 
     def _check_writable(self):
         if self.read_only:
-            from ..errors import ReadOnlyError
             raise ReadOnlyError("image is read-only (no upper layer)", path=self.path)
 
     def pwrite(self, data, off):
@@ -90,10 +92,11 @@ class Image:
         self.layers = self.sources = []
 
 
-def open_lower(cfg, i, lower, svc, block_cache=True):
+def open_lower(cfg, i, lower, svc, cache_bytes=0):
     """Open lower ``i`` and decode it (tar -> zfile).  Returns (decoded file, source): the
     source is a ``SwitchFile`` for remote layers (background download switches it).
-    ``block_cache``: put a ZFile under this process's decompressed-block cache."""
+    ``cache_bytes``: put a ZFile under this process's decompressed-block cache of that budget
+    (0: none)."""
     src = None
     for cand in lower.local_candidates():
         if os.path.exists(cand):
@@ -102,8 +105,7 @@ def open_lower(cfg, i, lower, svc, block_cache=True):
             except OverlaybdError as e:
                 raise ImageOpenError(f"failed to open local file {cand}", e) from e
             if svc.enable_audit and svc.audit_path:
-                from ..cache import SwitchFile  # audits slow local reads (file:pread)
-                src = SwitchFile(src, cand, local=True)
+                src = SwitchFile(src, cand, local=True)  # audits slow local reads (file:pread)
             break
     if src is None:
         if not lower.digest:
@@ -112,27 +114,26 @@ def open_lower(cfg, i, lower, svc, block_cache=True):
             raise ImageOpenError("empty repoBlobUrl")
         url = cfg.blob_url(lower)
         try:
-            from ..cache import open_remote_layer
             src = open_remote_layer(url, lower.raw, svc, metrics.layer(cfg.path, lower.digest))
         except OverlaybdError as e:
             reason = getattr(e, "reason", None) or f"failed to open remote file {url}: {e}"
             raise ImageOpenError(reason, e) from e
     try:
         decoded = detect.open_blob(src)
-        if block_cache and isinstance(decoded, ZFile):  # this process's decompressed-block cache
-            decoded = BlockCache.for_this_process(decoded, decoded.block_size)
+        if cache_bytes and isinstance(decoded, ZFile):  # this process's decompressed-block cache
+            decoded = BlockCache.shared(decoded, decoded.block_size, cache_bytes)
         return decoded, src
     except OverlaybdError as e:
         src.close()
         raise ImageOpenError(f"failed to open layer {i}: {e}", e) from e
 
 
-def _open_lowers(cfg, svc, block_cache=True):
+def _open_lowers(cfg, svc, cache_bytes=0):
     """[(decoded file, source)] for every lower, opened in parallel."""
     if not cfg.lowers:
         return []
     with ThreadPoolExecutor(min(OPEN_PARALLEL, len(cfg.lowers))) as ex:
-        futs = [ex.submit(open_lower, cfg, i, lo, svc, block_cache)
+        futs = [ex.submit(open_lower, cfg, i, lo, svc, cache_bytes)
                 for i, lo in enumerate(cfg.lowers)]
         files, first_err = [], None
         for f in futs:
@@ -148,7 +149,7 @@ def _open_lowers(cfg, svc, block_cache=True):
 
 
 def open_image(config_path, svc=None, write_result=True, allocator=None, download=True,
-               quiet=False, record=None, block_cache=True):
+               quiet=False, record=None, cache_bytes=0):
     """Open the image of ``config_path``.  ``svc`` is a ServiceConfig, a path to
     overlaybd.json, or None for the default.  Writes the resultFile unless told not to.
     ``allocator``: shared data-position allocator of the upper when several processes write
@@ -156,8 +157,9 @@ def open_image(config_path, svc=None, write_result=True, allocator=None, downloa
     ``quiet``: a repeat open (in a worker) that does not repeat the not-implemented warnings;
     others warn about the image's fields, and about overlaybd.json's when they read it.
     ``record``: a prefetch RecordSpec: record the reads each lower serves once open.
-    ``block_cache``: use this process's decompressed-block cache (off for a second instance
-    read from other threads, such as the prefetch replay's: that cache is not thread-safe)."""
+    ``cache_bytes``: read ZFile layers through this process's decompressed-block cache of that
+    budget (0, the default: none -- tools, and a second instance read from other threads such
+    as the prefetch replay's: that cache is not thread-safe)."""
     if svc is None or isinstance(svc, (str, os.PathLike)):
         svc = load_service_config(svc)
         if not quiet:
@@ -166,7 +168,7 @@ def open_image(config_path, svc=None, write_result=True, allocator=None, downloa
     try:
         cfg = load_image_config(config_path, svc.download)
         _check_unimplemented(cfg, quiet)
-        img = _assemble(cfg, svc, allocator, download, record, block_cache)
+        img = _assemble(cfg, svc, allocator, download, record, cache_bytes)
     except OverlaybdError as e:
         reason = getattr(e, "reason", None) or str(e)
         # the caller reports it once: the daemon logs "device ...: <reason>", a tool prints it
@@ -199,8 +201,8 @@ def _check_unimplemented(cfg, quiet):
             logger.warning("{}: {} is set: {}", cfg.path, field, missing)
 
 
-def _assemble(cfg, svc, allocator=None, start_download=True, record=None, block_cache=True):
-    opened = _open_lowers(cfg, svc, block_cache)
+def _assemble(cfg, svc, allocator=None, start_download=True, record=None, cache_bytes=0):
+    opened = _open_lowers(cfg, svc, cache_bytes)
     layers, sink = wrap_layers([f for f, _ in opened], record if opened else None)
     try:
         lower_view = None
@@ -228,7 +230,6 @@ def _assemble(cfg, svc, allocator=None, start_download=True, record=None, block_
         sink.arm()                      # from here on only the device's reads are recorded
     download = None
     if start_download and not _recording(cfg):
-        from ..cache import start_background_download
         remote = [src for _, src in opened if getattr(src, "ctx", None) is not None]
         if remote:
             download = start_background_download(remote, cfg.download)
@@ -249,7 +250,6 @@ def _recording(cfg):
 
 def _result_file_of(config_path):
     """Best effort: the resultFile named by a config that failed to parse."""
-    import json
     try:
         with open(config_path) as f:
             rf = json.load(f).get("resultFile", "")
@@ -273,17 +273,20 @@ def write_result_file(path, text):
 
 
 class ImageOpener:
-    """Opens an image in each engine process: ``ImageOpener(config, svc_path)()``.
+    """Opens an image in each engine process: ``ImageOpener(config, svc_path, cache_bytes)()``.
 
-    Made in the supervisor, sent to the workers.  A writable image gets a shared data-position
-    counter, so that every worker appends to the upper without overlapping the others (the
-    counter travels as a descriptor: it pickles only through the engine's channel).
+    Made in the supervisor (by the composition root, ``overlaybd.tools.tcmu``), sent to the
+    workers.  ``cache_bytes``: each process's decompressed-block cache budget
+    (``workerConfig.cacheSizeMB``; 0: no block cache).  A writable image gets a shared
+    data-position counter, so that every worker appends to the upper without overlapping the
+    others (the counter travels as a descriptor: it pickles only through the engine's channel).
     Background download runs in one process only: the first worker (or the supervisor when
     the engine is inline); the others' layers switch to the downloaded file when it appears."""
 
-    def __init__(self, config_path, svc_path=None):
+    def __init__(self, config_path, svc_path=None, cache_bytes=0):
         self.config_path = config_path
         self.svc_path = svc_path
+        self.cache_bytes = cache_bytes
         self.allocator = None
         self.record = None              # a prefetch RecordSpec, set by the daemon's prefetch
         try:
@@ -291,12 +294,10 @@ class ImageOpener:
         except OverlaybdError:
             cfg = None                    # opening will report it
         if cfg is not None and cfg.upper is not None:
-            from ..shm.counter import SharedCounter
             self.allocator = SharedCounter(0)
 
     def __call__(self):
-        from ..workers.context import current
-        ctx = current()
+        ctx = process.current()
         return open_image(self.config_path, self.svc_path, write_result=False,
                           allocator=self.allocator, download=ctx is None or ctx.index == 0,
-                          quiet=True, record=self.record)
+                          quiet=True, record=self.record, cache_bytes=self.cache_bytes)

@@ -5,7 +5,9 @@ a wrong type is a ConfigError naming the file and the field.  New keys of this i
 ``workerConfig`` (the worker engine), ``proxyConfig`` (an HTTP(S) forward proxy for blob
 reads), ``logConfig.fileMode`` (the mode of the log and audit files) and
 ``prefetchConfig.learn*`` (learned prefetch) and ``exporterConfig.address`` (where the metrics
-endpoint listens).  Attribute names are the snake_case of the JSON keys.
+endpoint listens).  Every field is declared once, in the dataclasses below: its JSON key,
+legacy key, type, default and bounds (``schema.setting``); parsing, the defaults and the
+shipped ``conf/overlaybd.json`` (:func:`shipped_config`, ``make conf``) follow from them.
 """
 
 import json
@@ -14,134 +16,187 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
+from .. import REGISTRY_TIMEOUT, SERVICE_CONFIG, USER_AGENT
 from ..cpus import default_workers
-from ..errors import ConfigError
-from .schema import Obj, load_json
+from .schema import Obj, json_name, load_json, read, section, setting, shipped
 
-DEFAULT_PATH = "/etc/overlaybd/overlaybd.json"
+DEFAULT_PATH = SERVICE_CONFIG
 CACHE_TYPES = ("file", "download", "ocf")
 
 
+def _at_least_1(v):
+    return max(1, v)
+
+
+def _rotations(v):
+    return min(30, max(1, v))
+
+
+def _power_of_two(v):
+    if v & (v - 1):
+        raise ValueError(f"must be a power of two, got {v}")
+    return v
+
+
+def _refill(v):
+    if v % 4096 or v & (v - 1):
+        raise ValueError(f"must be a power of two multiple of 4096, got {v}")
+    return v
+
+
+def _port(v):
+    if v > 65535:
+        raise ValueError(f"must be a TCP port (0-65535), got {v}")
+    return v
+
+
+def _file_mode(text):
+    """An octal permission string ("0640"): read/write bits only, the owner's rw always set."""
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if mode < 0 or mode & ~0o666 or mode & 0o600 != 0o600:
+        raise ValueError(f"must be an octal file mode between \"0600\" and \"0666\" without "
+                         f"execute bits, got {text!r}")
+    return mode
+
+
+# The settings table: each field below is one overlaybd.json field, declared once -- its JSON
+# key, legacy key, type, default, bounds and whether conf/overlaybd.json ships it.  Parsing
+# (schema.read), the defaults and conf/overlaybd.json (schema.shipped, `make conf`) follow.
+# The annotations are the JSON types (no `from __future__ import annotations` here: they must be
+# classes, not strings).
+
 @dataclass
 class LogConfig:
-    level: int = 1
-    path: str = "/var/log/overlaybd.log"
-    size_mb: int = 10
-    rotate_num: int = 3
-    file_mode: int = 0o600          # logConfig.fileMode: the log and the audit file
+    level: int = setting("logLevel", 1, legacy="logLevel", choices=(0, 1, 2, 3, 4), shipped=True)
+    path: str = setting("logPath", "/var/log/overlaybd.log", legacy="logPath", shipped=True)
+    size_mb: int = setting("logSizeMB", 10, minimum=0, convert=_at_least_1, shipped=True)
+    rotate_num: int = setting("logRotateNum", 3, convert=_rotations, shipped=True)
+    file_mode: int = setting("fileMode", 0o600, json_type=str, encode="{:04o}".format,
+                             convert=_file_mode, always=True)  # new: the log and the audit file
 
 
 @dataclass
 class CacheConfig:
-    type: str = "file"
-    dir: str = "/opt/overlaybd/registry_cache"
-    size_gb: float = 4
-    refill_size: int = 262144
-    block_size: int = 65536
+    type: str = setting("cacheType", "file", legacy="cacheType", choices=CACHE_TYPES, shipped=True)
+    dir: str = setting("cacheDir", "/opt/overlaybd/registry_cache", legacy="registryCacheDir",
+                       shipped=True)
+    size_gb: float = setting("cacheSizeGB", 4, legacy="registryCacheSizeGB", minimum=0,
+                             shipped=True)
+    refill_size: int = setting("refillSize", 262144, minimum=4096, convert=_refill, always=True)
+    block_size: int = setting("blockSize", 65536, minimum=4096)
 
 
 @dataclass
 class GzipCacheConfig:
-    enable: bool = False
-    dir: str = "/opt/overlaybd/gzip_cache"
-    size_gb: float = 4
-    refill_size: int = 1048576
+    enable: bool = setting("enable", False, shipped=True)
+    dir: str = setting("cacheDir", "/opt/overlaybd/gzip_cache", shipped=True)
+    size_gb: float = setting("cacheSizeGB", 4, minimum=0, shipped=True)
+    refill_size: int = setting("refillSize", 1048576, minimum=4096)
 
 
 @dataclass
 class CredentialConfig:
-    mode: str = "file"
-    path: str = "/opt/overlaybd/cred.json"
-    timeout: int = 1
-    client_cert_path: str = ""
-    client_key_path: str = ""
-    server_ca_path: str = ""
+    mode: str = setting("mode", "file", shipped=True)
+    path: str = setting("path", "/opt/overlaybd/cred.json", legacy="credentialFilePath",
+                        selected_default="", shipped=True)
+    timeout: int = setting("timeout", 1, minimum=0)
+    client_cert_path: str = setting("client_cert_path", "")
+    client_key_path: str = setting("client_key_path", "")
+    server_ca_path: str = setting("server_ca_path", "")
 
 
 @dataclass
 class DownloadConfig:
-    enable: bool = False
-    delay: int = 300
-    delay_extra: int = 30
-    max_mbps: int = 100
-    try_cnt: int = 5
-    block_size: int = 262144
+    enable: bool = setting("enable", False, shipped=True)
+    delay: int = setting("delay", 300, minimum=0, shipped=True, shipped_value=600)
+    delay_extra: int = setting("delayExtra", 30, minimum=0, convert=lambda v: v or 30,
+                               shipped=True)
+    max_mbps: int = setting("maxMBps", 100, shipped=True)
+    try_cnt: int = setting("tryCnt", 5, minimum=1)
+    block_size: int = setting("blockSize", 262144, minimum=4096)
 
 
 @dataclass
 class P2PConfig:
-    enable: bool = False
-    address: str = "http://localhost:9731/accelerator"
+    enable: bool = setting("enable", False)
+    address: str = setting("address", "http://localhost:9731/accelerator")
 
 
 @dataclass
 class ExporterConfig:
-    enable: bool = False
-    uri_prefix: str = "/metrics"
-    port: int = 9863
-    update_interval: int = 60000000     # us: the window of the rate and max-latency gauges
-    address: str = "127.0.0.1"          # new: where to listen (upstream: every interface)
+    enable: bool = setting("enable", False)
+    uri_prefix: str = setting("uriPrefix", "/metrics")
+    port: int = setting("port", 9863, minimum=0, convert=_port)
+    # us: the window of the rate and max-latency gauges
+    update_interval: int = setting("updateInterval", 60000000, minimum=1)
+    address: str = setting("address", "127.0.0.1")   # new: where to listen (upstream: everywhere)
 
 
 @dataclass
 class CertConfig:
-    cert_file: str = ""
-    key_file: str = ""
-    ca_file: str = ""          # new: an extra CA trusted for registries
+    cert_file: str = setting("certFile", "")
+    key_file: str = setting("keyFile", "")
+    ca_file: str = setting("caFile", "")          # new: an extra CA trusted for registries
 
 
 @dataclass
 class ServiceEndpoint:
-    enable: bool = False
-    address: str = "http://127.0.0.1:9862"
+    enable: bool = setting("enable", False)
+    address: str = setting("address", "http://127.0.0.1:9862")
 
 
 @dataclass
 class ProxyConfig:
-    http_proxy: str = ""
-    https_proxy: str = ""
-    no_proxy: str = ""
-    ca_file: str = ""
+    http_proxy: str = setting("httpProxy", "")
+    https_proxy: str = setting("httpsProxy", "")
+    no_proxy: str = setting("noProxy", "")
+    ca_file: str = setting("caFile", "")
 
 
 @dataclass
 class WorkerConfig:
-    workers: int = field(default_factory=default_workers)
-    chunk_size_kb: int = 1024
-    cache_size_mb: int = 256
-    heartbeat_sec: float = 5.0
+    workers: int = setting("workers", factory=default_workers, minimum=0)
+    chunk_size_kb: int = setting("chunkSizeKB", 1024, minimum=4, convert=_power_of_two,
+                                 shipped=True)
+    cache_size_mb: int = setting("cacheSizeMB", 256, minimum=0, shipped=True)
+    heartbeat_sec: float = setting("heartbeatSec", 5.0, minimum=0.1, shipped=True)
 
 
 @dataclass
 class PrefetchConfig:
-    concurrency: int = 16           # replay readers (upstream's prefetchConfig.concurrency)
-    learn: bool = False             # new: learned prefetch (record each start, replay the next)
-    learn_seconds: float = 30.0     # new: how long a start is recorded
-    learn_max_mb: int = 1024        # new: at most this much read data per learned trace
+    concurrency: int = setting("concurrency", 16, minimum=1, shipped=True)  # replay readers
+    # new: learned prefetch (record each start, replay the next), for how long, how much
+    learn: bool = setting("learn", False)
+    learn_seconds: float = setting("learnSeconds", 30.0, minimum=0.1)
+    learn_max_mb: int = setting("learnMaxMB", 1024, minimum=1)
 
 
 @dataclass
 class ServiceConfig:
     path: str = ""
-    log: LogConfig = field(default_factory=LogConfig)
-    cache: CacheConfig = field(default_factory=CacheConfig)
-    gzip_cache: GzipCacheConfig = field(default_factory=GzipCacheConfig)
-    credential: CredentialConfig = field(default_factory=CredentialConfig)
-    download: DownloadConfig = field(default_factory=DownloadConfig)
-    p2p: P2PConfig = field(default_factory=P2PConfig)
-    exporter: ExporterConfig = field(default_factory=ExporterConfig)
-    cert: CertConfig = field(default_factory=CertConfig)
-    service: ServiceEndpoint = field(default_factory=ServiceEndpoint)
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    worker: WorkerConfig = field(default_factory=WorkerConfig)
-    io_engine: int = 0
-    enable_audit: bool = True
-    audit_path: str = "/var/log/overlaybd-audit.log"
-    enable_thread: bool = False
-    registry_fs_version: str = "v2"
-    prefetch: PrefetchConfig = field(default_factory=PrefetchConfig)
-    user_agent: str = "overlaybd/0.1.0"
-    registry_timeout: float = 30.0
+    log: LogConfig = section("logConfig", LogConfig, selector="logPath")
+    cache: CacheConfig = section("cacheConfig", CacheConfig, selector="cacheType")
+    gzip_cache: GzipCacheConfig = section("gzipCacheConfig", GzipCacheConfig)
+    credential: CredentialConfig = section("credentialConfig", CredentialConfig, selector="mode")
+    io_engine: int = setting("ioEngine", 0, choices=(0, 1, 2), shipped=True)
+    download: DownloadConfig = section("download", DownloadConfig)
+    enable_audit: bool = setting("enableAudit", True, shipped=True)
+    audit_path: str = setting("auditPath", "/var/log/overlaybd-audit.log", shipped=True)
+    registry_fs_version: str = setting("registryFsVersion", "v2", choices=("v1", "v2"),
+                                       shipped=True)
+    prefetch: PrefetchConfig = section("prefetchConfig", PrefetchConfig)
+    worker: WorkerConfig = section("workerConfig", WorkerConfig)
+    p2p: P2PConfig = section("p2pConfig", P2PConfig)
+    exporter: ExporterConfig = section("exporterConfig", ExporterConfig)
+    cert: CertConfig = section("certConfig", CertConfig)
+    service: ServiceEndpoint = section("serviceConfig", ServiceEndpoint)
+    proxy: ProxyConfig = section("proxyConfig", ProxyConfig)
+    enable_thread: bool = setting("enableThread", False)
+    user_agent: str = setting("userAgent", USER_AGENT)
+    registry_timeout: float = REGISTRY_TIMEOUT     # no JSON field
     raw: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -151,20 +206,22 @@ class ServiceConfig:
 
 # Fields accepted for compatibility whose feature is not implemented here: the daemon (and
 # tools given --service_config_path) warn once per field set to a value listed here.  Rows:
-# (JSON field, attribute path, values that are not implemented (None: any non-default value),
-# what happens instead).  A change that implements a feature deletes its row (and README's
-# Limitations line).
-NOT_IMPLEMENTED = (
-    ("gzipCacheConfig.enable", "gzip_cache.enable", None,
+# (JSON field (from the table), attribute path, values that are not implemented (None: any
+# non-default value), what happens instead).  A change that implements a feature deletes its
+# row (and README's Limitations line).
+_INERT = (
+    ("gzip_cache.enable", None,
      "there is no gzip cache (it serves TurboOCI layers, which are refused)"),
-    ("serviceConfig.enable", "service.enable", None, "no live-snapshot API is served"),
-    ("ioEngine", "io_engine", (2,), "POSIX aio is not implemented: local layer files are read "
+    ("service.enable", None, "no live-snapshot API is served"),
+    ("io_engine", (2,), "POSIX aio is not implemented: local layer files are read "
      "with pread (ioEngine 0)"),
-    ("enableThread", "enable_thread", None, "devices are served by the worker processes"),
-    ("cacheConfig.cacheType", "cache.type", ("ocf",), "the file cache is used instead"),
-    ("registryFsVersion", "registry_fs_version", ("v1",),
+    ("enable_thread", None, "devices are served by the worker processes"),
+    ("cache.type", ("ocf",), "the file cache is used instead"),
+    ("registry_fs_version", ("v1",),
      "the one registry client (v2 behaviour: TLS verified, GET challenges) is used"),
 )
+NOT_IMPLEMENTED = tuple((json_name(ServiceConfig, attr), attr, values, instead)
+                        for attr, values, instead in _INERT)
 
 
 def _attr(obj, dotted):
@@ -204,117 +261,19 @@ def load_service_config(path=None):
     return _parse(Obj(load_json(path), path))
 
 
-def _file_mode(o, key, default):
-    """An octal permission string ("0640"): read/write bits only, the owner's rw always set."""
-    text = o.get(key, str, default)
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        mode = -1
-    if mode < 0 or mode & ~0o666 or mode & 0o600 != 0o600:
-        raise ConfigError(f"must be an octal file mode between \"0600\" and \"0666\" without "
-                          f"execute bits, got {text!r}", path=o.path, field=o.name(key))
-    return mode
-
-
 def _parse(o):
-    s = ServiceConfig(path=o.path, raw=o.data)
-    # logging: logConfig.* when logConfig.logPath is set, else the legacy top-level keys
-    lc = o.obj("logConfig")
-    if lc.get("logPath", str, ""):
-        s.log = LogConfig(level=lc.get("logLevel", int, 1, choices=(0, 1, 2, 3, 4)),
-                          path=lc.get("logPath", str, ""),
-                          size_mb=max(1, lc.get("logSizeMB", int, 10, minimum=0)),
-                          rotate_num=min(30, max(1, lc.get("logRotateNum", int, 3))))
-    else:
-        s.log = LogConfig(level=o.get("logLevel", int, 1, choices=(0, 1, 2, 3, 4)),
-                          path=o.get("logPath", str, "/var/log/overlaybd.log"))
-    s.log.file_mode = _file_mode(lc, "fileMode", "0600")
-    # cache: cacheConfig.* when cacheConfig.cacheType is set, else legacy keys
-    cc = o.obj("cacheConfig")
-    refill = cc.get("refillSize", int, 262144, minimum=4096)
-    if refill % 4096 or refill & (refill - 1):
-        raise ConfigError(f"must be a power of two multiple of 4096, got {refill}",
-                          path=o.path, field="cacheConfig.refillSize")
-    if cc.get("cacheType", str, ""):
-        s.cache = CacheConfig(type=cc.get("cacheType", str, "", choices=CACHE_TYPES),
-                              dir=cc.get("cacheDir", str, CacheConfig.dir),
-                              size_gb=cc.get("cacheSizeGB", float, 4, minimum=0),
-                              refill_size=refill,
-                              block_size=cc.get("blockSize", int, 65536, minimum=4096))
-    else:
-        s.cache = CacheConfig(type=o.get("cacheType", str, "file", choices=CACHE_TYPES),
-                              dir=o.get("registryCacheDir", str, CacheConfig.dir),
-                              size_gb=o.get("registryCacheSizeGB", float, 4, minimum=0),
-                              refill_size=refill)
-    gc = o.obj("gzipCacheConfig")
-    s.gzip_cache = GzipCacheConfig(enable=gc.get("enable", bool, False),
-                                   dir=gc.get("cacheDir", str, GzipCacheConfig.dir),
-                                   size_gb=gc.get("cacheSizeGB", float, 4, minimum=0),
-                                   refill_size=gc.get("refillSize", int, 1048576, minimum=4096))
-    cr = o.obj("credentialConfig")
-    mode = cr.get("mode", str, "")
-    if mode:
-        s.credential = CredentialConfig(
-            mode=mode, path=cr.get("path", str, ""), timeout=cr.get("timeout", int, 1, minimum=0),
-            client_cert_path=cr.get("client_cert_path", str, ""),
-            client_key_path=cr.get("client_key_path", str, ""),
-            server_ca_path=cr.get("server_ca_path", str, ""))
-    else:
-        s.credential = CredentialConfig(
-            mode="file", path=o.get("credentialFilePath", str, CredentialConfig.path))
-    s.download = parse_download(o.obj("download"))
-    p2p = o.obj("p2pConfig")
-    s.p2p = P2PConfig(enable=p2p.get("enable", bool, False),
-                      address=p2p.get("address", str, P2PConfig.address))
-    ex = o.obj("exporterConfig")
-    s.exporter = ExporterConfig(enable=ex.get("enable", bool, False),
-                                uri_prefix=ex.get("uriPrefix", str, "/metrics"),
-                                port=ex.get("port", int, 9863, minimum=0),
-                                update_interval=ex.get("updateInterval", int, 60000000, minimum=1),
-                                address=ex.get("address", str, ExporterConfig.address))
-    if s.exporter.port > 65535:
-        raise ConfigError(f"must be a TCP port (0-65535), got {s.exporter.port}", path=o.path,
-                          field="exporterConfig.port")
-    ce = o.obj("certConfig")
-    s.cert = CertConfig(cert_file=ce.get("certFile", str, ""), key_file=ce.get("keyFile", str, ""),
-                        ca_file=ce.get("caFile", str, ""))
-    sv = o.obj("serviceConfig")
-    s.service = ServiceEndpoint(enable=sv.get("enable", bool, False),
-                                address=sv.get("address", str, ServiceEndpoint.address))
-    px = o.obj("proxyConfig")
-    s.proxy = ProxyConfig(http_proxy=px.get("httpProxy", str, ""),
-                          https_proxy=px.get("httpsProxy", str, ""),
-                          no_proxy=px.get("noProxy", str, ""), ca_file=px.get("caFile", str, ""))
-    wc = o.obj("workerConfig")
-    s.worker = WorkerConfig(workers=wc.get("workers", int, default_workers(), minimum=0),
-                            chunk_size_kb=wc.get("chunkSizeKB", int, 1024, minimum=4),
-                            cache_size_mb=wc.get("cacheSizeMB", int, 256, minimum=0),
-                            heartbeat_sec=wc.get("heartbeatSec", float, 5.0, minimum=0.1))
-    if s.worker.chunk_size_kb & (s.worker.chunk_size_kb - 1):
-        raise ConfigError(f"must be a power of two, got {s.worker.chunk_size_kb}",
-                          path=o.path, field="workerConfig.chunkSizeKB")
-    s.io_engine = o.get("ioEngine", int, 0, choices=(0, 1, 2))
-    s.enable_audit = o.get("enableAudit", bool, True)
-    s.audit_path = o.get("auditPath", str, "/var/log/overlaybd-audit.log")
-    s.enable_thread = o.get("enableThread", bool, False)
-    s.registry_fs_version = o.get("registryFsVersion", str, "v2", choices=("v1", "v2"))
-    pf = o.obj("prefetchConfig")
-    s.prefetch = PrefetchConfig(concurrency=pf.get("concurrency", int, 16, minimum=1),
-                                learn=pf.get("learn", bool, False),
-                                learn_seconds=pf.get("learnSeconds", float, 30.0, minimum=0.1),
-                                learn_max_mb=pf.get("learnMaxMB", int, 1024, minimum=1))
-    s.user_agent = o.get("userAgent", str, s.user_agent)
+    s = read(ServiceConfig, o)
+    s.path, s.raw = o.path, o.data
     return s
+
+
+def shipped_config():
+    """conf/overlaybd.json: the settings the table marks ``shipped`` (``make conf`` writes it;
+    a test checks the file against it)."""
+    return json.dumps(shipped(ServiceConfig), indent=4) + "\n"
 
 
 def parse_download(d, base=None):
     """A ``download`` object (global or per image); missing fields come from ``base``."""
-    b = base or DownloadConfig()
-    extra = d.get("delayExtra", int, b.delay_extra, minimum=0)
-    return DownloadConfig(enable=d.get("enable", bool, b.enable),
-                          delay=d.get("delay", int, b.delay, minimum=0),
-                          delay_extra=extra or 30,
-                          max_mbps=d.get("maxMBps", int, b.max_mbps),
-                          try_cnt=d.get("tryCnt", int, b.try_cnt, minimum=1),
-                          block_size=d.get("blockSize", int, b.block_size, minimum=4096))
+    return read(DownloadConfig, d, base=base)
+

@@ -16,6 +16,7 @@ import gzip
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 _LINE = re.compile(r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d)(?:\.(\d{1,6}))?\|([A-Z]+) *\|th=([0-9A-Fa-f]+)\|(.*)")
@@ -27,7 +28,9 @@ _MEMBER = re.compile(r"\.(\d+)(\.gz)?$")
 
 
 @dataclass
-class Record:
+class LogRecord:
+    """One parsed line of the overlaybd log or the audit log (overlaybd-logstat)."""
+
     time: datetime.datetime
     level: str                  # DEBUG, INFO, WARN, ERROR, FATAL, TEMP, AUDIT
     thread: str
@@ -44,13 +47,13 @@ def parse_time(date: str, frac: str | None) -> datetime.datetime:
     return t.replace(microsecond=int(frac.ljust(6, "0"))) if frac else t
 
 
-def parse_line(line: str, file: str = "") -> Record | None:
+def parse_line(line: str, file: str = "") -> LogRecord | None:
     """One record, or None if ``line`` does not start with a timestamp and level."""
     m = _LINE.fullmatch(line.rstrip("\r\n"))
     if not m:
         return None
     date, frac, level, th, rest = m.groups()
-    rec = Record(parse_time(date, frac), level, th, file=file)
+    rec = LogRecord(parse_time(date, frac), level, th, file=file)
     if level == "AUDIT":
         a = _AUDIT.fullmatch(rest)
         if a:
@@ -105,7 +108,6 @@ def rotated_set(path: str) -> list[str]:
 
 def _open(path):
     if path == "-":
-        import sys
         return sys.stdin
     if path.endswith(".gz"):
         return gzip.open(path, "rt", errors="replace")

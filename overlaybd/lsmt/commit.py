@@ -25,13 +25,12 @@ from ..abi.lsmt import (
     field_uuid,
 )
 from ..errors import OverlaybdError
-from ..io import LocalFile
+from ..io import LocalFile, file_name, pwrite_all, read_exact, write_all
 from .index import compress_rows
 from .merged import MergedFile
-from .ro import SealedLayer, open_ro, read_block
-from .rw import WritableLayer, _pwrite_all, uuid_arg
+from .ro import SealedLayer, open_ro
+from .rw import WritableLayer, uuid_arg
 from .stack import StackedFile
-from .view import file_name
 
 COPY_STEP = 32 << 10            # upstream copies (and emits mappings) in 32 KiB steps
 STEP_SECTORS = COPY_STEP >> 9
@@ -42,15 +41,6 @@ SEAL_ALIGN_ENTRIES = 512 // ENTRY_SIZE
 
 class NotSupportedError(OverlaybdError):
     errno = _errno.ENOTSUP
-
-
-def _write_all(out, data) -> None:
-    mv = memoryview(data)
-    while len(mv):
-        n = out.write(mv)
-        if n is None or n >= len(mv):
-            return
-        mv = mv[n:]
 
 
 def _source(src):
@@ -112,7 +102,7 @@ class _Copier:
                 raise OverlaybdError(f"short read from layer slot {tag}: {len(data)} of "
                                      f"{step} bytes at offset {pos}", path=file_name(f),
                                      errno=_errno.EIO)
-            _write_all(self.out, data)
+            write_all(self.out, data)
             pos += step
             n -= step
 
@@ -125,9 +115,9 @@ def commit(src, out, uuid=None, parent_uuid=None, message=b"") -> HeaderTrailer:
     (bottom) source file's header; ``message`` = user tag (<= 256 bytes).  Returns the
     trailer."""
     rows, files, top, bottom = _source(src)
-    top_hdr = HeaderTrailer.unpack(read_block(top, HT_SPACE, 0, "header", file_name(top)))
+    top_hdr = HeaderTrailer.unpack(read_exact(top, HT_SPACE, 0, "header", file_name(top)))
     bottom_hdr = top_hdr if bottom is top else HeaderTrailer.unpack(
-        read_block(bottom, HT_SPACE, 0, "header", file_name(bottom)))
+        read_exact(bottom, HT_SPACE, 0, "header", file_name(bottom)))
     uid = uuid_arg(uuid, "uuid") if uuid is not None else NULL_UUID
     if parent_uuid is not None:
         parent = uuid_arg(parent_uuid, "parent_uuid")
@@ -135,7 +125,7 @@ def commit(src, out, uuid=None, parent_uuid=None, message=b"") -> HeaderTrailer:
         parent = field_uuid(bottom_hdr.parent_uuid_raw) or NULL_UUID
     tag = _message(message)
     vsize = top_hdr.virtual_size
-    _write_all(out, HeaderTrailer.new(FLAG_HEADER | FLAG_DATA | FLAG_SEALED,
+    write_all(out, HeaderTrailer.new(FLAG_HEADER | FLAG_DATA | FLAG_SEALED,
                                       virtual_size=vsize, uuid=uid, parent_uuid=parent,
                                       user_tag=tag).pack())
 
@@ -158,13 +148,13 @@ def commit(src, out, uuid=None, parent_uuid=None, message=b"") -> HeaderTrailer:
     pad = -count % INDEX_ALIGN_ENTRIES
     if comp:
         cols = list(zip(*comp))
-        _write_all(out, encode_entries(*cols))
+        write_all(out, encode_entries(*cols))
     if pad:
-        _write_all(out, INVALID_ENTRY * pad)
+        write_all(out, INVALID_ENTRY * pad)
     trailer = HeaderTrailer.new(FLAG_DATA | FLAG_SEALED, index_offset=index_offset,
                                 index_size=count + pad, virtual_size=vsize, uuid=uid,
                                 parent_uuid=parent, user_tag=tag)
-    _write_all(out, trailer.pack())
+    write_all(out, trailer.pack())
     return trailer
 
 
@@ -187,14 +177,14 @@ def close_seal(layer) -> SealedLayer:
     raw += INVALID_ENTRY * pad
     fd = layer.data.fd
     index_offset = os.fstat(fd).st_size
-    _pwrite_all(fd, raw, index_offset)
-    hdr = HeaderTrailer.unpack(read_block(layer.data, HT_SPACE, 0, "header", layer.path))
+    pwrite_all(fd, raw, index_offset)
+    hdr = HeaderTrailer.unpack(read_exact(layer.data, HT_SPACE, 0, "header", layer.path))
     flags = FLAG_DATA | FLAG_SEALED | (FLAG_SPARSE if hdr.is_sparse else 0)
     trailer = HeaderTrailer.new(flags, index_offset=index_offset, index_size=n,
                                 virtual_size=hdr.virtual_size,
                                 uuid=field_uuid(hdr.uuid_raw) or NULL_UUID,
                                 parent_uuid=field_uuid(hdr.parent_uuid_raw) or NULL_UUID)
-    _pwrite_all(fd, trailer.pack(), index_offset + len(raw))
+    pwrite_all(fd, trailer.pack(), index_offset + len(raw))
     path = layer.data_path
     layer.close()
     return open_ro(LocalFile(path))

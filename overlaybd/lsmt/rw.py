@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import os
 import struct
@@ -20,32 +19,18 @@ from ..abi.lsmt import (
     MAX_INDEX_SIZE,
     MAX_LENGTH,
     NULL_UUID,
+    VSIZE_OFFSET,
     HeaderTrailer,
     pack_entry,
     parse_uuid,
 )
 from ..errors import FormatError, OverlaybdError
-from ..io import LocalFile, fd_error
+from ..io import LocalFile, punch_hole, pwrite_all
 from .index import SegmentIndex
 from .ro import DATA_BEGIN, decode_valid, read_block, read_header, validate_mappings
 from .view import SectorView, check_aligned
 
 MAX_IO_SIZE = 4 << 20
-VSIZE_FIELD_OFFSET = 48                 # virtual_size in the header struct (§1.1)
-_PUNCH_HOLE_KEEP_SIZE = 0x02 | 0x01
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_fallocate = _libc.fallocate
-_fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-_fallocate.restype = ctypes.c_int
-
-
-def punch_hole(fd: int, off: int, n: int, path=None) -> None:
-    """fallocate(PUNCH_HOLE | KEEP_SIZE)."""
-    if _fallocate(fd, _PUNCH_HOLE_KEEP_SIZE, off, n) != 0:
-        e = ctypes.get_errno()
-        raise OverlaybdError(f"punch hole at {off}+{n} failed: {os.strerror(e)}", path=path,
-                             errno=e)
 
 
 def uuid_arg(value, field: str) -> bytes:
@@ -59,17 +44,6 @@ def uuid_arg(value, field: str) -> bytes:
     except ValueError:
         raise OverlaybdError(f"invalid UUID {value!r}", field=field,
                              errno=_errno.EINVAL) from None
-
-
-def _pwrite_all(fd: int, data, off: int) -> None:
-    mv = memoryview(data)
-    try:
-        while len(mv):
-            n = os.pwrite(fd, mv, off)
-            mv = mv[n:]
-            off += n
-    except OSError as e:
-        raise fd_error(e, fd) from None
 
 
 class WritableLayer(SectorView):
@@ -149,7 +123,7 @@ class WritableLayer(SectorView):
                     raise OverlaybdError("short append to the index log", path=self.index_path,
                                          errno=_errno.EIO)
                 return
-            _pwrite_all(self.index_file.fd, rec, self._index_end)
+            pwrite_all(self.index_file.fd, rec, self._index_end)
             self._index_end += len(rec)
 
     def pwrite(self, data, off: int) -> int:
@@ -168,12 +142,12 @@ class WritableLayer(SectorView):
         n = len(chunk)
         if self.sparse:
             pos = HT_SPACE + off
-            _pwrite_all(self.data.fd, chunk, pos)
+            pwrite_all(self.data.fd, chunk, pos)
             self._data_end = max(self._data_end, pos + n)
             self.index.insert(off >> 9, n >> 9, pos >> 9, 0, self.rw_tag)
             return
         pos = self.allocator.allocate(n) if self.allocator is not None else self._data_end
-        _pwrite_all(self.data.fd, chunk, pos)
+        pwrite_all(self.data.fd, chunk, pos)
         self._data_end = max(self._data_end, pos + n)
         if off + n > self.vsize:
             self.vsize = off + n
@@ -212,7 +186,7 @@ class WritableLayer(SectorView):
         files = [self.data] + ([self.index_file] if not self.sparse and self.index_file else [])
         for f in files:
             read_header(f, f.path)
-            _pwrite_all(f.fd, struct.pack("<Q", vsize), VSIZE_FIELD_OFFSET)
+            pwrite_all(f.fd, struct.pack("<Q", vsize), VSIZE_OFFSET)
         self.header.virtual_size = vsize
         if self.sparse:
             os.ftruncate(self.data.fd, vsize + HT_SPACE)
@@ -258,7 +232,7 @@ def create_rw(data_path, index_path, vsize: int, sparse: bool = False, uuid=None
     header = HeaderTrailer.new(flags, virtual_size=vsize, uuid=raw, parent_uuid=parent)
     data = _create_file(data_path)
     index_file = _create_file(index_path) if index_path is not None else None
-    _pwrite_all(data.fd, header.pack(), 0)
+    pwrite_all(data.fd, header.pack(), 0)
     if sparse:
         try:
             os.ftruncate(data.fd, vsize + HT_SPACE)
@@ -274,7 +248,7 @@ def create_rw(data_path, index_path, vsize: int, sparse: bool = False, uuid=None
                                  field="index_path", errno=_errno.EINVAL)
         iheader = HeaderTrailer.new(FLAG_HEADER, index_offset=HT_SPACE, virtual_size=vsize,
                                     uuid=raw, parent_uuid=parent)
-        _pwrite_all(index_file.fd, iheader.pack(), 0)
+        pwrite_all(index_file.fd, iheader.pack(), 0)
     return WritableLayer(data, index_file, header, SegmentIndex(), vsize)
 
 

@@ -3,7 +3,7 @@
 Off unless ``exporterConfig.enable``: then the supervisor calls :func:`enable` before it forks
 its workers, and :mod:`overlaybd.metrics.exporter` serves the sums.  Every process counts into
 its own slab of an :class:`overlaybd.shm.slabs.SlabTable` -- the supervisor slab 0, worker
-``i`` slab ``i + 1`` (found through :func:`overlaybd.workers.context.current` after the fork);
+``i`` slab ``i + 1`` (found through :func:`overlaybd.process.current` after the fork);
 any other forked child counts nothing.  While metrics are off every hook below is a no-op (and
 the cache layer is not even wrapped), so the read path pays nothing.
 
@@ -27,12 +27,12 @@ writer per slab).
 from __future__ import annotations
 
 import json
-import os
 import threading
 from bisect import bisect_left
 
 from loguru import logger
 
+from .. import forksafe, process
 from ..shm.slabs import SlabTable, TableFull
 
 # -- the group layouts (word offsets inside a group) -------------------------------------------
@@ -111,6 +111,7 @@ def enabled() -> bool:
     return _st.table is not None
 
 
+@forksafe.at_fork_child
 def _after_fork_in_child() -> None:
     _st.words = None
     _st.forked = True
@@ -118,16 +119,12 @@ def _after_fork_in_child() -> None:
     _st.lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def _words():
     """This process's slab, or None (metrics off, or a forked process that is not a worker)."""
     w = _st.words
     if w is not None or _st.table is None:
         return w
-    from ..workers.context import current
-    ctx = current()
+    ctx = process.current()
     if not _st.forked:
         index = 0
     elif ctx is not None and ctx.workers > 0 and ctx.index + 1 < _st.table.slabs:

@@ -8,10 +8,8 @@
 * ``filelist``  a text trace (list of paths) turned into reads through ``overlaybd.ext4``;
 * ``learned``   traces the daemon learns by itself, kept in the cache directory;
 * ``session``   per-device modes and life cycle, used by the daemon (``PrefetchService``).
+
+The package imports none of them: it straddles the image.  ``recorder`` sits below it (the
+image opener wraps layers with it), ``session`` above it (it opens images to replay), so
+importing the package must not load ``session``.  Import the module you need.
 """
-
-from .replay import PriorityGate, Replayer
-from .session import PrefetchService
-from .trace import Record, TraceError
-
-__all__ = ["PrefetchService", "PriorityGate", "Record", "Replayer", "TraceError"]

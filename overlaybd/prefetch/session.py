@@ -27,6 +27,7 @@ import time
 from loguru import logger
 
 from ..errors import OverlaybdError
+from ..image import load_image_config, open_image
 from . import filelist, learned
 from . import trace as tracefmt
 from .recorder import LOCK_POLL, RecordSpec
@@ -159,10 +160,8 @@ class ReplaySession:
                 self.counter.replay_ended()
 
     def _run(self):
-        from ..image import open_image
         try:
-            img = open_image(self.config_path, self.svc, write_result=False, download=False,
-                             block_cache=False)
+            img = open_image(self.config_path, self.svc, write_result=False, download=False)
         except OverlaybdError as e:
             logger.error("Prefetch: {}: cannot open the image to replay: {}", self.name, e)
             return
@@ -224,7 +223,6 @@ class PrefetchService:
     def open(self, key, config_path, opener):
         """Decide what device ``key`` does; may give ``opener`` a recording to do.  Replays
         start at once (the image is known good: the daemon opened it to check it)."""
-        from ..image import load_image_config
         self.close(key)
         try:
             cfg = load_image_config(config_path, self.svc.download)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from ..abi import trace as abi
 from ..crc import crc32c_raw
 from ..errors import FormatError
+from ..io import pwrite_all
 
 
 class TraceError(FormatError):
@@ -117,17 +118,10 @@ def write(fd, records) -> None:
     it: the header goes last, so a torn write never looks valid."""
     body = encode_records(records)
     os.ftruncate(fd, 0)
-    _write_all(fd, bytes(abi.HEADER_SIZE), 0)
-    _write_all(fd, body, abi.HEADER_SIZE)
-    _write_all(fd, abi.pack_header(len(body), chain_checksum(body)), 0)
+    pwrite_all(fd, bytes(abi.HEADER_SIZE), 0)
+    pwrite_all(fd, body, abi.HEADER_SIZE)
+    pwrite_all(fd, abi.pack_header(len(body), chain_checksum(body)), 0)
     os.fsync(fd)
-
-
-def _write_all(fd, data, off):
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, off)
-        view, off = view[n:], off + n
 
 
 def summary(records) -> dict:

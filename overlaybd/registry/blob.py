@@ -20,7 +20,7 @@ import time
 import urllib3
 from loguru import logger
 
-from .. import log, metrics
+from .. import REGISTRY_TIMEOUT, forksafe, log, metrics
 from ..errors import RemoteError
 from ..io import pread_by_preadinto
 from .auth import (
@@ -93,24 +93,46 @@ class RegistryContext:
 
 _lock = threading.Lock()
 _contexts = {}
-_contexts_pid = [None]
+
+
+@forksafe.at_fork_child
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()
+    _contexts.clear()                   # their token caches and locks are the parent's
 
 
 def context_for(svc):
     """One RegistryContext per distinct registry-related configuration in this process."""
     cred = getattr(svc, "credential", None)
     key = (HttpSettings.from_service(svc), getattr(svc, "user_agent", "") or "",
-           getattr(svc, "registry_timeout", 30) or 30,
+           getattr(svc, "registry_timeout", None) or REGISTRY_TIMEOUT,
            tuple(getattr(cred, k, "") or "" for k in ("mode", "path", "timeout", "client_cert_path",
                                                        "client_key_path", "server_ca_path")))
     with _lock:
-        if _contexts_pid[0] != os.getpid():     # forked: fresh caches and locks
-            _contexts.clear()
-            _contexts_pid[0] = os.getpid()
         ctx = _contexts.get(key)
         if ctx is None:
             ctx = _contexts[key] = RegistryContext.from_service(svc)
         return ctx
+
+
+def body_readinto(r):
+    """``(readinto, fp)``: how to read the body of the urllib3 response ``r`` into a buffer.
+
+    The shortcut: urllib3's ``HTTPResponse.readinto`` reads into a bytes object of its own and
+    copies that into the buffer; the ``http.client.HTTPResponse`` under it -- urllib3's private
+    attribute ``r._fp`` -- reads straight into the buffer, one copy of every byte fewer.  It is
+    taken for a 206 body urllib3 would pass on unchanged (no Content-Encoding; requests are
+    sent with ``decode_content=False``) while ``_fp`` is what it is in urllib3 2.x; then
+    ``fp`` is that response, and the caller finds out from ``fp.isclosed()`` whether the body
+    was read to its end (urllib3's own count is bypassed).  Otherwise -- another urllib3, an
+    encoded body, a 200 -- it is the public ``r.readinto`` and ``fp`` is None.
+    tests/test_registry_blob.py fails when urllib3 changes under the shortcut."""
+    fp = getattr(r, "_fp", None)
+    if (r.status == 206 and isinstance(fp, http.client.HTTPResponse)
+            and not r.headers.get("Content-Encoding")):
+        return fp.readinto, fp
+    return r.readinto, None
 
 
 class RegistryBlob:
@@ -229,12 +251,7 @@ class RegistryBlob:
                     skip -= len(chunk)
             else:
                 raise failure_for_status(r.status, "GET")
-            # 206 with a plain body: read straight into the caller's buffer from the
-            # http.client response under urllib3 (urllib3's readinto copies once more)
-            fp = getattr(r, "_fp", None)
-            direct = (r.status == 206 and isinstance(fp, http.client.HTTPResponse)
-                      and not r.headers.get("Content-Encoding"))
-            readinto = fp.readinto if direct else r.readinto
+            readinto, fp = body_readinto(r)
             got = 0
             while got < n:
                 k = readinto(mv[got:])
@@ -249,9 +266,9 @@ class RegistryBlob:
             r.close()
             r.release_conn()
             raise transport_failure(e, "GET body", self.url) from e
-        if direct and fp.isclosed():
+        if fp is not None and fp.isclosed():
             pass                            # http.client consumed exactly Content-Length
-        elif r.status == 206 and not direct and r.headers.get("Content-Length") == str(n):
+        elif r.status == 206 and fp is None and r.headers.get("Content-Length") == str(n):
             r.read()                        # at EOF: the connection goes back to the pool
         else:
             r.close()                       # a full 200 body, or a length we cannot trust

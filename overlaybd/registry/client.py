@@ -1,7 +1,7 @@
 """The process-wide HTTP client for registries (urllib3).
 
-One set of connection pools per process: created lazily and dropped after ``fork`` (checked with
-``os.getpid()``), since every worker process needs its own sockets.  TLS verification is always
+One set of connection pools per process: created lazily and dropped in a forked child
+(:mod:`overlaybd.forksafe`), since every worker process needs its own sockets.  TLS verification is always
 on (system CA bundle, plus an optional extra CA file); ``certConfig`` gives a client
 certificate.  A standard forward proxy (``proxyConfig``) and the P2P prefix (``p2pConfig``) are
 applied per request URL.
@@ -16,12 +16,19 @@ from urllib.parse import urlsplit
 
 import urllib3
 
+from .. import REGISTRY_TIMEOUT, USER_AGENT, forksafe
+
 SYSTEM_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/certs/ca-bundle.crt")
-DEFAULT_USER_AGENT = "overlaybd/0.1.0"
 
 _lock = threading.Lock()
-_pid = None
 _managers = {}
+
+
+@forksafe.at_fork_child
+def _after_fork_in_child():
+    global _lock
+    _lock = threading.Lock()            # a thread of the parent may have held it
+    _managers.clear()                   # their sockets are the parent's
 
 
 def _system_ca():
@@ -96,12 +103,8 @@ def _ssl_context(s: HttpSettings):
 
 def manager(settings: HttpSettings, proxy_url=""):
     """This process's pool manager for ``settings`` (and ``proxy_url``, if any)."""
-    global _pid
     key = (settings, proxy_url)
     with _lock:
-        if _pid != os.getpid():          # first use, or we are a forked child: fresh pools
-            _managers.clear()
-            _pid = os.getpid()
         m = _managers.get(key)
         if m is None:
             kw = {"num_pools": 32, "maxsize": 16, "block": False, "ssl_context": _ssl_context(settings)}
@@ -119,15 +122,15 @@ def manager(settings: HttpSettings, proxy_url=""):
 class HttpClient:
     """Sends single requests; never retries or follows redirects unless asked to."""
 
-    def __init__(self, settings: HttpSettings = HttpSettings(), user_agent="", timeout=30.0):
+    def __init__(self, settings: HttpSettings = HttpSettings(), user_agent="", timeout=None):
         self.settings = settings
-        self.user_agent = user_agent or DEFAULT_USER_AGENT
-        self.timeout = float(timeout or 30.0)
+        self.user_agent = user_agent or USER_AGENT
+        self.timeout = float(timeout or REGISTRY_TIMEOUT)
 
     @classmethod
     def from_service(cls, svc):
         return cls(HttpSettings.from_service(svc), getattr(svc, "user_agent", "") or "",
-                   getattr(svc, "registry_timeout", 30) or 30)
+                   getattr(svc, "registry_timeout", None))
 
     def request(self, method, url, headers=None, redirects=0, timeout=None, preload=False):
         """One request; ``redirects`` > 0 follows that many 3xx.  Returns a urllib3 response

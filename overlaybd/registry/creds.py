@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import stat
 import threading
 from urllib.parse import urlsplit
@@ -152,7 +153,6 @@ class CredentialProvider:
         else:
             u = urlsplit(self.path)
             if u.scheme == "https":
-                import ssl
                 ctx = ssl.create_default_context(cafile=self.server_ca or None)
                 if self.server_ca:
                     ctx.load_verify_locations(self.server_ca)

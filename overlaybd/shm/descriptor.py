@@ -6,7 +6,7 @@ Part descriptor, ``PART_SIZE`` (128) bytes, little-endian::
     8   u64  offset     byte offset in the device
     16  u32  dev        device number
     20  u32  length     bytes
-    24  u8   op         overlaybd.workers.ops.OP_*
+    24  u8   op         overlaybd.abi.ops.OP_*
     25  u8   niov       iovecs that follow (0..MAX_IOVS)
     26  u16  reserved
     28  u32  reserved
@@ -29,7 +29,8 @@ MAX_IOVS = 8
 _HEAD_FMT = "<QQIIBBHI"
 _HEAD = struct.Struct(_HEAD_FMT)
 _PARTS = [struct.Struct(_HEAD_FMT + "QI" * n) for n in range(MAX_IOVS + 1)]
-_COMPLETION = struct.Struct("<QII")
+_PART1 = _PARTS[1]
+COMPLETION = struct.Struct("<QII")
 assert _PARTS[MAX_IOVS].size == PART_SIZE
 
 
@@ -43,35 +44,41 @@ class Part(NamedTuple):
     iovs: tuple  # ((offset_in_mapping, length), ...)
 
 
-def pack_part(buf, off: int, part: Part) -> None:
-    """Write ``part`` into ``buf`` at ``off`` (a ring slot)."""
-    n = len(part.iovs)
+def pack_part(buf, off: int, tag: int, dev: int, op: int, offset: int, length: int, iovs) -> None:
+    """Write a part descriptor into ``buf`` at ``off`` (a ring slot)."""
+    n = len(iovs)
     if n == 1:
-        moff, ln = part.iovs[0]
-        _PARTS[1].pack_into(buf, off, part.tag, part.offset, part.dev, part.length, part.op, 1, 0, 0,
-                            moff, ln)
+        (moff, ln), = iovs
+        _PART1.pack_into(buf, off, tag, offset, dev, length, op, 1, 0, 0, moff, ln)
         return
     if n > MAX_IOVS:
-        raise ValueError(f"part {part.tag}: {n} iovecs, at most {MAX_IOVS} fit a descriptor")
-    flat = [x for iov in part.iovs for x in iov]
-    _PARTS[n].pack_into(buf, off, part.tag, part.offset, part.dev, part.length, part.op, n, 0, 0, *flat)
+        raise ValueError(f"part {tag}: {n} iovecs, at most {MAX_IOVS} fit a descriptor")
+    _PARTS[n].pack_into(buf, off, tag, offset, dev, length, op, n, 0, 0, *[x for iov in iovs for x in iov])
 
 
-def unpack_part(buf, off: int) -> Part:
-    """Read the part descriptor at ``off``; a bad iovec count raises FormatError."""
+def part_header(buf, off: int) -> tuple:
+    """``(tag, dev, op, offset, length, iovs)`` of the part descriptor at ``off`` (the fields of
+    :class:`Part`, without building one); a bad iovec count raises FormatError."""
     niov = buf[off + 25]
+    if niov == 1:
+        tag, offset, dev, length, op, _, _, _, moff, ln = _PART1.unpack_from(buf, off)
+        return tag, dev, op, offset, length, ((moff, ln),)
     if niov > MAX_IOVS:
         raise FormatError(f"{niov} iovecs (max {MAX_IOVS})", path="part descriptor", field="niov")
     v = _PARTS[niov].unpack_from(buf, off)
-    iovs = tuple((v[8 + 2 * i], v[9 + 2 * i]) for i in range(niov))
-    return Part(v[0], v[2], v[4], v[1], v[3], iovs)
+    return v[0], v[2], v[4], v[1], v[3], tuple((v[8 + 2 * i], v[9 + 2 * i]) for i in range(niov))
+
+
+def unpack_part(buf, off: int) -> Part:
+    """The part descriptor at ``off`` as a :class:`Part`; a bad iovec count raises FormatError."""
+    return Part(*part_header(buf, off))
 
 
 def pack_completion(buf, off: int, tag: int, status: int) -> None:
-    _COMPLETION.pack_into(buf, off, tag, status, 0)
+    COMPLETION.pack_into(buf, off, tag, status, 0)
 
 
 def unpack_completion(buf, off: int) -> tuple[int, int]:
     """``(tag, status)`` of the completion descriptor at ``off``."""
-    tag, status, _ = _COMPLETION.unpack_from(buf, off)
+    tag, status, _ = COMPLETION.unpack_from(buf, off)
     return tag, status

@@ -4,6 +4,12 @@ Layout (native u64s, accessed with :func:`overlaybd.shm.words.u64_words`): ``bea
 (CLOCK_MONOTONIC, comparable across processes), ``pid``, ``parts_done``, ``state`` (one of the
 ``STATE_*`` values) -- written by the worker -- and ``ctl_sent``, written by the supervisor:
 the count of control messages it has sent, so the worker learns of one without a syscall.
+
+Two more words carry the wake-up protocol (:mod:`overlaybd.shm.wakeup`): ``worker_idle``, set by
+the worker just before it sleeps on its submission eventfd, and ``supervisor_idle``, set by the
+supervisor when it stops polling this worker's completion ring.  The side that publishes an
+entry writes the peer's eventfd only while that word is set, and clears it first, so a busy
+peer is never woken and a sleeping one once per batch.
 """
 
 from __future__ import annotations
@@ -14,15 +20,15 @@ from .words import u64_words
 
 HEARTBEAT_SIZE = 64
 STATE_STARTING, STATE_READY, STATE_STOPPING = 0, 1, 2
-_BEAT, _PID, _DONE, _STATE, _CTL = 0, 1, 2, 3, 4
+_BEAT, _PID, _DONE, _STATE, _CTL, _WORKER_IDLE, _SUPERVISOR_IDLE = range(7)
 
 
 class Heartbeat:
     def __init__(self, buf, offset: int = 0):
-        self.words = u64_words(buf, offset, 5)
+        self.words = u64_words(buf, offset, 7)
 
     def init(self) -> None:
-        for field in (_BEAT, _PID, _DONE, _STATE, _CTL):
+        for field in range(7):
             self.words[field] = 0
 
     def beat(self) -> None:
@@ -50,3 +56,12 @@ class Heartbeat:
     parts_done = property(lambda self: self._get(_DONE), lambda self, v: self._set(_DONE, v))
     state = property(lambda self: self._get(_STATE), lambda self, v: self._set(_STATE, v))
     ctl_sent = property(lambda self: self._get(_CTL), lambda self, v: self._set(_CTL, v))
+    worker_idle = property(lambda self: self._get(_WORKER_IDLE),
+                           lambda self, v: self._set(_WORKER_IDLE, v))
+    supervisor_idle = property(lambda self: self._get(_SUPERVISOR_IDLE),
+                               lambda self, v: self._set(_SUPERVISOR_IDLE, v))
+
+
+# Word indexes for the hot loops, which index ``Heartbeat.words`` directly (a property call
+# costs more than the whole flag check).
+WORKER_IDLE, SUPERVISOR_IDLE, PARTS_DONE, CTL_SENT = _WORKER_IDLE, _SUPERVISOR_IDLE, _DONE, _CTL

@@ -18,6 +18,9 @@ On x86-64 (TSO) the slot bytes are visible before the counter that publishes the
 
 Entries are packed and unpacked in place (``reserve``/``commit``, ``peek``/``release``) by the
 codecs in :mod:`overlaybd.shm.descriptor`; ``push``/``pop`` copy whole slots for convenience.
+A side that moves entries in batches works with the counters themselves: :meth:`head`,
+:meth:`tail`, :meth:`slot_offset` of entry ``i``, and one store of the new count
+(:meth:`publish_to`, :meth:`consume_to`) per batch.
 """
 
 from __future__ import annotations
@@ -95,6 +98,27 @@ class Ring:
         """Slots the producer can still fill (a snapshot)."""
         return self.slots - len(self)
 
+    def head(self) -> int:
+        """Entries ever published (the producer's counter, as stored)."""
+        return self._head_w[0]
+
+    def tail(self) -> int:
+        """Entries ever consumed (the consumer's counter, as stored)."""
+        return self._tail_w[0]
+
+    def slot_offset(self, index: int) -> int:
+        """Offset in ``buf`` of the slot that holds entry ``index``."""
+        return self._base + (index & self._mask) * self.slot_size
+
+    def publish_to(self, head: int) -> None:
+        """Producer: publish every entry before ``head`` (filled in place, never more than
+        ``slots`` ahead of :meth:`tail`)."""
+        self._head_w[0] = head
+
+    def consume_to(self, tail: int) -> None:
+        """Consumer: free every entry before ``tail`` (never past :meth:`head`)."""
+        self._tail_w[0] = tail
+
     # -- producer ------------------------------------------------------------------------------
     def reserve(self) -> int:
         """Offset in ``buf`` of the next free slot, or -1 when the ring is full."""
@@ -144,6 +168,15 @@ class Ring:
         return data
 
     # -- recovery ------------------------------------------------------------------------------
+    def rewind(self, tail: int) -> None:
+        """Make the entries from ``tail`` on unconsumed again (they are still in their slots as
+        long as the producer has not published ``slots`` entries past them).  Only while the
+        consumer is not running: a replacement consumer re-reads them."""
+        if not self._head_w[0] - self.slots <= tail <= self._tail_w[0]:
+            raise ValueError(f"{self.name}: cannot rewind to {tail}")
+        self._tail_w[0] = tail
+        self._tail = tail
+
     def reset(self) -> None:
         """Empty the ring.  Only when neither side is running (e.g. its peer was reaped)."""
         self._head_w[0] = 0

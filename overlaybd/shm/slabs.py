@@ -23,12 +23,11 @@ forked workers inherit the mapping.
 from __future__ import annotations
 
 import fcntl
-import os
 import threading
-import weakref
 
 import numpy as np
 
+from .. import forksafe
 from .region import SharedRegion
 from .words import u64_words
 
@@ -36,7 +35,6 @@ MAGIC = 0x6F62647374617473          # "obdstats"
 VERSION = 1
 _HEADER_WORDS = 8
 _SLABS, _CAPACITY, _WIDTH, _KEY_SIZE, _USED = 2, 3, 4, 5, 6
-_tables = weakref.WeakSet()         # for the fork hook
 
 
 class TableFull(Exception):
@@ -68,13 +66,13 @@ class SlabTable:
         self.slab_words = self.capacity * self.width
         self._tlock = threading.Lock()
         self._index: dict[str, int] = {}    # this process's cache of the directory
-        _tables.add(self)
+        forksafe.track(self)
 
     @staticmethod
     def footprint(slabs: int, capacity: int, width: int, key_size: int) -> int:
         return _HEADER_WORDS * 8 + _align8(capacity * key_size) + slabs * capacity * width * 8
 
-    def _after_fork(self) -> None:
+    def _after_fork_in_child(self) -> None:
         self._tlock = threading.Lock()      # a thread of the parent may have held it
 
     # -- the key directory ----------------------------------------------------------------------
@@ -140,10 +138,3 @@ class SlabTable:
 def _align8(n: int) -> int:
     return (n + 7) & ~7
 
-
-def _after_fork_in_child() -> None:
-    for t in list(_tables):
-        t._after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,8 +1,13 @@
 """Wake-ups between processes: an eventfd, selectable by the supervisor's event loop.
 
-The protocol that makes wake-ups impossible to lose: a consumer first :meth:`Event.clear`\\ s,
-then drains its ring, and only then waits; a producer publishes to the ring, then
-:meth:`Event.set`\\ s.  A publish the drain missed always comes with a ``set`` after the clear.
+The rings between the supervisor and a worker signal only a peer that sleeps.  The consumer
+announces its sleep in a shared word (``worker_idle`` / ``supervisor_idle``,
+:mod:`overlaybd.shm.heartbeat`), then looks at its ring once more, and only then waits on its
+eventfd; the producer publishes an entry, then reads the word, and if it is set clears it and
+:meth:`Event.set`\\ s.  Each side orders its store before its load with a full barrier
+(:func:`overlaybd.shm.fence.fence`), so at least one of them sees the other: the consumer sees
+the entry and does not sleep, or the producer sees the word and wakes it.  A peer that is busy
+is never signalled, and a sleeping one once, however many entries follow before it runs.
 """
 
 from __future__ import annotations
@@ -26,13 +31,12 @@ class Event:
     def set(self) -> None:
         os.eventfd_write(self.fd, 1)
 
-    def clear(self) -> bool:
-        """Reset; True if it was set."""
+    def clear(self) -> int:
+        """Reset; the number of ``set`` calls since the last reset (0: it was not set)."""
         try:
-            os.eventfd_read(self.fd)
-            return True
+            return os.eventfd_read(self.fd)
         except BlockingIOError:
-            return False
+            return 0
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -25,9 +25,10 @@ from .. import log, service
 from ..abi import tcmu as T
 from ..errors import OverlaybdError
 from . import scsi, uio
-from .fastread import FastReads
+from .fastread import FastReads, FastSubmit
 from .netlink import TcmuNetlink
-from .ring import Ring
+from .ring import CommandRing
+from .signals import SignalQueue
 from .watch import FdWatch
 
 SECTOR = 512
@@ -47,7 +48,7 @@ class Device:
         self.pending = {}            # cmd_id -> (op in the engine, [(op, offset, length, iovs) next])
         self.copying = None          # cmd_id of the EXTENDED COPY using the scratch area
         self.copies = deque()        # EXTENDED COPYs waiting for it: (Command, Io)
-        self.fast = None             # FastReads when the engine is inline
+        self.fast = None             # the fused READ path: FastReads inline, else FastSubmit
 
     @property
     def name(self):
@@ -82,8 +83,7 @@ class Daemon:
         self._opened = deque()          # (info, handle, reply, future) ready to finish
         self._openers = ThreadPoolExecutor(OPEN_THREADS, thread_name_prefix="open")
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._sig_r = self._sig_w = -1
-        self._signals = []
+        self._signals = SignalQueue()
         self._watch = FdWatch()
         self._watch.add(self._wake_r)
 
@@ -225,7 +225,7 @@ class Daemon:
         finally:
             backend.close()
         try:
-            ring = Ring(handle.mm, info.dev_path)
+            ring = CommandRing(handle.mm, info.dev_path)
         except OverlaybdError as e:
             logger.error("device {}: {}", info.name, e)
             return -errno.ENOENT
@@ -245,6 +245,8 @@ class Daemon:
         inline = self.engine.inline_device(dev.key)
         if inline is not None:
             dev.fast = FastReads(ring, disk, inline)
+        else:
+            dev.fast = FastSubmit(ring, disk, self.engine, dev.key)
         self.devices[dev.key] = dev
         self.by_fd[handle.event_fd] = dev
         self._watch.add(handle.event_fd, select.EPOLLIN | (select.EPOLLET if handle.edge else 0))
@@ -367,7 +369,7 @@ class Daemon:
                     logger.error("device {}: kick failed: {}", dev.name, e.strerror)
 
     def in_flight(self):
-        return sum(len(d.pending) + len(d.copies) for d in self.devices.values())
+        return sum(d.ring.inflight for d in self.devices.values())
 
     # ---- netlink ----
     def _netlink_events(self):
@@ -394,33 +396,8 @@ class Daemon:
                 self.netlink.reply(ev.cmd, -errno.EOPNOTSUPP, ev.dev_index)
 
     # ---- signals and the loop ----
-    def _install_signals(self):
-        self._sig_r, self._sig_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._watch.add(self._sig_r)
-        old_fd = signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
-
-        def handler(signum, frame):
-            self._signals.append(signum)
-
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
-        return old_fd, old
-
-    def _restore_signals(self, saved):
-        old_fd, old = saved
-        for s, h in old.items():
-            signal.signal(s, h)
-        signal.set_wakeup_fd(old_fd)
-        self._watch.forget(self._sig_r)
-        os.close(self._sig_r)
-        os.close(self._sig_w)
-
     def _handle_signals(self):
-        try:
-            os.read(self._sig_r, 4096)
-        except BlockingIOError:
-            pass
-        sigs, self._signals = self._signals, []
-        for s in sigs:
+        for s in self._signals.take():
             if s == signal.SIGHUP:
                 log.reopen()
                 pids = [p for p in self.engine.worker_pids() if p is not None]
@@ -437,9 +414,13 @@ class Daemon:
                 self.stopping = True
 
     def _wait(self, timeout):
-        # engine.fileno() on every pass: it also wakes workers / raises inline completions
-        self._watch.add(self.engine.fileno())
+        self._watch.add(self.engine.fileno())      # readable on completions since our last poll
+        if timeout != 0 and self.engine.spin(self._queued):
+            timeout = 0                            # something came while we looked: no sleep
         return self._watch.poll(timeout)
+
+    def _queued(self):
+        return any(d.ring.pending() for d in self.devices.values())
 
     def run_once(self, timeout=1.0):
         """One pass of the loop: wait for any fd (``timeout`` None: no limit), then serve it.
@@ -451,7 +432,7 @@ class Daemon:
         for fd, events in self._wait(timeout):
             dev = self.by_fd.get(fd)            # most passes: a device, nothing else
             if dev is None:
-                if fd == self._sig_r:
+                if fd == self._signals.fd:
                     self._handle_signals()
                 elif fd == self._wake_r:
                     self._collect_opened()
@@ -479,7 +460,7 @@ class Daemon:
 
     def run(self):
         """Serve until SIGTERM/SIGINT; returns 0 after a clean shutdown."""
-        saved = self._install_signals()
+        self._watch.add(self._signals.install())
         try:
             self.start()
             logger.info("overlaybd-tcmu serving {} device(s)", len(self.devices))
@@ -490,7 +471,8 @@ class Daemon:
                 self.run_once(timeout)
             return self.shutdown()
         finally:
-            self._restore_signals(saved)
+            self._watch.forget(self._signals.fd)
+            self._signals.restore()
 
     def shutdown(self, timeout=60.0):
         """Finish the commands in flight, flush and stop the engine, close every device."""

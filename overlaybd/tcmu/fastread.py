@@ -1,22 +1,33 @@
-"""The fused path for READ(10) and READ(16) when the engine runs inline (``workers: 0``).
+"""The fused paths for READ(10) and READ(16): run in place when the engine is inline
+(:class:`FastReads`), handed to the workers without the generic parse when it is not
+(:class:`FastSubmit`).
 
-``Ring.parse_entry`` + ``ScsiDisk.execute`` + ``Engine.submit`` + ``Ring.complete`` cost a dozen
+``CommandRing.parse_entry`` + ``ScsiDisk.execute`` + ``Engine.submit`` + ``CommandRing.complete`` cost a dozen
 objects, dict look-ups and struct unpacks per command; where Python runs slowly (UML) that is
-most of a 4 KiB read.  :class:`FastReads` is the fast handler of :meth:`Ring.walk`: a
+most of a 4 KiB read.  :class:`FastReads` is the fast handler of :meth:`CommandRing.walk`: a
 READ(10)/READ(16) whose CDB, range and iovecs are plainly valid is decoded in place and read
 straight into the data area with the backend's ``preadinto``; the walker then completes it
 GOOD.  Every other entry, and every read that is not that simple (out of range, zero length,
 RDPROTECT set, too few buffer bytes, a read that raises or comes back short), is declined and
 goes the generic way, so status, sense data, retries and logging are those of the generic
 path.  Commands are executed in ring order either way.
+
+With workers, :class:`FastSubmit` decodes the same simple READs and gives them to
+``Engine.submit`` itself; :meth:`CommandRing.walk` counts them in flight (``TAKEN``), and they
+complete through the generic completion (``Daemon._on_complete``).
 """
 
 import struct
 
 from ..abi import scsi as S
 from ..abi import tcmu as T
+from ..abi.ops import OP_READ as _OP_READ
+from ..errors import OverlaybdError
+from .ring import TAKEN
 
 _IOV = T.IOVEC.unpack_from
+_CMD_ID = T.U16.unpack_from
+_ENT_CMD_ID = T.ENT_CMD_ID
 # a CMD entry's first 64 bytes: len_op, cmd_id, kflags, uflags, iov_cnt, iov_bidi_cnt,
 # iov_dif_cnt, (hole), cdb_off, (2 x u64), first iovec (base, len)
 _HEAD = struct.Struct("<IHxxIII4xQ16xQQ")
@@ -30,37 +41,67 @@ _READ_16 = S.READ_16
 _REFUSED = S.RW_PROTECT              # READ(10/16) byte 1: the generic path refuses RDPROTECT
 
 
+def _simple_read(buf, ent, length, size, num_lbas):
+    """``(lba, blocks, iov_cnt, first iovec base, its length)`` of the CMD entry at ``ent`` if
+    it is a READ(10)/READ(16) of one or more blocks in range, without RDPROTECT, bidi or DIF
+    buffers; None otherwise."""
+    if length < 64:
+        return None
+    _, _, iov_cnt, bidi, dif, cdb_off, base, n = _CMD_HEAD(buf, ent)
+    if bidi or dif or not iov_cnt or _REQ_IOV + 16 * iov_cnt > length or cdb_off + 16 > size:
+        return None
+    opc = buf[cdb_off]
+    if opc == _READ_10:
+        lba, nblocks = _READ10(buf, cdb_off)
+    elif opc == _READ_16:
+        lba, nblocks = _READ16(buf, cdb_off)
+    else:
+        return None
+    if buf[cdb_off + 1] & _REFUSED or not nblocks or lba + nblocks > num_lbas:
+        return None
+    return lba, nblocks, iov_cnt, base, n
+
+
+def _buffers(buf, size, ent, iov_cnt, want):
+    """The entry's iovecs cut to ``want`` bytes; None if they hold less or one is off the map."""
+    p = ent + _REQ_IOV
+    iovs = []
+    left = want
+    for _ in range(iov_cnt):
+        base, n = _IOV(buf, p)
+        if base + n > size:
+            return None
+        if left:
+            if n > left:
+                n = left
+            iovs.append((base, n))
+            left -= n
+        p += 16
+    return None if left else iovs
+
+
+def _geometry(handler, ring, disk):
+    """What both handlers check a READ against: the mapping and the disk's size."""
+    handler.buf, handler.size = ring.buf, ring.size
+    handler.num_lbas, handler.block_size = disk.num_lbas, disk.block_size
+
+
 class FastReads:
     """One device's fused READ handler for ``ring.walk(fast, dispatch)``.  ``device`` is the
     engine's inline device (``.view`` of the data area, ``.backend``)."""
 
     def __init__(self, ring, disk, device):
-        self.buf = ring.buf
-        self.size = ring.size
-        self.num_lbas = disk.num_lbas
-        self.block_size = disk.block_size
+        _geometry(self, ring, disk)
         self.device = device
         self._backend = self._into = None   # the backend's bound preadinto, looked up once
         self.fast = 0                   # commands run here (tests look)
 
     def __call__(self, ent, length):
         """Run the CMD entry at ``ent`` if it is a simple READ; True if it did."""
-        if length < 64:
+        read = _simple_read(self.buf, ent, length, self.size, self.num_lbas)
+        if read is None:
             return False
-        buf = self.buf
-        _, _, iov_cnt, bidi, dif, cdb_off, base, n = _CMD_HEAD(buf, ent)
-        if bidi or dif or not iov_cnt or _REQ_IOV + 16 * iov_cnt > length \
-                or cdb_off + 16 > self.size:
-            return False
-        opc = buf[cdb_off]
-        if opc == _READ_10:
-            lba, nblocks = _READ10(buf, cdb_off)
-        elif opc == _READ_16:
-            lba, nblocks = _READ16(buf, cdb_off)
-        else:
-            return False
-        if buf[cdb_off + 1] & _REFUSED or not nblocks or lba + nblocks > self.num_lbas:
-            return False
+        lba, nblocks, iov_cnt, base, n = read
         backend = self.device.backend
         if backend is not self._backend:    # (re)opened: look its preadinto up once, not per read
             self._backend = backend
@@ -87,24 +128,46 @@ class FastReads:
     def _read(self, ent, iov_cnt, view, into, pos, want):
         """Read ``want`` bytes at ``pos`` into the entry's iovecs; False if the generic path
         must run it (too few buffer bytes, an iovec off the map, a short read)."""
-        buf, size = self.buf, self.size
-        p = ent + _REQ_IOV
-        iovs = []
-        left = want
-        for _ in range(iov_cnt):
-            base, n = _IOV(buf, p)
-            if base + n > size:
-                return False
-            if left:
-                if n > left:
-                    n = left
-                iovs.append((base, n))
-                left -= n
-            p += 16
-        if left:
+        iovs = _buffers(self.buf, self.size, ent, iov_cnt, want)
+        if iovs is None:
             return False
         for base, n in iovs:
             if into(view[base:base + n], pos) != n:
                 return False
             pos += n
         return True
+
+
+class FastSubmit:
+    """One device's fused READ hand-off for ``ring.walk(fast, dispatch)`` when the engine has
+    workers: a simple READ goes to ``engine.submit`` straight from the ring entry."""
+
+    def __init__(self, ring, disk, engine, dev):
+        _geometry(self, ring, disk)
+        self.submit = engine.submit
+        self.dev = dev
+        self.fast = 0                   # commands handed off here (tests look)
+
+    def __call__(self, ent, length):
+        """Start the CMD entry at ``ent`` if it is a simple READ; TAKEN if it did."""
+        buf = self.buf
+        read = _simple_read(buf, ent, length, self.size, self.num_lbas)
+        if read is None:
+            return False
+        lba, nblocks, iov_cnt, base, n = read
+        bs = self.block_size
+        want = nblocks * bs
+        if iov_cnt == 1:
+            if n < want or base + n > self.size:
+                return False
+            iovs = ((base, want),)
+        else:
+            iovs = _buffers(buf, self.size, ent, iov_cnt, want)
+            if iovs is None:
+                return False
+        try:
+            self.submit(self.dev, _CMD_ID(buf, ent + _ENT_CMD_ID)[0], _OP_READ, lba * bs, want, iovs)
+        except OverlaybdError:          # refused before anything started: the generic path
+            return False                # answers it (and logs why)
+        self.fast += 1
+        return TAKEN

@@ -62,8 +62,8 @@ def _cstr(b):
 
 
 @dataclass
-class Event:
-    """A command from the kernel."""
+class NetlinkEvent:
+    """A command from the kernel on the TCMU netlink family (add, remove, reconfigure a device)."""
 
     cmd: int
     attrs: dict = field(default_factory=dict)
@@ -187,4 +187,4 @@ class TcmuNetlink:
                 if mtype != self.family or len(body) < GENLHDR.size:
                     continue
                 cmd = body[0]
-                events.append(Event(cmd, parse_attrs(body[GENLHDR.size:])))
+                events.append(NetlinkEvent(cmd, parse_attrs(body[GENLHDR.size:])))

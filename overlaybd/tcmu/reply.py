@@ -1,9 +1,9 @@
 """What a SCSI command turns into: a :class:`Reply` the handler gives itself (status, sense,
 data-in bytes), or an :class:`Io` for the engine; the canned replies; and the SCSI answer to
-an engine status (overlaybd.workers.ops.ST_*)."""
+an engine status (overlaybd.abi.ops.ST_*)."""
 
 from ..abi import scsi as S
-from ..workers.ops import (
+from ..abi.ops import (
     ST_FLUSH_ERR,
     ST_GOOD,
     ST_MISCOMPARE,

@@ -9,9 +9,9 @@ of unknown type, which get ``uflags |= UNKNOWN_OP``) are skipped by both cursors
 kicks the kernel (writes 4 bytes to the uio fd) once per batch: ``take_kick()`` says whether a
 completion was written since the last kick.
 
-:meth:`Ring.walk` is the one walker of new entries: a CMD entry is first offered to a fast
+:meth:`CommandRing.walk` is the one walker of new entries: a CMD entry is first offered to a fast
 handler (overlaybd.tcmu.fastread's fused READ), which may run it to a GOOD completion in place;
-every other command is parsed (:meth:`Ring.parse_entry`) and handed to the generic path.
+every other command is parsed (:meth:`CommandRing.parse_entry`) and handed to the generic path.
 """
 
 from ..abi import tcmu as T
@@ -25,6 +25,7 @@ _MB_HEAD, _MB_TAIL = T.MB_CMD_HEAD, T.MB_CMD_TAIL
 _LEN_MASK, _OP_MASK, _OP_CMD = ~T.OP_MASK, T.OP_MASK, T.OP_CMD
 _SKIP = (T.OP_PAD, T.OP_TMR)
 _STATUS, _CMD_ID = T.RSP_STATUS, T.ENT_CMD_ID
+TAKEN = 2       # a walk handler's answer for a command it started (see CommandRing.walk)
 
 
 class Command:
@@ -45,7 +46,7 @@ class Command:
         return f"Command(id={self.cmd_id}, op=0x{self.cdb[0]:02x}, iovs={self.iovs})"
 
 
-class Ring:
+class CommandRing:
     """The mailbox and command ring of one device, over ``buf`` (an mmap or bytearray)."""
 
     def __init__(self, buf, name="tcmu"):
@@ -101,7 +102,8 @@ class Ring:
     def walk(self, fast, dispatch):
         """Run every new entry up to the kernel's head, in ring order.  A CMD entry goes to
         ``fast(ent, length)`` first (``ent``: its offset in the mapping), which returns True
-        when it has run the command and its data is in place: it is then completed GOOD here.
+        when it has run the command and its data is in place: it is then completed GOOD here;
+        or ``TAKEN`` when it has started the command, which its owner completes later.
         Otherwise (or with ``fast`` None) it is parsed and ``dispatch(Command)`` runs it.
         Raises FormatError on a corrupt ring (the entries before the corrupt one have run)."""
         buf, size = self.buf, self.cmdr_size
@@ -120,7 +122,10 @@ class Ring:
                 self.entry_header(nxt)          # raises the FormatError
             op = word & _OP_MASK
             if op == _OP_CMD:
-                if fast is not None and fast(ent, length):
+                ran = fast(ent, length) if fast is not None else False
+                if ran is TAKEN:                        # started: completed later, by complete()
+                    self.inflight += 1
+                elif ran:
                     if _U32(buf, _MB_TAIL)[0] == nxt:   # the usual case: nothing older pending
                         buf[ent + _STATUS] = 0
                         _SET_U32(buf, _MB_TAIL, (nxt + length) % size)

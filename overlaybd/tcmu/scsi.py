@@ -19,7 +19,7 @@ import struct
 from typing import ClassVar
 
 from ..abi import scsi as S
-from ..workers.ops import (
+from ..abi.ops import (
     OP_COMPARE_WRITE,
     OP_COPY_IN,
     OP_COPY_OUT,

@@ -4,12 +4,13 @@ import json
 import os
 import sys
 
+from .. import SERVICE_CONFIG as DEFAULT_CONFIG
+from ..image.settings import load_service_config
 from ..logstat.parse import parse_when, read_records
 from ..logstat.summary import devices_of, select_device, summarize
 from .common import make_main, parser
 
 PROG = "overlaybd-logstat"
-DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
 
 
 def build_parser():
@@ -38,7 +39,6 @@ def build_parser():
 
 
 def _default_files(config):
-    from ..image.settings import load_service_config
     svc = load_service_config(None if config == DEFAULT_CONFIG else config)
     return [p for p in (svc.log.path, svc.audit_path if svc.enable_audit else "") if p]
 

@@ -7,11 +7,19 @@ import sys
 
 from loguru import logger
 
+from .. import SERVICE_CONFIG as DEFAULT_CONFIG
 from .. import __version__
 from ..errors import OverlaybdError
+from ..image import ImageOpener, load_image_config, open_image, write_result_file
+from ..image.settings import load_service_config, warn_unimplemented
+from ..log import setup_from_config
+from ..metrics import exporter
+from ..prefetch.session import PrefetchService
+from ..registry import CredentialProvider
+from ..tcmu.daemon import Daemon
+from ..workers import Engine
 from .common import add_version
 
-DEFAULT_CONFIG = "/etc/overlaybd/overlaybd.json"
 NOFILE = 1048576
 MODULE_DIR = "/sys/module/target_core_user"
 
@@ -30,22 +38,24 @@ def raise_nofile():
 
 
 def image_backend(svc):
-    """How the daemon opens images: (validate(config) -> backend, opener(config))."""
-    from ..image import ImageOpener, open_image
+    """How the daemon opens images: (validate(config) -> backend, opener(config)).
+    ``validate`` opens once in the supervisor to check the image and write the resultFile;
+    ``opener`` is what each engine process calls, with the block-cache budget of
+    ``workerConfig.cacheSizeMB``."""
     svc_path = svc.path if svc.path and os.path.exists(svc.path) else None
+    cache_bytes = svc.worker.cache_size_mb << 20
 
     def validate(config_path):
         return open_image(config_path, svc)
 
     def opener(config_path):
-        return ImageOpener(config_path, svc_path)
+        return ImageOpener(config_path, svc_path, cache_bytes)
 
     return validate, opener
 
 
 def write_failure(config_path, reason):
     """Best effort: tell the resultFile of ``config_path`` why its device was refused."""
-    from ..image import load_image_config, write_result_file
     try:
         result_file = load_image_config(config_path).result_file
     except OverlaybdError:
@@ -72,8 +82,6 @@ def main(argv=None):
                    help=f"path to overlaybd.json (default {DEFAULT_CONFIG})")
     args = p.parse_args(argv)
 
-    from ..image import load_service_config
-    from ..log import setup_from_config
     try:
         svc = load_service_config(None if args.config == DEFAULT_CONFIG else args.config)
     except OverlaybdError as e:
@@ -84,8 +92,6 @@ def main(argv=None):
     except OSError as e:
         print(f"overlaybd-tcmu: cannot open the log {svc.log.path}: {e.strerror}", file=sys.stderr)
         return 1
-    from ..image.settings import warn_unimplemented
-    from ..registry import CredentialProvider
     warn_unimplemented(svc)             # once, here: workers inherit the credential check too
     CredentialProvider.from_config(svc.credential).check_file()
     if not os.path.isdir(MODULE_DIR):
@@ -94,23 +100,19 @@ def main(argv=None):
         return 1
     raise_nofile()
 
-    from ..prefetch import PrefetchService
-    from ..tcmu.daemon import Daemon
-    from ..workers import Engine
     w = svc.worker
     engine = Engine(workers=w.workers, chunk_size=w.chunk_size_kb << 10,
-                    cache_bytes=w.cache_size_mb << 20, heartbeat_sec=w.heartbeat_sec)
-    validate, opener = image_backend(svc)
+                    heartbeat_sec=w.heartbeat_sec)
+    validate, opener = image_backend(svc)   # the block-cache budget (cacheSizeMB) rides these
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     logger.info("overlaybd-tcmu {} starting (package {}): config {}, {} worker(s)", __version__,
                 package, svc.path, w.workers)
     daemon = Daemon(engine, validate, opener, prefetch=PrefetchService(svc), refused=write_failure)
-    exporter = None
+    served = None
     if svc.exporter.enable:             # before the engine forks its workers: they count too
-        from ..metrics.exporter import start
         ex = svc.exporter
         try:
-            exporter = start(ex, daemon, w.workers)
+            served = exporter.start(ex, daemon, w.workers)
         except OSError as e:
             msg = f"cannot serve metrics on {ex.address}:{ex.port}: {e.strerror or e}"
             logger.error("{}", msg)
@@ -123,8 +125,8 @@ def main(argv=None):
         print(f"overlaybd-tcmu: {e}", file=sys.stderr)
         return 1
     finally:
-        if exporter is not None:
-            exporter.stop()
+        if served is not None:
+            served.stop()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
 """The I/O engine: inline or in CPU-pinned worker processes (docs/engine.md)."""
 
-from .blockcache import BlockCache
-from .engine import CommandError, Engine
-from .ops import (
+from ..abi.ops import (
                   OP_DISCARD,
                   OP_FLUSH,
                   OP_READ,
@@ -13,6 +11,7 @@ from .ops import (
                   ST_WRITE_ERR,
                   ST_WRITE_PROTECT,
 )
+from .engine import CommandError, Engine
 
 __all__ = [
                   "OP_DISCARD",
@@ -24,7 +23,6 @@ __all__ = [
                   "ST_READ_ERR",
                   "ST_WRITE_ERR",
                   "ST_WRITE_PROTECT",
-                  "BlockCache",
                   "CommandError",
                   "Engine",
 ]

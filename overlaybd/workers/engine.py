@@ -6,9 +6,16 @@ commands are split at chunk boundaries and the parts run in N pinned worker proc
 from :meth:`Engine.poll`, once per command, after all its parts are done; the status is the
 first failure among the parts, or ``ST_GOOD``.
 
-Workers are woken in batches: a part submitted is guaranteed to be running once the caller
-next calls :meth:`Engine.poll`, :meth:`Engine.wait` or :meth:`Engine.fileno` (the daemon loop
-does all three every turn), or as soon as enough parts are waiting for a worker.
+With workers, :meth:`Engine.submit` publishes a command's parts at once and wakes a worker only
+if it sleeps; :meth:`Engine.poll` consumes completions without a system call while workers keep
+it busy, and ends by telling the workers it stopped looking, so that :meth:`Engine.fileno`
+becomes readable at the next completion.  A caller may thus submit, select on ``fileno()`` and
+poll, in any order; inline commands complete in ``submit`` and are delivered by the next
+``poll`` (call it before sleeping, as the daemon does after every pass).
+
+A command that is one part (most: chunks are 1 MiB) carries ``dev`` and ``cmd_id`` in its
+part's tag, so its completion needs no table lookup; only commands split over several parts
+keep an entry that gathers their statuses.
 """
 
 from __future__ import annotations
@@ -21,16 +28,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ..cpus import default_workers
-from ..errors import OverlaybdError
-from ..shm.descriptor import MAX_IOVS, Part
-from ..shm.wakeup import Event
-from .context import WorkerContext, set_current
-from .execute import Device, RetryPolicy
-from .ops import (
+from ..abi.ops import (
     OP_COMPARE_WRITE,
     OP_DISCARD,
     OP_FLUSH,
+    OP_WRITE,
     OP_WRITE_SAME,
     OPS,
     SCRATCH_OPS,
@@ -40,10 +42,18 @@ from .ops import (
     miscompare,
     status_kind,
 )
+from ..cpus import default_workers
+from ..errors import OverlaybdError
+from ..process import WorkerContext, set_current
+from ..shm.descriptor import MAX_IOVS
+from ..shm.wakeup import Event
+from .execute import DeviceExecutor, RetryPolicy
 from .pool import WorkerPool
 from .split import route, split_iovs, split_range
 
 SECTOR = 512
+ONE_PART = 1 << 63          # tag bit: the part is the whole command, dev and cmd_id follow
+SPIN_POLLS = 300            # looks at the rings (some tens of us) before a sleep (spin())
 
 
 class CommandError(OverlaybdError):
@@ -52,7 +62,7 @@ class CommandError(OverlaybdError):
 
 class Engine:
     def __init__(self, workers: int | None = None, chunk_size: int = 1 << 20,
-                 cache_bytes: int = 256 << 20, on_complete: Callable[[int, int, int], None] | None = None,
+                 on_complete: Callable[[int, int, int], None] | None = None,
                  heartbeat_sec: float = 5.0, ring_slots: int = 1024,
                  read_retry_sec: float = 7 * 86400, start_method: str = "fork", cpus=None):
         if chunk_size <= 0 or chunk_size % SECTOR:
@@ -61,25 +71,29 @@ class Engine:
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         self.chunk_size = chunk_size
-        self.cache_bytes = cache_bytes
         self.on_complete = on_complete or (lambda dev, cmd_id, status: None)
         self.heartbeat_sec = heartbeat_sec
         self.retry = RetryPolicy(read_retry_sec)
-        self._settings = {"workers": self.workers, "chunk_size": chunk_size, "cache_bytes": cache_bytes,
+        self._settings = {"workers": self.workers, "chunk_size": chunk_size,
                           "heartbeat_sec": heartbeat_sec, "read_retry_sec": read_retry_sec}
         self._pool_kw = {"heartbeat_sec": heartbeat_sec, "ring_slots": ring_slots,
                          "start_method": start_method, "cpus": cpus}
         self.pool: WorkerPool | None = None
-        self._ready = Event()                 # completions waiting in _done
-        self._ready_set = False
+        self._idle_fd = Event()               # inline fileno(): never readable (commands
+                                              #   complete in submit, poll delivers them)
         self._done: deque = deque()           # (dev, cmd_id, status) to deliver from poll()
-        self._cmds: dict[tuple, list] = {}    # (dev, cmd_id) -> [parts left, status, offset]
-        self._parts: dict[int, tuple] = {}    # part tag -> (dev, cmd_id)
+        self._live: dict[int, set] = {}       # dev -> ids of its commands not yet delivered
+        self._count = 0                       # commands not yet delivered
+        self._cmds: dict[tuple, list] = {}    # (dev, cmd_id) of a split command -> [parts left,
+                                              #   status, offset]
+        self._parts: dict[int, tuple] = {}    # tag of a split command's part -> ((dev, cmd_id),
+                                              #   the part's offset)
         self._map_sizes: dict[int, int] = {}
-        self._inline: dict[int, Device] = {}
+        self._inline: dict[int, DeviceExecutor] = {}
         self._tags = itertools.count(1)
         self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
         self._started = False
+        self._spin = False                    # spin() pays here (set by start)
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -87,11 +101,12 @@ class Engine:
             raise RuntimeError("engine already started")
         self._started = True
         if self.workers == 0:
-            set_current(WorkerContext(0, 0, self.cache_bytes, self.chunk_size))
+            set_current(WorkerContext(0, 0, self.chunk_size))
+            self._spin = len(os.sched_getaffinity(0)) > 1
             return
         self.pool = WorkerPool(self.workers, self._settings, self._part_done, **self._pool_kw)
-        self.pool.epoll.register(self._ready.fileno(), select.EPOLLIN)
         self.pool.start()
+        self._spin = self.pool.spin
 
     def stop(self, drain: bool = True, timeout: float | None = 60.0) -> list[int | None]:
         """Finish what is in flight (if ``drain``; for up to ``timeout`` seconds), flush
@@ -102,7 +117,7 @@ class Engine:
         """
         if drain:
             deadline = None if timeout is None else time.monotonic() + timeout
-            while self._cmds or self._done:
+            while self._count:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
@@ -115,7 +130,7 @@ class Engine:
             d.flush()
             d.close()
         self._inline.clear()
-        self._ready.close()
+        self._idle_fd.close()
         set_current(None)
         return codes
 
@@ -131,7 +146,7 @@ class Engine:
             if self.pool is None:
                 backend = opener()        # errors reach the caller, as the contract wants
                 try:
-                    self._inline[dev] = Device(dev, opener, uio_fd, map_size, self.retry, backend,
+                    self._inline[dev] = DeviceExecutor(dev, opener, uio_fd, map_size, self.retry, backend,
                                                scratch)
                 except BaseException:
                     backend.close()
@@ -145,15 +160,17 @@ class Engine:
         finally:
             os.close(scratch)
         self._map_sizes[dev] = map_size
+        self._live[dev] = set()
 
     def remove_device(self, dev: int, timeout: float = 30.0) -> None:
         """Wait for the device's commands (up to ``timeout``), then close its backends."""
         deadline = time.monotonic() + timeout
-        while any(k[0] == dev for k in self._cmds):
+        while self._live.get(dev):
             if time.monotonic() > deadline:
                 raise CommandError("commands still in flight", path=f"dev {dev}", field="dev")
             self.wait(0.05)
         self._map_sizes.pop(dev, None)
+        self._live.pop(dev, None)
         if self.pool is not None:
             self.pool.remove_device(dev)
         d = self._inline.pop(dev, None)
@@ -161,7 +178,7 @@ class Engine:
             d.flush()
             d.close()
 
-    def inline_device(self, dev: int) -> Device | None:
+    def inline_device(self, dev: int) -> DeviceExecutor | None:
         """The inline engine's device ``dev`` (its ``view`` of the data area and ``backend``),
         for a caller that runs simple reads itself (overlaybd.tcmu.fastread); None with
         workers."""
@@ -176,7 +193,7 @@ class Engine:
             raise bad("unknown device", "dev")
         if op not in OPS:
             raise bad(f"unknown op {op}", "op")
-        if (dev, cmd_id) in self._cmds:
+        if cmd_id in self._live[dev]:
             raise bad("command id already in flight", "cmd_id")
         if op == OP_FLUSH:
             return
@@ -217,12 +234,30 @@ class Engine:
 
     def submit(self, dev: int, cmd_id: int, op: int, offset: int, length: int, iovs) -> None:
         """Start a command; its completion is reported by a later :meth:`poll`."""
+        pool = self.pool
+        if pool is not None and op <= OP_WRITE and len(iovs) == 1:
+            # The common command, checked and sent without the general machinery: a READ or
+            # WRITE of one buffer inside one chunk (what _check and the split would conclude).
+            (moff, n), = iovs
+            cs = self.chunk_size
+            live = self._live.get(dev)
+            if (live is not None and n == length > 0 and offset >= 0 and not (offset | n) & 511
+                    and moff >= 0 and moff + n <= self._map_sizes[dev] and op >= 1
+                    and offset // cs == (offset + n - 1) // cs and 0 <= cmd_id < 1 << 32
+                    and 0 <= dev < 1 << 31 and cmd_id not in live):
+                live.add(cmd_id)
+                self._count += 1
+                chunk = offset // cs
+                worker = self._routes.get((dev, chunk))
+                if worker is None:
+                    worker = self._route(dev, chunk)
+                pool.submit(worker, ONE_PART | dev << 32 | cmd_id, dev, op, offset, n, iovs)
+                return
         self._check(dev, cmd_id, op, offset, length, iovs)
-        if self.pool is None:
+        if pool is None:
             d = self._inline[dev]
-            # No eventfd write here: fileno() raises it for a caller about to select, and the
-            # daemon polls after every pass anyway (two syscalls a command saved in the inline
-            # path, where they are a large share of the cost under a slow syscall layer).
+            self._live[dev].add(cmd_id)
+            self._count += 1
             self._done.append((dev, cmd_id, d.execute(op, offset, length, iovs)))
             return
         cs = self.chunk_size
@@ -238,70 +273,97 @@ class Engine:
             else:
                 split = split_iovs(offset, iovs, cs, MAX_IOVS)
             pieces = [(self._route(dev, off // cs), off, n, v) for off, n, v in split]
+        self._live[dev].add(cmd_id)
+        self._count += 1
         if not pieces:
             self._done.append((dev, cmd_id, ST_GOOD))
-            self._signal()
+            pool.signal()             # fileno() readable: poll has it to deliver
+            return
+        if len(pieces) == 1 and 0 <= cmd_id < 1 << 32 and 0 <= dev < 1 << 31:
+            worker, off, n, v = pieces[0]     # its status needs no offset fix: off == offset
+            pool.submit(worker, ONE_PART | dev << 32 | cmd_id, dev, op, off, n, v)
             return
         key = (dev, cmd_id)
         self._cmds[key] = [len(pieces), ST_GOOD, offset]
         for worker, off, n, v in pieces:
             tag = next(self._tags)
-            self._parts[tag] = key
-            self.pool.submit(worker, Part(tag, dev, op, off, n, v))
+            self._parts[tag] = (key, off)
+            pool.submit(worker, tag, dev, op, off, n, v)
 
-    def _signal(self) -> None:
-        if not self._ready_set:
-            self._ready_set = True
-            self._ready.set()
-
-    def _part_done(self, part: Part, status: int) -> None:
-        key = self._parts.pop(part.tag)
+    def _part_done(self, tag: int, status: int) -> None:
+        if tag & ONE_PART:            # _deliver, inlined: this is most completions
+            dev, cmd_id = (tag >> 32) & 0x7FFFFFFF, tag & 0xFFFFFFFF
+            live = self._live.get(dev)
+            if live is not None:
+                live.discard(cmd_id)
+            self._count -= 1
+            self.on_complete(dev, cmd_id, status)
+            return
+        key, part_offset = self._parts.pop(tag)
         entry = self._cmds[key]
         if status != ST_GOOD:
             if status_kind(status) == ST_MISCOMPARE:   # offset from the part to the command
-                status = miscompare(part.offset - entry[2] + (status >> 8))
+                status = miscompare(part_offset - entry[2] + (status >> 8))
             old = entry[1]            # the first error stands; of miscompares, the earliest
             if old == ST_GOOD or status_kind(old) == status_kind(status) == ST_MISCOMPARE and status < old:
                 entry[1] = status
         entry[0] -= 1
         if entry[0] == 0:
             del self._cmds[key]
-            self._done.append((key[0], key[1], entry[1]))
+            self._deliver(key[0], key[1], entry[1])
+
+    def _deliver(self, dev: int, cmd_id: int, status: int) -> None:
+        live = self._live.get(dev)
+        if live is not None:
+            live.discard(cmd_id)
+        self._count -= 1
+        self.on_complete(dev, cmd_id, status)
 
     def poll(self) -> None:
         """Deliver finished commands to ``on_complete``; supervise the workers."""
-        if self._ready_set:
-            self._ready_set = False
-            self._ready.clear()
-        if self.pool is not None:
-            self.pool.poll()
+        pool = self.pool
+        if pool is not None:
+            pool.poll()               # delivers what the workers completed
         done = self._done
         while done:
-            self.on_complete(*done.popleft())
-        if self.pool is not None:
-            self.pool.kick()          # commands on_complete submitted (e.g. the next UNMAP piece)
+            self._deliver(*done.popleft())
+        if pool is not None:
+            pool.arm()                # until the next poll, a completion makes fileno() readable
 
     def fileno(self) -> int:
-        """Readable when :meth:`poll` has work (completions, a worker to replace).
+        """Readable when :meth:`poll` has work that arrived since the last poll (completions,
+        a worker to replace)."""
+        return self._idle_fd.fileno() if self.pool is None else self.pool.fileno()
 
-        Also wakes the workers for parts submitted so far: a caller about to select on it
-        must not wait for work nobody started."""
-        if self.pool is None:
-            if self._done:
-                self._signal()
-            return self._ready.fileno()
-        self.pool.kick()
-        return self.pool.fileno()
+    def spin(self, also=None) -> bool:
+        """Before sleeping: look at the workers' completion rings (and ``also()``, e.g. the
+        kernel's command rings) for some microseconds, without a system call; True as soon as
+        something is there.  Only where it pays: this process has a CPU its workers do not use
+        (or, inline, a second CPU where the kernel can queue the next command meanwhile)."""
+        if not self._spin:
+            return False
+        pool = self.pool
+        waiting = pool.completions_waiting if pool is not None else None
+        for _ in range(SPIN_POLLS):
+            if waiting is not None and waiting() or also is not None and also():
+                return True
+        return False
 
     def wait(self, timeout: float | None = None) -> None:
-        """Sleep until :meth:`fileno` is readable (or ``timeout``), then :meth:`poll`."""
-        select.select([self.fileno()], [], [], timeout)
+        """Poll; if that delivered nothing, spin (:meth:`spin`), then sleep until
+        :meth:`fileno` is readable (or ``timeout``), and poll."""
+        count = self._count
+        self.poll()
+        if self._count != count or self._done:
+            return
+        if not (count and self.spin()):
+            select.select([self.fileno()], [], [], timeout)
         self.poll()
 
     @property
     def in_flight(self) -> int:
         """Commands submitted and not yet delivered."""
-        return len(self._cmds) + len(self._done)
+        return self._count
 
     def worker_pids(self) -> list[int | None]:
         """Pid per worker position (None while a crash-looping position waits to restart)."""

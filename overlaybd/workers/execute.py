@@ -1,8 +1,9 @@
 """Running one piece of I/O against a device: the code shared by inline mode and the workers.
 
-A :class:`Device` is one process's view of a device: the backend returned by its opener and a
-mapping of the kernel data area (the uio mapping).  Reads go straight into the mapping
-(``preadinto`` where the backend has it), writes go straight from it.
+A :class:`DeviceExecutor` runs the engine's operations on one device in one process: the
+backend returned by its opener and a mapping of the kernel data area (the uio mapping).  Reads
+go straight into the mapping (``preadinto`` where the backend has it), writes go straight from
+it.  (The daemon's ``overlaybd.tcmu.daemon.Device`` is the device as the supervisor serves it.)
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import time
 
 from loguru import logger
 
-from ..errors import ReadOnlyError
-from .ops import (
+from ..abi.ops import (
     FAILED,
     OP_COMPARE_WRITE,
     OP_COPY_IN,
@@ -33,6 +33,7 @@ from .ops import (
     ST_WRITE_PROTECT,
     miscompare,
 )
+from ..errors import ReadOnlyError
 
 WRITE_SAME_RUN = 1 << 20     # WRITE SAME writes its block repeated in runs of this many bytes
 
@@ -54,7 +55,7 @@ class RetryPolicy:
             delay = min(delay * 2, self.max_sec)
 
 
-class Device:
+class DeviceExecutor:
     """A backend plus a mapping of the data area its iovecs point into, and of the device's
     scratch area (``scratch_fd``, SCRATCH_SIZE bytes: EXTENDED COPY's bounce buffer)."""
 

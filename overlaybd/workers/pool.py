@@ -15,13 +15,16 @@ consumed, and the dead process can no longer post one once reaped).  The one exc
 error status of its operation rather than crash workers forever.
 
 At most ``ring_slots`` parts are outstanding per worker (published, completion not yet
-consumed), which keeps both rings from ever filling; the rest wait in a backlog.
+consumed), which keeps both rings from ever filling; the rest wait in a backlog.  A worker
+takes parts in ring order and completes each before it takes the next, so a worker's parts in
+flight are exactly the ring entries from its count of consumed completions up to the ring's
+head, still in their slots: a replacement re-reads them after the dead worker's consumer
+counter is rewound (no table of parts in flight is kept).
 
-Wake-ups are batched: :meth:`submit` publishes at once but signals a worker only when its ring
-was empty (it is probably asleep) or ``WAKE_BATCH`` parts are waiting for it; :meth:`kick`
-(called by :meth:`poll` and by the engine's ``poll``/``wait``/``fileno``) signals the rest.  A
-wake-up skipped because the worker emptied its ring just then is made up by the next kick, or
-at the latest by the worker's own timeout (``heartbeat_sec / 4``).
+Wake-ups (:mod:`overlaybd.shm.wakeup`): a part published to a worker that is not asleep costs
+no system call; a sleeping worker is woken once.  The same holds back: a worker writes the
+completion eventfd only when the supervisor has said, at the end of its :meth:`poll`, that it
+stopped looking.
 """
 
 from __future__ import annotations
@@ -38,29 +41,32 @@ import multiprocess
 import psutil
 from loguru import logger
 
+from ..abi.ops import FAILED, OPS, ST_READ_ERR
 from ..service import unprotect_oom
 from ..shm.channel import Channel, PassFd
 from ..shm.descriptor import (
+    COMPLETION,
     COMPLETION_SIZE,
     PART_SIZE,
     Part,
     pack_part,
-    unpack_completion,
+    part_header,
 )
-from ..shm.heartbeat import HEARTBEAT_SIZE, STATE_READY, Heartbeat
+from ..shm.fence import fence
+from ..shm.heartbeat import HEARTBEAT_SIZE, STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from .ops import FAILED, OPS, ST_READ_ERR
+from ..shm.words import u64_words
 from .worker import worker_main
 
-WAKE_BATCH = 16
 EARLY_DEATH = 2.0       # a process that dies this young without completing a part died "early";
 CRASH_LOOP = 3          # after this many early deaths in a row, restarts wait (up to MAX_DELAY)
 MAX_DELAY = 10.0
 STARTUP_GRACE = 30.0    # seconds a new worker may take to start beating (spawn imports a lot)
 FORK_GRACE = 5.0        # ... when it is forked: it only unpacks its init message
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
+LOOK_EVERY = 64         # busy polls between looks at the epoll and the clock
 
 
 class _Slot:
@@ -82,18 +88,34 @@ class _Slot:
         self.comp = Ring(buf, self.comp_off, ring_slots, COMPLETION_SIZE, init=True,
                          name=f"worker {index} completion ring")
         self.sub_event = Event()
-        self.inflight: dict[int, Part] = {}     # tag -> part, in publication order
-        self.backlog: deque[Part] = deque()
+        self.published = 0                      # parts ever published to sub (its head)
+        self.completed = 0                      # of those, parts whose completion we consumed
+        self.backlog: deque[Part] = deque()     # parts waiting for room in the ring
+        self.words = self.hb.words              # the wake-up flags, indexed in the hot loops
+        self.sub_head = u64_words(buf, self.sub_off, 1)  # the ring's head word (we publish)
+        self.sub_base, self.sub_mask = self.sub.slot_offset(0), ring_slots - 1
+        self.wakeups = 0                        # times the supervisor woke this worker
         self.proc = None
         self.channel: Channel | None = None
         self.restarts = 0
         self.spawned_at = 0.0
         self.early_deaths = 0                   # consecutive deaths of processes that did nothing
         self.respawn_at = 0.0                   # crash loop: no process until then
-        self.unsignalled = 0                    # parts published since the last wake-up
+
+    @property
+    def outstanding(self) -> int:
+        """Parts published and not yet completed, plus the backlog."""
+        return self.published - self.completed + len(self.backlog)
+
+    def in_flight(self) -> list[Part]:
+        """The parts published and not completed, oldest first (read back from the ring)."""
+        return [Part(*part_header(self.sub.buf, self.sub.slot_offset(i)))
+                for i in range(self.completed, self.published)]
 
     def close(self) -> None:
         self.sub_event.close()
+        self.words = None
+        self.sub_head.release()
         for part in (self.hb, self.sub, self.comp):
             part.close()
         self.hb = self.sub = self.comp = None
@@ -101,9 +123,9 @@ class _Slot:
 
 
 class WorkerPool:
-    """``workers`` pinned processes; parts in, ``on_part_done(part, status)`` out (from poll)."""
+    """``workers`` pinned processes; parts in, ``on_part_done(tag, status)`` out (from poll)."""
 
-    def __init__(self, workers: int, settings: dict, on_part_done: Callable[[Part, int], None],
+    def __init__(self, workers: int, settings: dict, on_part_done: Callable[[int, int], None],
                  heartbeat_sec: float = 5.0, ring_slots: int = 1024, start_method: str = "fork",
                  cpus=None):
         if workers < 1:
@@ -118,8 +140,16 @@ class WorkerPool:
         self.heartbeat_sec = heartbeat_sec
         self.ring_slots = ring_slots
         allowed = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-        self.slots = [_Slot(i, allowed[i % len(allowed)] if allowed else None, ring_slots)
+        # Workers take the last CPUs: with fewer workers than CPUs, the first ones (where the
+        # system's own work tends to run) are left to the supervisor, which is not pinned (a
+        # pinned supervisor cannot move away from a CPU something else keeps busy).
+        first = max(len(allowed) - workers, 0)
+        self.slots = [_Slot(i, allowed[(first + i) % len(allowed)] if allowed else None, ring_slots)
                       for i in range(workers)]
+        # Spinning before sleep pays only for a process with a CPU of its own: each worker and
+        # the supervisor have one when there are more CPUs than workers.
+        self.spin = first > 0
+        settings["spin"] = self.spin
         self.comp_event = Event()
         self.epoll = select.epoll()
         self.epoll.register(self.comp_event.fileno(), select.EPOLLIN)
@@ -128,12 +158,17 @@ class WorkerPool:
         self._sentinels: dict[int, _Slot] = {}
         self._next_hb_check = 0.0
         self._deaths: dict[int, int] = {}         # part tag -> deaths of workers running it
+        self._backlogged = 0                      # parts in all backlogs
+        self._armed = True                        # supervisor_idle set: workers signal us
+        self._quiet_polls = 0                     # polls since the last look at the epoll
+        self.wakeups = 0                          # times workers (or the engine) woke us
         self.restarts = 0
 
     # -- processes -----------------------------------------------------------------------------
     def start(self) -> None:
         for slot in self.slots:
             self._spawn(slot)
+
 
     def _spawn(self, slot: _Slot) -> None:
         self.settings["supervisor_pid"] = os.getpid()
@@ -143,6 +178,7 @@ class WorkerPool:
                                 name=f"overlaybd-worker-{slot.index}", daemon=True)
         slot.hb.init()
         slot.hb.beat()          # the grace period of a starting worker
+        slot.words[SUPERVISOR_IDLE] = int(self._armed)
         slot.spawned_at = time.monotonic()
         proc.start()
         child.close()
@@ -197,13 +233,12 @@ class WorkerPool:
         pid = slot.proc.pid
         code = self._reap(slot)
         self._drain(slot)                 # what it completed before dying counts
-        pending = self._blame(slot, list(slot.inflight.values()))
-        pending.extend(slot.backlog)
-        slot.inflight.clear()
-        slot.backlog = deque(pending)
-        slot.sub.reset()
+        self._blame(slot)
+        slot.sub.rewind(slot.completed)   # the replacement starts at the first part not done
         slot.comp.reset()
+        slot.words[WORKER_IDLE] = 0
         slot.sub_event.clear()
+        pending = slot.outstanding
         slot.restarts += 1
         self.restarts += 1
         now = time.monotonic()
@@ -212,7 +247,7 @@ class WorkerPool:
         else:
             slot.early_deaths = 0
         logger.warning("worker {} (pid {}) {} (exit code {}); restarting it with {} parts to redo",
-                       slot.index, pid, reason, code, len(pending))
+                       slot.index, pid, reason, code, pending)
         if slot.early_deaths >= CRASH_LOOP:
             delay = min(0.25 * 2 ** (slot.early_deaths - CRASH_LOOP), MAX_DELAY)
             logger.error("worker {} is crash-looping ({} processes in a row died at once); next "
@@ -229,25 +264,25 @@ class WorkerPool:
                 self._spawn(slot)
                 self._publish_backlog(slot)
 
-    def _blame(self, slot: _Slot, inflight: list[Part]) -> list[Part]:
-        """The parts to redo: all but one that has now died with its worker MAX_DEATHS times.
+    def _blame(self, slot: _Slot) -> None:
+        """Fail the part the dead worker was running if it has now died with MAX_DEATHS workers.
 
         A worker takes parts in order and completes each before taking the next, so after its
-        completions are drained the in-flight parts it had already taken -- those beyond the
-        ``len(sub)`` still in its ring -- are (at most) the one it was executing when it died.
+        completions are drained, the part it was running (if it had taken one) is the oldest
+        one not completed: entry ``completed`` of its ring, taken if the ring's tail is past it.
         """
-        running = inflight[:max(len(inflight) - len(slot.sub), 0)]
-        for part in running:
-            deaths = self._deaths.get(part.tag, 0) + 1
-            self._deaths[part.tag] = deaths
-            if deaths >= MAX_DEATHS:
-                logger.error("worker {}: {} at {}+{} of dev {} died with its worker {} times; "
-                             "failing it", slot.index, OPS.get(part.op, part.op), part.offset,
-                             part.length, part.dev, deaths)
-                del self._deaths[part.tag]
-                inflight.remove(part)
-                self.on_part_done(part, FAILED.get(part.op, ST_READ_ERR))
-        return inflight
+        if slot.sub.tail() <= slot.completed:
+            return
+        part = Part(*part_header(slot.sub.buf, slot.sub.slot_offset(slot.completed)))
+        deaths = self._deaths.get(part.tag, 0) + 1
+        self._deaths[part.tag] = deaths
+        if deaths >= MAX_DEATHS:
+            logger.error("worker {}: {} at {}+{} of dev {} died with its worker {} times; "
+                         "failing it", slot.index, OPS.get(part.op, part.op), part.offset,
+                         part.length, part.dev, deaths)
+            del self._deaths[part.tag]
+            slot.completed += 1
+            self.on_part_done(part.tag, FAILED.get(part.op, ST_READ_ERR))
 
     # -- devices -------------------------------------------------------------------------------
     def add_device(self, dev: int, opener, fd: int, map_size: int, scratch: int) -> None:
@@ -274,72 +309,100 @@ class WorkerPool:
                 self._send(slot, ("remove", dev))
 
     # -- parts ---------------------------------------------------------------------------------
-    def submit(self, index: int, part: Part) -> None:
+    def submit(self, index: int, tag: int, dev: int, op: int, offset: int, length: int,
+               iovs) -> None:
+        """Publish a part to worker ``index`` (its backlog if the ring is full) and wake the
+        worker if it sleeps.  ``tag`` comes back with the status in ``on_part_done``."""
         slot = self.slots[index]
-        if slot.backlog or len(slot.inflight) >= self.ring_slots:
-            slot.backlog.append(part)
+        i = slot.published
+        if i - slot.completed >= self.ring_slots or slot.backlog:
+            slot.backlog.append(Part(tag, dev, op, offset, length, tuple(iovs)))
+            self._backlogged += 1
             return
-        idle = len(slot.sub) == 0          # nothing queued: the worker is probably asleep
-        self._publish(slot, part)
-        slot.unsignalled += 1
-        if idle or slot.unsignalled >= WAKE_BATCH:
-            self._wake(slot)
-
-    @staticmethod
-    def _wake(slot: _Slot) -> None:
-        slot.unsignalled = 0
-        slot.sub_event.set()
-
-    def kick(self) -> None:
-        """Wake every worker that has parts published since its last wake-up."""
-        for slot in self.slots:
-            if slot.unsignalled:
-                self._wake(slot)
-
-    def _publish(self, slot: _Slot, part: Part) -> None:
-        off = slot.sub.reserve()
-        if off < 0:   # cannot happen: outstanding parts are bounded by the ring size
-            raise RuntimeError(f"worker {slot.index}: submission ring full")
-        pack_part(slot.sub.buf, off, part)
-        slot.sub.commit()
-        slot.inflight[part.tag] = part
+        pack_part(slot.sub.buf, slot.sub_base + (i & slot.sub_mask) * PART_SIZE, tag, dev, op,
+                  offset, length, iovs)
+        slot.published = i + 1
+        slot.sub_head[0] = i + 1          # publish (Ring.publish_to, without the call)
+        words = slot.words
+        fence()                           # the head store before the look at the flag
+        if words[WORKER_IDLE]:
+            words[WORKER_IDLE] = 0
+            slot.wakeups += 1
+            slot.sub_event.set()
 
     def _publish_backlog(self, slot: _Slot) -> None:
-        n = 0
-        while slot.backlog and len(slot.inflight) < self.ring_slots:
-            self._publish(slot, slot.backlog.popleft())
-            n += 1
-        if n:
-            self._wake(slot)
+        backlog = slot.backlog
+        room = self.ring_slots - (slot.published - slot.completed)
+        n = min(room, len(backlog))
+        if n <= 0:
+            return
+        sub = slot.sub
+        for i in range(slot.published, slot.published + n):
+            pack_part(sub.buf, sub.slot_offset(i), *backlog.popleft())
+        slot.published += n
+        self._backlogged -= n
+        sub.publish_to(slot.published)
+        if slot.proc is not None:
+            fence()
+            if slot.words[WORKER_IDLE]:
+                slot.words[WORKER_IDLE] = 0
+                slot.wakeups += 1
+                slot.sub_event.set()
 
     def _drain(self, slot: _Slot) -> None:
+        """Consume every completion in ``slot``'s ring (one counter store for the batch)."""
         comp = slot.comp
-        while True:
-            off = comp.peek()
-            if off < 0:
-                return
-            tag, status = unpack_completion(comp.buf, off)
-            comp.release()
-            part = slot.inflight.pop(tag, None)
-            if part is None:
-                logger.error("worker {}: completion for unknown part {}", slot.index, tag)
-                continue
-            if self._deaths:
-                self._deaths.pop(tag, None)
-            self.on_part_done(part, status)
+        tail, head = comp.tail(), comp.head()
+        if tail == head:
+            return
+        buf, unpack, done = comp.buf, COMPLETION.unpack_from, self.on_part_done
+        base, mask = comp.slot_offset(0), comp.slots - 1
+        deaths = self._deaths
+        try:
+            while tail < head:
+                tag, status, _ = unpack(buf, base + (tail & mask) * COMPLETION_SIZE)
+                tail += 1
+                slot.completed += 1
+                if deaths:
+                    deaths.pop(tag, None)
+                done(tag, status)
+        finally:
+            comp.consume_to(tail)
 
     # -- the supervisor's turn -----------------------------------------------------------------
     def fileno(self) -> int:
         return self.epoll.fileno()
 
     def poll(self) -> None:
-        """Consume completions, replace dead or stalled workers, publish backlogs."""
-        self.kick()
-        events = self.epoll.poll(0)
-        self.comp_event.clear()
-        for slot in self.slots:
+        """Consume completions, replace dead or stalled workers, publish backlogs.
+
+        Busy polls cost no system call: the epoll (worker exits, the completion eventfd) and
+        the clock (heartbeats, restart delays) are looked at after a :meth:`arm`, which the
+        engine does at the end of each of its polls, or every ``LOOK_EVERY`` polls."""
+        slots = self.slots
+        if self._armed:                   # take back "not looking" before draining
+            self._armed = False
+            for slot in slots:
+                slot.words[SUPERVISOR_IDLE] = 0
+            look = True
+        else:
+            self._quiet_polls += 1
+            look = self._quiet_polls >= LOOK_EVERY
+        for slot in slots:
             self._drain(slot)
-        for fd, _ in events:
+        if look:
+            self._quiet_polls = 0
+            self._supervise()
+        if self._backlogged:
+            for slot in slots:
+                if slot.backlog:
+                    self._publish_backlog(slot)
+
+    def _supervise(self) -> None:
+        for fd, _ in self.epoll.poll(0):
+            if fd == self.comp_event.fd:
+                self.wakeups += self.comp_event.clear()
+                continue
             slot = self._sentinels.get(fd)
             if slot is not None:
                 self._replace(slot, "exited")
@@ -352,8 +415,34 @@ class WorkerPool:
                 limit = self.heartbeat_sec if slot.hb.state == STATE_READY else self.startup_grace
                 if slot.proc is not None and age > limit:
                     self._replace(slot, f"stalled (no heartbeat for {age:.1f}s)")
+
+    def arm(self) -> None:
+        """Stop looking at the completion rings until the next :meth:`poll`: from now on a
+        worker that completes a part makes :meth:`fileno` readable (once)."""
+        slots = self.slots
+        for slot in slots:
+            slot.words[SUPERVISOR_IDLE] = 1
+        fence()                           # the flag stores before the look at the rings
+        self._armed = True
+        for slot in slots:
+            comp = slot.comp
+            if comp.head() != comp.tail():            # already waiting: readable now
+                for s in slots:
+                    s.words[SUPERVISOR_IDLE] = 0
+                self.comp_event.set()
+                return
+
+    def signal(self) -> None:
+        """Make :meth:`fileno` readable (the engine has something for its next poll)."""
+        self.comp_event.set()
+
+    def completions_waiting(self) -> bool:
+        """A completion is in some ring (no system call: for a short spin before sleeping)."""
         for slot in self.slots:
-            self._publish_backlog(slot)
+            comp = slot.comp
+            if comp.head() != comp.tail():
+                return True
+        return False
 
     def pids(self) -> list[int]:
         """Worker pids (None for a position waiting out a crash-loop delay)."""
@@ -362,9 +451,9 @@ class WorkerPool:
     def stats(self) -> list[dict]:
         """Per worker: pid, cpu, parts done by the current process, restarts, heartbeat age."""
         return [{"index": s.index, "pid": s.proc.pid if s.proc is not None else None, "cpu": s.cpu,
-                 "parts_done": s.hb.parts_done,
+                 "parts_done": s.hb.parts_done, "wakeups": s.wakeups,
                  "restarts": s.restarts, "heartbeat_age": s.hb.age(),
-                 "outstanding": len(s.inflight) + len(s.backlog)} for s in self.slots]
+                 "outstanding": s.outstanding} for s in self.slots]
 
     def stop(self, timeout: float = 30.0) -> list[int | None]:
         """Ask every worker to flush and exit; returns their exit codes (killed after timeout)."""

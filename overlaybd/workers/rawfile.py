@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 
-from ..io import LocalFile
-
-_FALLOC_FL_KEEP_SIZE = 0x01
-_FALLOC_FL_PUNCH_HOLE = 0x02
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+from ..io import LocalFile, punch_hole
 
 
 class RawFile(LocalFile):
@@ -23,9 +16,7 @@ class RawFile(LocalFile):
 
     def discard(self, off: int, n: int) -> None:
         """Punch a hole: the range reads back as zeros."""
-        if _libc.fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, off, n) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"{self.path}: fallocate(punch hole, {off}, {n}): {os.strerror(e)}")
+        punch_hole(self.fd, off, n, self.path)
 
 
 class RawFileOpener:

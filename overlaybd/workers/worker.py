@@ -5,15 +5,19 @@ Start-up (see :mod:`overlaybd.workers.pool`): the supervisor sends over the cont
 ring, completion ring) and of the two eventfds, then one ``add`` message per device (opener,
 uio descriptor, mapping size).  Later messages: ``add``, ``remove``, ``stop``.
 
-Main loop: clear the submission event, drain the submission ring until it is empty (execute,
-post a completion), and only then sleep, untimed, on the event and the channel.  Control
-messages are taken whenever the supervisor's ``ctl_sent`` count (heartbeat word) differs from
-the worker's -- it is checked before every part, so a part published after an
-``add``/``remove`` always sees it applied.  The completion event is signalled after every
-part: the next part may be a slow one (a remote fetch), and the completions before it must not
-wait for it.  A thread beats the heartbeat every ``heartbeat_sec / 4`` s: it stops when the
-process is stopped or killed, not while a slow backend read (which the spec retries for a long
-time) is running.  The same thread notices a dead supervisor and wakes the main loop.
+Main loop: take parts from the submission ring in order, execute each, post its completion,
+until the ring is empty; look again for a short while (``SPIN``), then sleep on the submission
+eventfd and the channel.  Sleeping is announced first (the ``worker_idle`` heartbeat word, then
+a last look at the ring, :mod:`overlaybd.shm.wakeup`), so the supervisor writes the eventfd only
+for a worker that sleeps.  Control messages are taken whenever the supervisor's ``ctl_sent``
+count (heartbeat word) differs from the worker's -- it is checked before every part, so a part
+published after an ``add``/``remove`` always sees it applied.  After every completion the
+worker looks at the supervisor's ``supervisor_idle`` word and signals the completion eventfd if
+it is set: the next part may be a slow one (a remote fetch), and the completions before it must
+not wait for it; a supervisor busy polling is not signalled at all.  A thread beats the
+heartbeat every ``heartbeat_sec / 4`` s: it stops when the process is stopped or killed, not
+while a slow backend read (which the spec retries for a long time) is running.  The same thread
+notices a dead supervisor and wakes the main loop, and re-checks both wake-up flags.
 """
 
 from __future__ import annotations
@@ -22,23 +26,32 @@ import os
 import select
 import signal
 import threading
-import time
 
 import psutil
 from loguru import logger
 
 from .. import log
+from ..abi.ops import FAILED, ST_GOOD, ST_READ_ERR
+from ..process import WorkerContext, set_current
 from ..shm.channel import Channel
-from ..shm.descriptor import COMPLETION_SIZE, PART_SIZE, pack_completion, unpack_part
-from ..shm.heartbeat import STATE_READY, STATE_STOPPING, Heartbeat
+from ..shm.descriptor import COMPLETION, COMPLETION_SIZE, PART_SIZE, part_header
+from ..shm.fence import fence
+from ..shm.heartbeat import (
+    CTL_SENT,
+    PARTS_DONE,
+    STATE_READY,
+    STATE_STOPPING,
+    SUPERVISOR_IDLE,
+    WORKER_IDLE,
+    Heartbeat,
+)
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from .context import WorkerContext, set_current
-from .execute import Device, RetryPolicy
-from .ops import FAILED, ST_GOOD, ST_READ_ERR
+from .execute import DeviceExecutor, RetryPolicy
 
 BATCH = 64
+SPIN = 200          # looks at an empty ring (~10-20 us) before announcing sleep
 
 
 class _Stop(Exception):
@@ -52,8 +65,9 @@ class Worker:
         self.settings = settings
         self.supervisor = settings["supervisor_pid"]
         self.parent = os.getppid()      # the supervisor, or the forkserver that started us
-        self.devices: dict[int, Device] = {}
+        self.devices: dict[int, DeviceExecutor] = {}
         self.retry = RetryPolicy(settings["read_retry_sec"])
+        self.spin = SPIN if settings.get("spin") else 0
         while not select.select([channel], [], [], 1.0)[0]:
             if self._supervisor_gone():
                 raise SystemExit(1)           # the supervisor died before sending anything
@@ -68,6 +82,7 @@ class Worker:
         self.sub = Ring(buf, sub_off, slot_size=PART_SIZE, name=f"worker {index} submission ring")
         self.comp = Ring(buf, comp_off, slot_size=COMPLETION_SIZE,
                          name=f"worker {index} completion ring")
+        self.words = self.hb.words
         self.sub_event = Event(sub_fd)
         self.comp_event = Event(comp_fd)
         self._beating = threading.Event()
@@ -88,11 +103,18 @@ class Worker:
 
     # -- heartbeat -----------------------------------------------------------------------------
     def _beat_loop(self, interval: float) -> None:
+        words, sub, comp = self.words, self.sub, self.comp
         while not self._beating.wait(interval):
             self.hb.beat()
             if not self._orphaned and self._supervisor_gone():
                 self._orphaned = True
                 self.sub_event.set()           # wake the main loop, which waits untimed
+            # The barrier of shm.fence makes a lost wake-up impossible on x86-64; this catches
+            # one anywhere else, within a beat.
+            if words[WORKER_IDLE] and sub.head() != sub.tail():
+                self.sub_event.set()
+            if words[SUPERVISOR_IDLE] and comp.head() != comp.tail():
+                self.comp_event.set()
 
     # -- control -------------------------------------------------------------------------------
     def _control(self, block: bool = False) -> None:
@@ -112,7 +134,7 @@ class Worker:
                 if old is not None:
                     old.close()
                 try:
-                    d = Device(dev, opener, fd, map_size, self.retry, scratch_fd=scratch)
+                    d = DeviceExecutor(dev, opener, fd, map_size, self.retry, scratch_fd=scratch)
                 except (OSError, ValueError) as e:
                     logger.error("worker {}: cannot map the data area of dev {}: {}", self.index, dev, e)
                     continue
@@ -131,7 +153,7 @@ class Worker:
             else:
                 logger.error("worker {}: unknown control message {!r}", self.index, kind)
 
-    def _device(self, dev: int) -> Device | None:
+    def _device(self, dev: int) -> DeviceExecutor | None:
         d = self.devices.get(dev)
         if d is None:
             # An "add" is always sent before the first part of its device is published.
@@ -140,44 +162,66 @@ class Worker:
         return d
 
     # -- I/O -----------------------------------------------------------------------------------
-    def _complete(self, tag: int, status: int) -> None:
-        while True:
-            off = self.comp.reserve()
-            if off >= 0:
-                break
-            # Cannot happen while the supervisor bounds outstanding parts; stay safe anyway.
-            self.comp_event.set()
-            time.sleep(0.001)
-        pack_completion(self.comp.buf, off, tag, status)
-        self.comp.commit()
-
     def _drain(self) -> int:
-        done = 0
-        buf = self.sub.buf
-        while done < BATCH:
-            off = self.sub.peek()
-            if off < 0:
-                break
+        """Execute up to BATCH parts from the ring, in order; the number executed."""
+        sub, comp, words = self.sub, self.comp, self.words
+        sbuf, cbuf = sub.buf, comp.buf
+        tail = sub.tail()
+        end = min(sub.head(), tail + BATCH)
+        chead = comp.head()
+        start = tail
+        while tail < end:
+            off = sub.slot_offset(tail)
+            tail += 1
+            sub.consume_to(tail)        # taken: the supervisor blames this part if we die now
             try:
-                part = unpack_part(buf, off)
+                tag, dev, op, offset, length, iovs = part_header(sbuf, off)
             except Exception as e:  # noqa: BLE001 -- a corrupt slot must not kill the worker
                 logger.error("worker {}: bad descriptor: {}", self.index, e)
-                self.sub.release()
-                continue
-            self.sub.release()
-            if self.hb.ctl_sent != self.ctl_seen:
-                self._control()
-            d = self._device(part.dev)
-            if d is None:
-                logger.error("worker {}: part for unknown device {}", self.index, part.dev)
-                status = FAILED.get(part.op, ST_READ_ERR)
+                tag, op = int.from_bytes(sbuf[off:off + 8], "little"), -1
+                d = None
             else:
-                status = d.execute(part.op, part.offset, part.length, part.iovs)
-            self.hb.parts_done += 1         # before the completion: counted once it is seen
-            self._complete(part.tag, status)
-            done += 1
-            self.comp_event.set()
-        return done
+                if words[CTL_SENT] != self.ctl_seen:
+                    self._control()
+                d = self.devices.get(dev)
+                if d is None:
+                    d = self._device(dev)
+            if d is None:
+                if op != -1:
+                    logger.error("worker {}: part for unknown device {}", self.index, dev)
+                status = FAILED.get(op, ST_READ_ERR)
+            else:
+                status = d.execute(op, offset, length, iovs)
+            words[PARTS_DONE] += 1          # before the completion: counted once it is seen
+            # The supervisor bounds parts in flight by the ring size: there is always room.
+            COMPLETION.pack_into(cbuf, comp.slot_offset(chead), tag, status, 0)
+            chead += 1
+            comp.publish_to(chead)
+            fence()                         # the head store before the look at the flag
+            if words[SUPERVISOR_IDLE]:
+                words[SUPERVISOR_IDLE] = 0
+                self.comp_event.set()
+        return tail - start
+
+    def _sleep(self, fds) -> None:
+        """Sleep until the supervisor publishes a part or sends a message, unless one comes
+        while we spin or while we announce the sleep."""
+        sub, words = self.sub, self.words
+        tail = sub.tail()
+        for _ in range(self.spin):
+            if sub.head() != tail:
+                return
+        words[WORKER_IDLE] = 1
+        fence()                             # the flag store before the last look at the ring
+        if sub.head() == tail and not self._orphaned:
+            # no timeout: a timed wait reads the clock, a system call per wake-up where they
+            # are dear (UML); the heartbeat thread wakes us if the supervisor dies
+            r, _, _ = select.select(fds, [], [])
+            if self.sub_event.fd in r:
+                self.sub_event.clear()
+            if self.channel.fileno() in r:
+                self._control()             # also notices a closed channel (EOF)
+        words[WORKER_IDLE] = 0
 
     def run(self) -> int:
         hb_interval = max(self.settings["heartbeat_sec"] / 4, 0.01)
@@ -190,21 +234,14 @@ class Worker:
         fds = [self.sub_event.fileno(), self.channel.fileno()]
         try:
             while True:
-                # clear, then drain until empty, then sleep: a part published after the last
-                # empty look comes with a set after the clear, so the wait returns at once
-                self.sub_event.clear()
-                if self.hb.ctl_sent != self.ctl_seen:
+                if self.words[CTL_SENT] != self.ctl_seen:
                     self._control()
-                while self._drain():
-                    pass
+                if self._drain():
+                    continue
                 if self._orphaned:
                     logger.error("worker {}: supervisor is gone, exiting", self.index)
                     return 1
-                # no timeout: a timed wait reads the clock, a system call per wake-up where
-                # they are dear (UML); the heartbeat thread wakes us if the supervisor dies
-                r, _, _ = select.select(fds, [], [])
-                if self.channel.fileno() in r:
-                    self._control()            # also notices a closed channel (EOF)
+                self._sleep(fds)
         except _Stop as stop:
             code = stop.args[0]
         self.hb.state = STATE_STOPPING
@@ -228,7 +265,6 @@ def worker_main(index: int, sock, cpu: int | None, settings: dict) -> None:
     signal.signal(signal.SIGHUP, _reopen_logs)     # passed on by the supervisor (logrotate)
     if cpu is not None:
         psutil.Process().cpu_affinity([cpu])
-    set_current(WorkerContext(index, settings["workers"], settings["cache_bytes"],
-                              settings["chunk_size"]))
+    set_current(WorkerContext(index, settings["workers"], settings["chunk_size"]))
     worker = Worker(index, Channel(sock), settings)
     raise SystemExit(worker.run())

@@ -12,7 +12,7 @@ records the pids of the processes it started there; ``stop`` kills only those pi
   harness.py passwd --dir D --password PW     rotate the password (htpasswd + token server)
 
 ``start`` prints a JSON object (also written to D/env.json) with the URLs and pids.
-Used as a library by tests/registry_fixtures.py.
+Used as a library by tests/helpers/registry.py.
 """
 import argparse
 import json

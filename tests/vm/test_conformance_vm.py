@@ -7,9 +7,9 @@ that passes on the file backstore must pass here."""
 import shutil
 
 import pytest
-from uml import need_uml
 
 from bench.conformance_bench import KNOWN, counts, run
+from tests.helpers.uml import need_uml
 
 pytestmark = pytest.mark.vm
 

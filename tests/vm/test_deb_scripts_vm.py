@@ -4,7 +4,8 @@ stand-ins): tests/vm/guest_deb_scripts.sh.  The package itself, installed on a m
 a running systemd, is tests/vm/test_deb_vm.py."""
 
 import pytest
-from uml import need_uml, run_in_uml
+
+from tests.helpers.uml import need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 

@@ -19,9 +19,10 @@ import sys
 import time
 
 import pytest
-from conftest import GOLDEN, need
-from install_fixtures import user_env
-from uml import REPO, need_uml, run_in_uml
+
+from tests.helpers.env import GOLDEN, need
+from tests.helpers.install import user_env
+from tests.helpers.uml import REPO, need_uml, run_in_uml
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 

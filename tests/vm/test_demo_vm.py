@@ -6,7 +6,8 @@ import json
 import re
 
 import pytest
-from uml import need_uml, run_in_uml
+
+from tests.helpers.uml import need_uml, run_in_uml
 
 pytestmark = [pytest.mark.vm, pytest.mark.registry]
 

@@ -4,8 +4,9 @@ during full verified reads of a device; the reader sees no I/O error and the rig
 import json
 
 import pytest
-from conftest import GOLDEN
-from uml import need_uml, run_in_uml
+
+from tests.helpers.env import GOLDEN
+from tests.helpers.uml import need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 

@@ -8,10 +8,10 @@ import json
 import shutil
 
 import pytest
-from conftest import GOLDEN
-from uml import need_uml, run_in_uml
 
 from overlaybd.image import open_image
+from tests.helpers.env import GOLDEN
+from tests.helpers.uml import need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 MiB = 1 << 20

@@ -9,9 +9,9 @@ import pathlib
 import pytest
 
 from overlaybd.prefetch import trace as tr
-from tests.ext4_fixtures import need_e2fsprogs
-from tests.prefetch_fixtures import APP, Recorder, build_image, workload
-from tests.vm.uml import need_uml, run_in_uml
+from tests.helpers.ext4 import need_e2fsprogs
+from tests.helpers.prefetch import APP, Recorder, build_image, workload
+from tests.helpers.uml import need_uml, run_in_uml
 
 pytestmark = [pytest.mark.vm, pytest.mark.registry]
 

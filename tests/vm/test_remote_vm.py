@@ -7,11 +7,11 @@ import io
 import json
 
 import pytest
-from conftest import GOLDEN
-from uml import need_uml, run_in_uml
 
 from overlaybd import tar
 from overlaybd.tools import export
+from tests.helpers.env import GOLDEN
+from tests.helpers.uml import need_uml, run_in_uml
 
 pytestmark = [pytest.mark.vm, pytest.mark.registry]
 

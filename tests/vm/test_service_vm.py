@@ -7,8 +7,9 @@ import json
 import pathlib
 
 import pytest
-from conftest import GOLDEN
-from uml import need_uml, run_in_uml
+
+from tests.helpers.env import GOLDEN
+from tests.helpers.uml import need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 

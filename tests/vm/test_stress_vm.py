@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from uml import REPO, need_uml
+
+from tests.helpers.uml import REPO, need_uml
 
 pytestmark = [pytest.mark.vm, pytest.mark.registry]
 

@@ -7,11 +7,11 @@ import hashlib
 import json
 
 import pytest
-from conftest import GOLDEN
-from uml import REPO, guest_record, need_uml, run_in_uml
 
 from overlaybd.image import open_image
 from overlaybd.lsmt import create_rw
+from tests.helpers.env import GOLDEN
+from tests.helpers.uml import REPO, guest_record, need_uml, run_in_uml
 
 pytestmark = pytest.mark.vm
 MiB = 1 << 20

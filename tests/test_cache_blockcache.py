@@ -4,8 +4,8 @@ import random
 
 import pytest
 
+from overlaybd.cache.blockcache import BlockCache
 from overlaybd.io import BytesFile
-from overlaybd.workers import BlockCache
 
 
 class CountingFile(BytesFile):
@@ -108,45 +108,35 @@ def test_over_a_golden_zfile_reads_equal_the_plain_layer():
     c.close()
 
 
-def test_for_this_process_uses_the_engine_budget():
-    from overlaybd.workers.context import WorkerContext, set_current
+def test_shared_takes_the_budget_it_is_given(monkeypatch):
+    from overlaybd.cache import blockcache
+    monkeypatch.setattr(blockcache, "_process_slice", None)
     inner = BytesFile(DATA)
-    assert BlockCache.for_this_process(inner, 4096) is inner          # outside the engine
-    try:
-        set_current(WorkerContext(1, 2, 10 * 4096, 1 << 20))
-        c = BlockCache.for_this_process(inner, 4096)
-        assert isinstance(c, BlockCache) and c.capacity == 10
-        assert c.pread(5000, 3000) == DATA[3000:8000]
-        set_current(WorkerContext(0, 0, 0, 1 << 20))
-        assert BlockCache.for_this_process(inner, 4096) is inner      # no budget
-    finally:
-        set_current(None)
+    c = BlockCache.shared(inner, 4096, 10 * 4096)
+    assert isinstance(c, BlockCache) and c.capacity == 10 and c.lru.capacity == 10 * 4096
+    assert c.pread(5000, 3000) == DATA[3000:8000]
+    assert BlockCache.shared(inner, 4096, 0) is inner                 # no budget
+    assert BlockCache.shared(inner, 4096, 4095) is inner              # not even one block
 
 
 def test_process_slice_bounds_all_files_together(monkeypatch):
-    """for_this_process: every wrapped file shares the worker's one budget."""
-    from overlaybd.io import BytesFile
-    from overlaybd.workers import blockcache, context
+    """shared: every wrapped file shares the process's one budget."""
+    from overlaybd.cache import blockcache
     monkeypatch.setattr(blockcache, "_process_slice", None)
-    context.set_current(context.WorkerContext(index=0, workers=2, cache_bytes=8 * 4096,
-                                              chunk_size=1 << 20))
-    try:
-        files = [blockcache.BlockCache.for_this_process(BytesFile(bytes([i]) * (64 * 4096)), 4096)
-                 for i in range(3)]
-        for i, f in enumerate(files):
-            assert f.pread(15 * 4096, 0) == bytes([i]) * (15 * 4096)   # (under BYPASS_BYTES)
-        assert files[0].lru is files[2].lru and files[0].lru.used <= 8 * 4096
-        assert sum(len(f.blocks) for f in files) == 8 and files[0].blocks == []
-        files[2].close()
-        assert files[2].blocks == [] and files[0].lru.used == 0
-    finally:
-        context.set_current(None)
+    files = [BlockCache.shared(BytesFile(bytes([i]) * (64 * 4096)), 4096, 8 * 4096)
+             for i in range(3)]
+    for i, f in enumerate(files):
+        assert f.pread(15 * 4096, 0) == bytes([i]) * (15 * 4096)   # (under BYPASS_BYTES)
+    assert files[0].lru is files[2].lru and files[0].lru.used <= 8 * 4096
+    assert sum(len(f.blocks) for f in files) == 8 and files[0].blocks == []
+    files[2].close()
+    assert files[2].blocks == [] and files[0].lru.used == 0
 
 
 def test_large_reads_bypass_the_cache_and_leave_it_alone():
     """A read of BYPASS_BYTES or more is served by the wrapped file directly: a sequential scan
     neither copies its blocks into the cache nor evicts what small reads keep there."""
-    from overlaybd.workers.blockcache import BYPASS_BYTES
+    from overlaybd.cache.blockcache import BYPASS_BYTES
     c = BlockCache(CountingFile(DATA), 4096, 64 * 4096)
     assert c.pread(100, 5 * 4096) == DATA[5 * 4096:5 * 4096 + 100]
     before = (c.blocks, c.lru.used, c.misses)

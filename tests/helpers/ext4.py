@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 
-from tests.conftest import need
+from tests.helpers.env import need
 
 MiB = 1 << 20
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import pathlib
 
 import numpy as np
 
@@ -19,7 +18,6 @@ from overlaybd.abi.lsmt import (
 )
 
 STEP = 4 << 20
-GOLDEN = pathlib.Path(__file__).parent / "data" / "golden"
 
 
 def sha256_view(view, offset=0, length=None, step=STEP) -> str:

@@ -13,19 +13,11 @@ import hashlib
 import json
 import os
 import signal
-import struct
-import sys
 import time
 import types
 import urllib.request
 
-import pytest
-from conftest import GOLDEN
-from loguru import logger
-from registry_fixtures import *  # noqa: F401,F403 -- fixtures
-from test_image_remote import push_image
-
-from overlaybd import audit, log, metrics
+from overlaybd import log, metrics
 from overlaybd.abi import scsi as S
 from overlaybd.image import ImageOpener, open_image
 from overlaybd.image.settings import load_service_config
@@ -34,12 +26,8 @@ from overlaybd.tcmu.daemon import Daemon
 from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
-
-__all__ = ["served_run", "read10"]
-
-
-def read10(lba, n):
-    return bytes([S.READ_10, 0]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
+from tests.helpers.registry import push_image
+from tests.helpers.tcmu import read10
 
 
 def _read(daemon, fk, off, length):
@@ -57,7 +45,8 @@ def _scrape(port, query=""):
         return r.headers.get("Content-Type"), r.read().decode()
 
 
-def _run(d, registry, manifest):
+def run_served(d, registry, manifest):
+    """The run described above in directory ``d``: returns its facts (a SimpleNamespace)."""
     base, lowers = push_image(registry, "img/metrics", manifest["stacks"]["lz4"])
     for i, lo in enumerate(lowers):
         lo["dir"] = str(d / f"layer{i}")
@@ -78,7 +67,8 @@ def _run(d, registry, manifest):
     log.setup_from_config(svc.log)
     engine = Engine(workers=2, chunk_size=64 << 10, heartbeat_sec=2.0)
     daemon = Daemon(engine, lambda c: open_image(c, str(svc_path)),
-                    lambda c: ImageOpener(c, str(svc_path)), use_netlink=False,
+                    lambda c: ImageOpener(c, str(svc_path), svc.worker.cache_size_mb << 20),
+                    use_netlink=False,
                     sys_uio=str(d / "none"), configfs=str(d))
     exp = mexp.start(svc.exporter, daemon, engine.workers)
     fk = FakeKernel(data_size=8 << 20)
@@ -127,21 +117,6 @@ def _run(d, registry, manifest):
     return out
 
 
-@pytest.fixture(scope="module")
-def served_run(tmp_path_factory, registry_none, golden_manifest):
-    """The run described above (once per test module)."""
-    d = tmp_path_factory.mktemp("served")
-    rotate = audit.ROTATE_BYTES, audit.ROTATE_FILES
-    audit.ROTATE_BYTES, audit.ROTATE_FILES = 16 << 10, 1000   # a rotated set, nothing dropped
-    try:
-        yield _run(d, registry_none, golden_manifest)
-    finally:
-        audit.ROTATE_BYTES, audit.ROTATE_FILES = rotate
-        audit.configure(False, "")
-        logger.remove()
-        logger.add(sys.stderr)
-
-
 def audit_records(path):
     """(event, fields) of every audit line in the rotated set at ``path`` (oldest first)."""
     files = sorted((p for p in path.parent.iterdir() if p.name.startswith(path.name)),
@@ -156,5 +131,3 @@ def audit_records(path):
             out.append((event, fields))
     return out
 
-
-GOLDEN_DIR = GOLDEN

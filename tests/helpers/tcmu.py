@@ -1,8 +1,9 @@
 """An in-process overlaybd-tcmu: the real Daemon and Engine over the fake kernel, serving a
 raw disk file (no image stack involved)."""
 
-import os
+import struct
 
+from overlaybd.abi import scsi as S
 from overlaybd.tcmu.daemon import Daemon
 from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
@@ -13,9 +14,9 @@ SERIAL = "d3adbeef-0123-4567-89ab-cdef01234567"
 DISKS = {}     # config path -> (disk file, read-only): what the fake "image" opener serves
 
 
-class Harness:
+class DaemonHarness:
     def __init__(self, tmp_path, size=8 << 20, read_only=False, content=None, name="dev0",
-                 dev_id="7", minor=0, daemon=None, fk_kwargs=None):
+                 dev_id="7", minor=0, daemon=None, fk_kwargs=None, workers=0):
         self.path = tmp_path / f"{name}.img"
         with open(self.path, "wb") as f:
             if content is not None:
@@ -29,7 +30,7 @@ class Harness:
         config = f"{tmp_path}/{name}.json"
         DISKS[config] = (self.path, read_only)
         if daemon is None:
-            daemon = Daemon(Engine(workers=0),
+            daemon = Daemon(Engine(workers=workers),
                             validate=lambda cfg: RawFile(DISKS[cfg][0], not DISKS[cfg][1]),
                             opener=lambda cfg: RawFileOpener(DISKS[cfg][0], not DISKS[cfg][1]),
                             use_netlink=False, sys_uio=str(tmp_path / "no-uio"),
@@ -56,6 +57,11 @@ class Harness:
         self.fk.close()
 
 
+def read10(lba, n, flags=0):
+    """A READ(10) CDB for ``n`` blocks at ``lba`` (``flags``: byte 1, e.g. DPO/FUA)."""
+    return bytes([S.READ_10, flags]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
+
+
 def sense_of(c):
     """(key, asc<<8|ascq) of a completion's fixed-format sense."""
     return c.sense[2] & 0xF, (c.sense[12] << 8) | c.sense[13]
@@ -66,5 +72,3 @@ def file_bytes(path, off, n):
         f.seek(off)
         return f.read(n)
 
-
-__all__ = ["SERIAL", "Harness", "file_bytes", "os", "sense_of"]

@@ -1,29 +1,27 @@
-"""pytest fixtures: a real docker-registry on loopback in each auth mode (scripts/registry).
+"""A real docker-registry on loopback in each auth mode (scripts/registry), for the fixtures in
+tests/conftest.py.
 
 ``registry_none``, ``registry_basic``, ``registry_token``, ``registry_redirect`` are started once
 per session; ``registry_factory(auth, redirect=False, tls=False)`` starts a private instance (for tests that
-stop, restart or re-key it) that is stopped when the test ends.  Each instance has
+stop, restart or re-key it) that is stopped when the test ends.  Each instance (``Instance``) has
 ``push(data, repo) -> blob URL`` (through the redirect front when there is one), ``stop()``,
 ``restart()``, ``set_password(pw)`` and ``cred_file(path, password=None)``.  Without
-docker-registry the tests skip locally and fail in CI (conftest.need).
+docker-registry the tests skip locally and fail in CI (tests.helpers.env.need).
 """
 
 import base64
 import hashlib
 import importlib.util
+import io
 import json
 import os
-import pathlib
 import shutil
 import types
 
-import pytest
-from conftest import need
+from overlaybd import USER_AGENT, tar
+from tests.helpers.env import GOLDEN, REPO, need
 
-__all__ = ["proxy", "registry_basic", "registry_factory", "registry_none", "registry_redirect",
-           "registry_token", "service_config"]
-
-SCRIPTS = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "registry"
+SCRIPTS = REPO / "scripts" / "registry"
 
 
 def _load(name, filename):
@@ -37,7 +35,7 @@ harness = _load("registry_harness", "harness.py")
 pusher = _load("registry_push_blob", "push-blob.py")
 
 
-def _have_prereqs():
+def have_prereqs():
     return all(shutil.which(b) for b in ("docker-registry", "htpasswd", "tinyproxy"))
 
 
@@ -85,58 +83,9 @@ class Instance:
 
 
 def start_instance(d, auth, redirect=False, tls=False):
-    need(_have_prereqs(), "docker-registry/htpasswd/tinyproxy not installed (scripts/registry/install.sh)")
+    need(have_prereqs(), "docker-registry/htpasswd/tinyproxy not installed (scripts/registry/install.sh)")
     os.makedirs(d, exist_ok=True)
     return Instance(str(d), harness.start(str(d), auth=auth, redirect=redirect, tls=tls))
-
-
-def _session_instance(tmp_path_factory, auth, redirect=False):
-    inst = start_instance(tmp_path_factory.mktemp(f"reg-{auth}{'-redir' if redirect else ''}"), auth, redirect)
-    yield inst
-    inst.stop()
-
-
-@pytest.fixture(scope="session")
-def registry_none(tmp_path_factory):
-    yield from _session_instance(tmp_path_factory, "none")
-
-
-@pytest.fixture(scope="session")
-def registry_basic(tmp_path_factory):
-    yield from _session_instance(tmp_path_factory, "basic")
-
-
-@pytest.fixture(scope="session")
-def registry_token(tmp_path_factory):
-    yield from _session_instance(tmp_path_factory, "token")
-
-
-@pytest.fixture(scope="session")
-def registry_redirect(tmp_path_factory):
-    yield from _session_instance(tmp_path_factory, "token", redirect=True)
-
-
-@pytest.fixture
-def registry_factory(tmp_path):
-    started = []
-
-    def make(auth="none", redirect=False, tls=False):
-        inst = start_instance(tmp_path / f"reg{len(started)}", auth, redirect, tls)
-        started.append(inst)
-        return inst
-    yield make
-    for inst in started:
-        inst.stop()
-
-
-@pytest.fixture
-def proxy(tmp_path):
-    """A tinyproxy forward proxy; ``.url`` and ``.log`` (its access log path)."""
-    need(_have_prereqs(), "tinyproxy not installed (scripts/registry/install.sh)")
-    d = tmp_path / "proxy"
-    info = harness.start_proxy(str(d))
-    yield types.SimpleNamespace(url=info["proxy_url"], log=info["proxy_log"])
-    harness.kill_pidfile(str(d), "proxy")
 
 
 def service_config(tmp_path, **over):
@@ -175,6 +124,31 @@ def _namespace_config(doc):
                           try_cnt=d.get("tryCnt", 5), block_size=d.get("blockSize", 262144)),
               enable_audit=doc.get("enableAudit", True), audit_path=doc.get("auditPath", ""),
               p2p=ns(enable=p2p.get("enable", False), address=p2p.get("address", "")),
-              cert=ns(cert_file="", key_file=""), user_agent="overlaybd/0.1.0",
+              cert=ns(cert_file="", key_file=""), user_agent=USER_AGENT,
               proxy=ns(http_proxy=px.get("httpProxy", ""), https_proxy=px.get("httpsProxy", ""),
                        no_proxy=px.get("noProxy", ""), ca_file=px.get("caFile", "")))
+
+
+def tar_wrapped(path):
+    """The blob the image convertor pushes: a one-file tar around the layer."""
+    src = open(path, "rb").read()
+    out = io.BytesIO()
+    tar.wrap(io.BytesIO(src), out)
+    return out.getvalue()
+
+
+def push_image(inst, repo, names):
+    lowers, url = [], None
+    for name in names:
+        blob = tar_wrapped(GOLDEN / name)
+        url = inst.push(blob, repo)
+        lowers.append({"digest": "sha256:" + hashlib.sha256(blob).hexdigest(), "size": len(blob)})
+    return url.rsplit("/", 1)[0], lowers
+
+
+def write_cfg(tmp_path, base, lowers, name="config.v1.json", **extra):
+    doc = {"repoBlobUrl": base, "lowers": lowers, "resultFile": str(tmp_path / "result")}
+    doc.update(extra)
+    p = tmp_path / name
+    p.write_text(json.dumps(doc))
+    return str(p)

@@ -1,10 +1,11 @@
-"""What an opener running inside the engine may want to know about its process.
+"""Which engine process this is: set by the engine (``overlaybd.workers``), read by anyone.
 
 An opener (``opener() -> backend``) runs in a worker process, or in the supervisor when the
-engine is inline.  It can size its per-process block cache from :func:`current`::
-
-    ctx = overlaybd.workers.context.current()
-    budget = ctx.cache_bytes if ctx else 0
+engine is inline.  Code below the engine that must behave differently in one process only
+reads :func:`current` from here, never the workers package (which loads the process pool):
+the image opener starts background download in the first process only, metrics pick the
+process's slab.  The block-cache budget reaches images through their opener
+(``ImageOpener(cache_bytes=...)``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 class WorkerContext:
     index: int          # worker index, 0..workers-1 (0 when inline)
     workers: int        # worker count of the engine (0 = inline)
-    cache_bytes: int    # decompressed-block cache budget of this process
     chunk_size: int     # routing chunk: this process sees only its own chunks (unless inline)
 
 

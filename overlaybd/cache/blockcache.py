@@ -1,4 +1,4 @@
-"""A worker's slice of the decompressed-block cache: a bounded LRU file wrapper.
+"""The decompressed-block cache: a bounded LRU file wrapper, one slice per engine process.
 
 ``BlockCache(file, block_size, capacity_bytes)`` sits in the image stack above a decompressing
 layer (a ZFile) and keeps up to ``capacity_bytes`` of its most recently used ``block_size``-
@@ -15,8 +15,6 @@ made sequential lz4 reads 7x slower: docs/performance.md, "Decompressed-block ca
 from __future__ import annotations
 
 from collections import OrderedDict
-
-from .context import current
 
 BYPASS_BYTES = 64 << 10
 
@@ -62,8 +60,9 @@ class BlockCache:
     """Implements the file protocol (``size``, ``pread``, ``preadinto``, ``evict``, ``close``).
 
     ``BlockCache(file, block_size, capacity_bytes)`` has a private LRU;
-    ``for_this_process`` shares one LRU of the process's budget among all the files it wraps,
-    so the budget bounds the worker however many layers and devices it serves."""
+    ``shared(file, block_size, budget_bytes)`` shares one LRU of the process's budget among
+    all the files it wraps, so the budget bounds the worker however many layers and devices
+    it serves."""
 
     def __init__(self, file, block_size: int, capacity_bytes: int, _slice: _Slice | None = None):
         global _next_fid
@@ -81,17 +80,16 @@ class BlockCache:
         self.misses = 0
 
     @classmethod
-    def for_this_process(cls, file, block_size: int):
-        """``file`` wrapped in a cache of this process's budget (``cache_bytes`` of the
-        engine's :mod:`overlaybd.workers.context`); ``file`` itself outside the engine or with
-        a zero budget."""
+    def shared(cls, file, block_size: int, budget_bytes: int):
+        """``file`` wrapped in this process's one LRU of ``budget_bytes`` (the image opener
+        passes ``workerConfig.cacheSizeMB``); ``file`` itself when the budget cannot hold a
+        block.  A new budget replaces the process's LRU for the files wrapped from then on."""
         global _process_slice
-        ctx = current()
-        if ctx is None or ctx.cache_bytes < block_size:
+        if budget_bytes < block_size:
             return file
-        if _process_slice is None or _process_slice.capacity != ctx.cache_bytes:
-            _process_slice = _Slice(ctx.cache_bytes)
-        return cls(file, block_size, ctx.cache_bytes, _process_slice)
+        if _process_slice is None or _process_slice.capacity != budget_bytes:
+            _process_slice = _Slice(budget_bytes)
+        return cls(file, block_size, budget_bytes, _process_slice)
 
     @property
     def blocks(self) -> list[int]:

@@ -1,4 +1,9 @@
-"""Operation and status codes shared by the TCMU side and the engine (docs/engine.md)."""
+"""The engine's command codes: operations and completion statuses (docs/engine.md).
+
+Both sides speak them: the SCSI side (``overlaybd.tcmu``) turns CDBs into operations and
+statuses into sense data; the engine (``overlaybd.workers``) carries them in its shared-memory
+descriptors (``overlaybd.shm.descriptor``).  They live here so that neither imports the other.
+"""
 
 OP_READ = 1
 OP_WRITE = 2

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from tests.helpers.env import REPO
+
 CACHE = pathlib.Path(os.environ.get("OVERLAYBD_TEST_CACHE", REPO / ".cache" / "install"))
 INSTALLER = REPO / "scripts" / "install-service.sh"
 KEEP_UNUSED_SEC = 86400

@@ -6,11 +6,10 @@ import hashlib
 import random
 import struct
 
-from conftest import GOLDEN
-
 from overlaybd.abi import zfile as zabi
 from overlaybd.crc import crc32c_raw
 from overlaybd.io import BytesFile
+from tests.helpers.env import GOLDEN
 
 LAYERS = ("layer1", "layer2", "layer3")
 ALGOS = ("lz4", "zstd")

@@ -99,7 +99,7 @@ class AppendLogOpener:
         return AppendLog(*self.args)
 
 
-class Harness:
+class EngineHarness:
     """An engine serving one raw-file device, with a memfd as the kernel's data area."""
 
     def __init__(self, tmp_path, workers, size=8 * MiB, map_size=32 * MiB, writable=False,

@@ -5,9 +5,8 @@ import pathlib
 import subprocess
 import sys
 
-from conftest import need
+from tests.helpers.env import REPO, need
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 RUN = REPO / "scripts" / "uml" / "run-in-uml.sh"
 UML_DIR = pathlib.Path(os.environ.get("OVERLAYBD_UML_DIR", "/var/cache/overlaybd-uml"))
 

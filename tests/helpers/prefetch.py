@@ -8,7 +8,6 @@ import json
 import os
 import random
 import shutil
-import struct
 import subprocess
 import time
 
@@ -18,12 +17,13 @@ from overlaybd.detect import open_blob
 from overlaybd.ext4 import Ext4
 from overlaybd.image import ImageOpener, open_image
 from overlaybd.io import LocalFile
-from overlaybd.prefetch import PrefetchService
+from overlaybd.prefetch.session import PrefetchService
 from overlaybd.tcmu.daemon import Daemon
 from overlaybd.tcmu.fakekernel import FakeKernel
 from overlaybd.tcmu.uio import UioInfo
 from overlaybd.workers import Engine
-from tests.ext4_fixtures import mkfs, raw_to_layer
+from tests.helpers.ext4 import mkfs, raw_to_layer
+from tests.helpers.tcmu import read10
 
 MiB = 1 << 20
 REGION = MiB                # layers alternate 1 MiB regions of the disk: reads cross layers
@@ -188,10 +188,6 @@ class Recorder:
             f.close()
 
 
-def read10(lba, n):
-    return bytes([S.READ_10, 0]) + struct.pack(">I", lba) + b"\0" + struct.pack(">H", n) + b"\0"
-
-
 class Served:
     """overlaybd-tcmu in this process (real Daemon, Engine and PrefetchService) over the fake
     kernel.  ``add(config)`` -> device key; ``read(key, off, n)`` -> bytes."""
@@ -200,7 +196,8 @@ class Served:
         self.svc = svc
         self.prefetch = PrefetchService(svc)
         self.daemon = Daemon(Engine(workers=workers, chunk_size=64 << 10),
-                             lambda c: open_image(c, svc), lambda c: ImageOpener(c, svc),
+                             lambda c: open_image(c, svc),
+                             lambda c: ImageOpener(c, svc, 256 << 20),  # the cacheSizeMB default
                              use_netlink=False, sys_uio=os.path.join(tmp, "no-uio"),
                              configfs=str(tmp), module_params=os.path.join(tmp, "no-params"),
                              prefetch=self.prefetch)

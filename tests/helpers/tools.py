@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 
-from conftest import need
+from tests.helpers.env import need
 
 BIN = pathlib.Path(sys.executable).parent
 

@@ -1,0 +1,70 @@
+"""The hand-off between the supervisor and its workers signals only a peer that sleeps, once
+per batch, and never loses a wake-up (overlaybd.shm.wakeup)."""
+
+import os
+import select
+import signal
+import time
+
+import pytest
+
+from overlaybd.workers import OP_READ, ST_GOOD
+from tests.helpers.workers import EngineHarness
+
+
+def _until(cond, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.001)
+
+
+def test_a_batch_costs_one_wakeup_each_way(tmp_path):
+    h = EngineHarness(tmp_path, 1, heartbeat_sec=120)   # the heartbeat thread's re-check stays out
+    try:
+        h.submit(0, OP_READ, 0, 4096, 0)
+        h.wait_for([0])
+        pool = h.engine.pool
+        slot = pool.slots[0]
+        _until(lambda: slot.hb.worker_idle, "the worker never went to sleep")
+        pid = slot.proc.pid
+        os.kill(pid, signal.SIGSTOP)               # asleep, and it stays so while we publish
+        try:
+            before = slot.wakeups
+            for i in range(1, 101):
+                h.submit(i, OP_READ, i * 4096, 4096, i * 4096)
+            assert slot.wakeups - before == 1, "only the first part may find the worker asleep"
+            h.engine.poll()                        # nothing completed; we stop looking
+            woke = pool.wakeups
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        comp = slot.comp
+        _until(lambda: comp.head() - comp.tail() == 100, "the worker did not run the batch")
+        assert select.select([h.engine.fileno()], [], [], 10)[0], "the completions were not signalled"
+        h.engine.poll()
+        assert pool.wakeups - woke == 1, "100 completions while we slept: one wake-up"
+        assert h.completions == {i: [ST_GOOD] for i in range(101)}
+        assert h.data(0, 101 * 4096) == h.src[:101 * 4096]
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_no_wakeup_is_lost_one_command_at_a_time(tmp_path, workers):
+    """One command in flight: both sides go to sleep between commands, thousands of times.
+    A lost wake-up would leave the select below waiting for the heartbeat thread (30 s)."""
+    h = EngineHarness(tmp_path, workers, heartbeat_sec=120)
+    fd = h.engine.fileno()
+    try:
+        for i in range(3000):
+            off = (i * 7919 % 2000) * 4096
+            h.submit(i, OP_READ, off, 4096, 0)
+            while i not in h.completions:
+                assert select.select([fd], [], [], 10)[0], f"command {i}: no wake-up"
+                h.engine.poll()
+            assert h.completions[i] == [ST_GOOD]
+            assert h.data(0, 4096) == h.src[off:off + 4096], f"command {i}: wrong bytes"
+        wakes = sum(s["wakeups"] for s in h.engine.stats())
+        assert wakes <= 3000, "at most one wake-up per command"
+    finally:
+        h.close()

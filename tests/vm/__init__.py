@@ -1,0 +1,1 @@
+"""Tests that boot the User-Mode Linux kernel (scripts/uml): marked ``vm``."""
