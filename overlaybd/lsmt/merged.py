@@ -8,9 +8,10 @@ import numpy as np
 
 from ..abi.lsmt import MAX_INDEX_SIZE, MAX_LAYERS
 from ..errors import FormatError, OverlaybdError
+from ..io import file_name
 from .index import SegmentIndex, merge_indexes
 from .ro import SealedLayer, open_ro
-from .view import SectorView, file_name
+from .view import SectorView
 
 PARALLEL_LOAD = 32
 

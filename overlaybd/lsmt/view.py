@@ -20,7 +20,7 @@ import threading
 from bisect import bisect_right
 
 from ..errors import OverlaybdError
-from ..io import LocalFile
+from ..io import LocalFile, file_name
 
 _ZERO = bytes(1 << 20)
 _SCRATCH = threading.local()
@@ -55,11 +55,6 @@ def scratch(n: int):
         view = memoryview(mmap.mmap(-1, 1 << max(20, (n - 1).bit_length())))
         _SCRATCH.view = view
     return view[:n]
-
-
-def file_name(f) -> str:
-    """A name for error messages: the file's ``path`` if it has one."""
-    return str(getattr(f, "path", None) or f)
 
 
 def check_aligned(n: int, off: int, path, what="read") -> None:

@@ -25,7 +25,7 @@ import numpy as np
 from ..abi import zfile as abi
 from ..crc import crc32c_raw
 from ..errors import ChecksumError, FormatError
-from ..io import read_exact
+from ..io import file_name, read_exact
 from . import codec
 from .decode import MAX_STORED, CDecoder, decoder_for, first_bad_crc
 
@@ -33,15 +33,11 @@ BLOCK_RETRIES = 3                      # evict-and-refetch attempts for one bad 
 OPEN_RETRIES = 2                       # evict-all-and-reload attempts for bad metadata
 
 
-def _path(f):
-    return getattr(f, "path", None) or repr(f)
-
-
 def read_header(f, path=None):
     """The parsed first 512 bytes if they are a ZFile header, else None.
 
     Raises FormatError when the magic matches but the digest does not verify."""
-    path = path or _path(f)
+    path = path or file_name(f)
     block = f.pread(abi.HT_SPACE, 0)
     if len(block) < abi.HT_SPACE:
         return None
@@ -69,7 +65,7 @@ class ZFile:
     def __init__(self, f, path=None, own=True, accelerated=True):
         self.file = f
         self._own = own
-        self.path = path or _path(f)
+        self.path = path or file_name(f)
         self._evict = getattr(f, "evict", None)
         self.retries = 0          # evict-and-refetch attempts made so far (for tests/stats)
         attempt = 0
