@@ -18,6 +18,7 @@ import mmap
 import os
 import threading
 from bisect import bisect_right
+from functools import partial
 
 from ..errors import OverlaybdError
 from ..io import LocalFile, file_name
@@ -65,57 +66,52 @@ def check_aligned(n: int, off: int, path, what="read") -> None:
 
 
 class Source:
-    """One layer file as the engine reads it: ``os.pread``/``os.preadv`` on a plain local
-    file's descriptor, else the file's ``preadinto`` or ``pread``.  A short read is retried
-    once for the remainder; if the retry hits end of file the rest reads as zeros, any other
-    short result is an error naming the view (``owner``), the slot and the file."""
+    """One layer file as the engine reads it.  ``pread(n, pos)`` and ``readinto(mv, pos)``
+    are the fastest calls the file offers (``os.pread``/``os.preadv`` on a plain local
+    file's descriptor ``fd``, else the file's own ``pread`` and ``preadinto``), bound once so
+    a read costs no extra Python frame.  ``retry`` finishes a short read: once more for the
+    remainder; if that hits end of file the rest reads as zeros, any other short result is an
+    error naming the view (``owner``), the slot and the file."""
 
-    __slots__ = ("file", "fd", "into", "slot", "owner")
+    __slots__ = ("file", "fd", "pread", "readinto", "slot", "owner")
 
     def __init__(self, f, slot: int, owner):
         self.file = f
         self.fd = f.fd if type(f) is LocalFile else None
-        self.into = getattr(f, "preadinto", None)
         self.slot = slot
         self.owner = owner
-
-    def _read(self, mv, pos: int) -> int:
         if self.fd is not None:
-            return os.preadv(self.fd, [mv], pos)
-        if self.into is not None:
-            return self.into(mv, pos)
+            self.pread = partial(os.pread, self.fd)
+            self.readinto = self._preadv
+        else:
+            self.pread = f.pread
+            self.readinto = getattr(f, "preadinto", None) or self._via_pread
+
+    def _preadv(self, mv, pos: int) -> int:
+        return os.preadv(self.fd, [mv], pos)
+
+    def _via_pread(self, mv, pos: int) -> int:
         data = self.file.pread(len(mv), pos)[:len(mv)]
         mv[:len(data)] = data
         return len(data)
 
-    def read_into(self, mv, pos: int) -> None:
-        """Fill ``mv`` from ``pos``."""
-        fd = self.fd
-        got = os.preadv(fd, [mv], pos) if fd is not None else self._read(mv, pos)
-        if got < len(mv):
-            self._short(mv, pos, got)
-
-    def pread(self, n: int, pos: int) -> bytes:
-        """Exactly ``n`` bytes from ``pos``."""
-        fd = self.fd
-        data = os.pread(fd, n, pos) if fd is not None else self.file.pread(n, pos)
-        if len(data) == n:
-            return data
-        buf = bytearray(n)
-        buf[:len(data)] = data[:n]
-        self._short(memoryview(buf), pos, min(len(data), n))
-        return bytes(buf)
-
-    def _short(self, mv, pos: int, got: int) -> None:
-        """The first read of ``mv`` returned ``got`` bytes: retry once for the rest."""
+    def retry(self, mv, pos: int, got: int) -> None:
+        """The first read of ``mv`` at ``pos`` returned ``got`` bytes: finish it."""
         want = len(mv)
-        got2 = self._read(mv[got:], pos + got)
+        got2 = self.readinto(mv[got:], pos + got)
         if got2 == 0:
             zero_fill(mv[got:])
         elif got + got2 != want:
             raise OverlaybdError(f"short read from layer slot {self.slot} "
                                  f"({file_name(self.file)}): {got}+{got2} of {want} "
                                  f"bytes at offset {pos}", path=self.owner, errno=_errno.EIO)
+
+    def pread_short(self, data, n: int, pos: int) -> bytes:
+        """``pread(n, pos)`` returned ``data``, fewer than ``n`` bytes: finish it."""
+        buf = bytearray(n)
+        buf[:len(data)] = data
+        self.retry(memoryview(buf), pos, len(data))
+        return bytes(buf)
 
 
 class SectorView:
@@ -202,12 +198,8 @@ class SectorView:
             _, _, src, pos = segs[0]
             if src is None:
                 return bytes(end - off)
-            fd = src.fd
-            if fd is not None:                      # Source.pread, minus a call
-                data = os.pread(fd, end - off, pos)
-                if len(data) == end - off:
-                    return data
-            return src.pread(end - off, pos)
+            data = src.pread(end - off, pos)
+            return data if len(data) == end - off else src.pread_short(data, end - off, pos)
         mv = scratch(end - off)     # a per-thread buffer: a fresh 1 MiB one costs far more
         self._copy(mv, off, segs)
         return bytes(mv)
@@ -229,9 +221,9 @@ class SectorView:
         if len(segs) == 1 and segs[0][2] is not None:   # one extent: straight into mv
             _, _, src, pos = segs[0]
             fd = src.fd
-            got = os.preadv(fd, [mv], pos) if fd is not None else src._read(mv, pos)
+            got = os.preadv(fd, [mv], pos) if fd is not None else src.readinto(mv, pos)
             if got < end - off:
-                src._short(mv, pos, got)
+                src.retry(mv, pos, got)
         else:
             self._copy(mv, off, segs)
         return end - off
@@ -244,9 +236,8 @@ class SectorView:
             piece = mv[a - off:b - off]
             if src is None:
                 piece[:] = zero_view(b - a)[:b - a]
-            elif src.fd is not None:                # Source.read_into, minus a call
-                got = preadv(src.fd, [piece], pos)
-                if got < b - a:
-                    src._short(piece, pos, got)
-            else:
-                src.read_into(piece, pos)
+                continue
+            fd = src.fd
+            got = preadv(fd, [piece], pos) if fd is not None else src.readinto(piece, pos)
+            if got < b - a:
+                src.retry(piece, pos, got)
