@@ -84,6 +84,7 @@ class ZFile:
         self._dec = codec.decompressor(self.algo)      # the checked per-block path's
         self._decoder = decoder_for(self, prefer_c=accelerated)
         self._span = self._decoder.span
+        self._decode = self._decoder.decode             # looked up once: the hot path's call
 
     def _open(self):
         f = self.file
@@ -277,7 +278,7 @@ class ZFile:
             end = size
         shift = self._shift
         first = off >> shift
-        decode = self._decoder.decode
+        decode = self._decode
         parts = []
         for i, j, a, ln in self.runs(first, ((end - 1) >> shift) + 1):
             raw = self.file.pread(ln, a)
