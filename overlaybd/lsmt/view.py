@@ -144,11 +144,12 @@ class SectorView:
         srcs = self._srcs
         i = bisect_right(offs, off >> 9) - 1
         if i >= 0:
-            b = (offs[i] + lens[i]) << 9
+            o = offs[i]
+            b = (o + lens[i]) << 9
             if b >= end:                            # entry i covers it all (the common case)
                 if zeros[i]:
                     return ((off, end, None, 0),)
-                return ((off, end, srcs[tags[i]], (moffs[i] << 9) + off - (offs[i] << 9)),)
+                return ((off, end, srcs[tags[i]], ((moffs[i] - o) << 9) + off),)
             if b <= off:
                 i += 1                              # entry i is the first to end past off
         else:
