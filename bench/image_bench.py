@@ -22,7 +22,7 @@ import time
 from overlaybd import lsmt
 from overlaybd.image import open_image
 from overlaybd.io import LocalFile
-from overlaybd.zfile import reader as zreader
+from overlaybd.zfile import decode as zdecode
 
 from .zfile_bench import make_image
 
@@ -142,13 +142,13 @@ def main(argv=None):
               f"{ts:,.0f})  random 4 KiB {r:9,.0f} reads/s ({r / base_rand:.2f}x flat, target "
               f"{tr:,})  bytes {'equal' if check else 'DIFFER'}  {'OK' if met else 'MISSED'}")
     # for the record: the lz4 stack without the C accelerator (overlaybd/zfile/_zfast.c)
-    saved, zreader._zfast = zreader._zfast, None
+    saved, zdecode._zfast = zdecode._zfast, None
     try:
         img = open_image(os.path.join(a.dir, "lz4.json"), write_result=False)
         s = seq(img.pread, size, a.seconds)
         img.close()
     finally:
-        zreader._zfast = saved
+        zdecode._zfast = saved
     print(f"  lz4 without the C accelerator: seq 1 MiB {s:8,.0f} MB/s (no target)")
     return 0 if ok else 1
 

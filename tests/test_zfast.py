@@ -16,16 +16,16 @@ from overlaybd.abi import zfile as zabi
 from overlaybd.crc import crc32c_raw
 from overlaybd.errors import ChecksumError, FormatError
 from overlaybd.io import BytesFile
-from overlaybd.zfile import reader
+from overlaybd.zfile import decode as zdecode
 from tests.helpers.zfile import FlakySource, blocks_of, golden, mixed_data
 
 SEED = zabi.BLOCK_CRC_SEED
 
 
 def zf():
-    assert reader._zfast is not None, "overlaybd.zfile._zfast is not built (run make install)"
-    assert reader._zfast.lz4_ok(), "liblz4.so.1 was not found by _zfast"
-    return reader._zfast
+    assert zdecode._zfast is not None, "overlaybd.zfile._zfast is not built (run make install)"
+    assert zdecode._zfast.lz4_ok(), "liblz4.so.1 was not found by _zfast"
+    return zdecode._zfast
 
 
 def build(data, bs=4096, verify=True, algorithm="lz4"):
@@ -37,8 +37,8 @@ def build(data, bs=4096, verify=True, algorithm="lz4"):
 
 def both(raw):
     """The same file opened twice: once on the C path, once forced onto the Python path."""
-    fast, slow = zfile.ZFile(BytesFile(raw)), zfile.ZFile(BytesFile(raw))
-    slow.fast = False
+    fast = zfile.ZFile(BytesFile(raw))
+    slow = zfile.ZFile(BytesFile(raw), accelerated=False)
     assert fast.fast and not slow.fast
     return fast, slow
 
@@ -85,6 +85,18 @@ def test_random_reads_match_the_python_path(size, bs, verify, data):
         assert bytes(buf[:len(want)]) == want
 
 
+def decode(raw, offs, first, stop, bs, size, verify=True):
+    """_zfast.decode as the reader binds it: the bytes, or the first bad block's index."""
+    parts = []
+    bad = zf().decode(offs, bs, size, verify, SEED, raw, first, stop, parts)
+    assert (bad < 0) == (len(parts) == 1)
+    return parts[0] if bad < 0 else bad
+
+
+def decode_into(out, raw, offs, first, stop, bs, size, verify=True):
+    return zf().decode_into(offs, bs, size, verify, SEED, out, raw, first, stop)
+
+
 def test_decode_reports_the_first_bad_block_and_writes_the_ones_before():
     content = mixed_data(20 * 4096, seed=3)
     raw = build(content)
@@ -92,25 +104,23 @@ def test_decode_reports_the_first_bad_block_and_writes_the_ones_before():
     z = zfile.ZFile(BytesFile(raw))
     offs = z._offs
     span = raw[offs[0]:offs[20]]
-    assert zf().decode(span, offs, 0, 20, 4096, z.size, True, SEED) == content
+    assert decode(span, offs, 0, 20, 4096, z.size) == content
     for bad in (0, 7, 19):
         off, ln = blocks[bad]
         broken = bytearray(span)
         broken[off - offs[0] + ln // 2] ^= 0x40          # payload byte: CRC must catch it
-        assert zf().decode(bytes(broken), offs, 0, 20, 4096, z.size, True, SEED) == bad
+        assert decode(bytes(broken), offs, 0, 20, 4096, z.size) == bad
         out = bytearray(len(content))
-        assert zf().decode_into(out, bytes(broken), offs, 0, 20, 4096, z.size, True,
-                                SEED) == bad
+        assert decode_into(out, bytes(broken), offs, 0, 20, 4096, z.size) == bad
         assert out[:bad * 4096] == content[:bad * 4096]
     # a short source read: the first block not wholly present is reported
-    assert zf().decode(span[:offs[5] - offs[0] + 3], offs, 0, 20, 4096, z.size, True,
-                       SEED) == 5
+    assert decode(span[:offs[5] - offs[0] + 3], offs, 0, 20, 4096, z.size) == 5
     # the right CRC but bytes that are not LZ4 (e.g. a writer bug): still refused
     off, ln = blocks[4]
     junk = b"\xff" * (ln - 4)
     forged = span[:off - offs[0]] + junk + struct.pack("<I", crc32c_raw(junk, SEED)) + \
         span[off - offs[0] + ln:]
-    assert zf().decode(forged, offs, 0, 20, 4096, z.size, True, SEED) == 4
+    assert decode(forged, offs, 0, 20, 4096, z.size) == 4
 
 
 def test_corrupt_block_through_the_reader_is_refetched_or_refused():
@@ -149,17 +159,19 @@ def test_argument_checks_raise_instead_of_reading_out_of_bounds():
     offs = z._offs
     span = raw[offs[0]:offs[8]]
     with pytest.raises(ValueError):
-        zf().decode(span, offs, 0, 9, 4096, z.size, True, SEED)       # past the table
+        decode(span, offs, 0, 9, 4096, z.size)                # past the table
     with pytest.raises(ValueError):
-        zf().decode(span, offs, 3, 3, 4096, z.size, True, SEED)       # empty run
+        decode(span, offs, 3, 3, 4096, z.size)                # empty run
     with pytest.raises(ValueError):
-        zf().decode(span, offs, 0, 8, 4096, 4096, True, SEED)         # run past the file
+        decode(span, offs, 0, 8, 4096, 4096)                  # run past the file
     with pytest.raises(ValueError):
-        zf().decode_into(bytearray(100), span, offs, 0, 8, 4096, z.size, True, SEED)
+        decode_into(bytearray(100), span, offs, 0, 8, 4096, z.size)
     with pytest.raises(TypeError):
-        zf().decode(span, bytes(72), 0, 8, 4096, z.size, True, SEED)  # not an offsets array
+        decode(span, bytes(72), 0, 8, 4096, z.size)           # not an offsets array
+    with pytest.raises(TypeError):
+        zf().decode(offs, 4096, z.size, True, SEED, span, 0, 8, ())   # parts not a list
     with pytest.raises(BufferError):
-        zf().decode_into(b"read-only" * 5000, span, offs, 0, 8, 4096, z.size, True, SEED)
+        decode_into(b"read-only" * 5000, span, offs, 0, 8, 4096, z.size)
 
 
 @settings(max_examples=300, deadline=None)
@@ -174,11 +186,10 @@ def test_garbage_never_crashes(raw, lens, verify, data):
     stop = len(lens)
     first = data.draw(st.integers(0, stop - 1))
     # raw holds the stored bytes from offs[first] on
-    r = zf().decode(raw, offs, first, stop, 4096, stop * 4096, verify, SEED)
+    r = decode(raw, offs, first, stop, 4096, stop * 4096, verify)
     if isinstance(r, bytes):
         assert len(r) == (stop - first) * 4096
     else:
         assert first <= r < stop
     out = bytearray((stop - first) * 4096)
-    assert -1 <= zf().decode_into(out, raw, offs, first, stop, 4096, stop * 4096, verify,
-                                  SEED) < stop
+    assert -1 <= decode_into(out, raw, offs, first, stop, 4096, stop * 4096, verify) < stop

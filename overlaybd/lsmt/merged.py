@@ -8,14 +8,15 @@ import numpy as np
 
 from ..abi.lsmt import MAX_INDEX_SIZE, MAX_LAYERS
 from ..errors import FormatError, OverlaybdError
+from ..io import file_name
 from .index import SegmentIndex, merge_indexes
 from .ro import SealedLayer, open_ro
-from .view import IndexView, file_name
+from .view import SectorView
 
 PARALLEL_LOAD = 32
 
 
-class MergedFile(IndexView):
+class MergedFile(SectorView):
     """One index over several sealed layers; entry tag = layer slot (0 = top).
 
     ``layers`` are the SealedLayers bottom first (as given); ``files`` are the layer files by

@@ -14,8 +14,9 @@ from ..abi.lsmt import (
     decode_entries,
 )
 from ..errors import FormatError
+from ..io import file_name, read_exact
 from .index import _NP_TYPES, SegmentIndex
-from .view import IndexView, file_name
+from .view import SectorView
 
 DATA_BEGIN = HT_SPACE >> 9          # first sector a mapping may point at
 LOAD_CHUNK = 1 << 16                # index entries decoded per step
@@ -28,17 +29,9 @@ def file_size(f) -> int:
     return int(size)
 
 
-def read_block(f, n: int, off: int, what: str, name: str) -> bytes:
-    data = f.pread(n, off)
-    if len(data) != n:
-        raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}, "
-                          f"got {len(data)}", path=name, field=what)
-    return bytes(data) if not isinstance(data, bytes) else data
-
-
 def read_header(f, name: str) -> HeaderTrailer:
     """The header at offset 0: LSMT magic and the is_header flag (upstream ``verify_ht``)."""
-    ht = HeaderTrailer.unpack(read_block(f, HT_SPACE, 0, "header", name))
+    ht = HeaderTrailer.unpack(read_exact(f, HT_SPACE, 0, "header", name))
     if not ht.magic_ok:
         raise FormatError("bad LSMT magic in header", path=name, field="magic")
     if not ht.is_header:
@@ -102,7 +95,7 @@ def load_sealed_index(f, index_offset: int, count: int, name: str) -> SegmentInd
     end = index_offset >> 9
     for start in range(0, count, LOAD_CHUNK):
         k = min(LOAD_CHUNK, count - start)
-        raw = read_block(f, k * ENTRY_SIZE, index_offset + start * ENTRY_SIZE, "index", name)
+        raw = read_exact(f, k * ENTRY_SIZE, index_offset + start * ENTRY_SIZE, "index", name)
         off, length, moff, zeroed, _ = decode_valid(raw, name)
         validate_mappings(off, length, moff, zeroed, DATA_BEGIN, end, name,
                           prev_end=prev_end, base=n)
@@ -118,7 +111,7 @@ def load_sealed_index(f, index_offset: int, count: int, name: str) -> SegmentInd
     return index
 
 
-class SealedLayer(IndexView):
+class SealedLayer(SectorView):
     """A sealed LSMT layer read from any file object with ``pread`` and ``size``.
 
     Attributes: ``header`` and ``trailer`` (HeaderTrailer), ``virtual_size`` (= ``size``),
@@ -162,7 +155,7 @@ def open_ro(f, name: str | None = None) -> SealedLayer:
         raise FormatError(f"header flags 0x{header.flags:x}: not a data file", path=name,
                           field="flags")
     trailer_off = size - HT_SPACE
-    trailer = HeaderTrailer.unpack(read_block(f, HT_SPACE, trailer_off, "trailer", name))
+    trailer = HeaderTrailer.unpack(read_exact(f, HT_SPACE, trailer_off, "trailer", name))
     if not trailer.magic_ok:
         raise FormatError("bad LSMT magic in trailer", path=name, field="magic")
     if trailer.is_header or not trailer.is_data_file or not trailer.is_sealed:

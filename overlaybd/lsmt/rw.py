@@ -25,9 +25,9 @@ from ..abi.lsmt import (
     parse_uuid,
 )
 from ..errors import FormatError, OverlaybdError
-from ..io import LocalFile, punch_hole, pwrite_all
+from ..io import LocalFile, punch_hole, pwrite_all, read_exact
 from .index import SegmentIndex
-from .ro import DATA_BEGIN, decode_valid, read_block, read_header, validate_mappings
+from .ro import DATA_BEGIN, decode_valid, read_header, validate_mappings
 from .view import SectorView, check_aligned
 
 MAX_IO_SIZE = 4 << 20
@@ -75,7 +75,8 @@ class WritableLayer(SectorView):
             allocator.advance_to(-(-self._data_end // 512) * 512)
             if index_file is not None:
                 self._append_fd = os.open(index_file.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self._set_files([data])
+        self._set_index(index)
+        self._set_files([data], any_tag=True)
 
     # -- properties -----------------------------------------------------------------------
     @property
@@ -108,9 +109,6 @@ class WritableLayer(SectorView):
         n = len(self.index)
         if n:
             self.index.tag[:] = array("B", bytes([tag]) * n)
-
-    def _rows(self, first, end):
-        return self.index.lookup(first, end - first, tag=0)
 
     def _check_open(self):
         if self.closed:
@@ -329,7 +327,7 @@ def open_rw(data_path, index_path=None, allocator=None) -> WritableLayer:
             if count > MAX_INDEX_SIZE:
                 raise FormatError(f"index file holds {count} entries (limit "
                                   f"{MAX_INDEX_SIZE})", path=iname, field="index_size")
-            raw = read_block(index_file, count * ENTRY_SIZE, HT_SPACE, "index", iname)
+            raw = read_exact(index_file, count * ENTRY_SIZE, HT_SPACE, "index", iname)
             cols = decode_valid(raw, iname)
             del raw
             vsize = iheader.virtual_size

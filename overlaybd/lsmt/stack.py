@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from .index import combo_lookup
 from .merged import MergedFile
 from .rw import WritableLayer
 from .view import SectorView
 
 
 class StackedFile(SectorView):
-    """Reads consult the upper index first and every gap in the lowers' merged index; writes
-    and discards go to the upper.  Files by tag: lower slots 0..n-1 (top first), upper = n."""
+    """Reads walk the upper index, and every hole in it is mapped by the lowers' merged view;
+    writes and discards go to the upper.  Upper entries carry tag n (lower slots 0..n-1, top
+    first), as in upstream's combo index."""
 
     def __init__(self, upper: WritableLayer, lower: MergedFile):
         self.upper = upper
@@ -21,7 +21,8 @@ class StackedFile(SectorView):
         if upper.vsize == 0:
             upper.update_vsize(lower.size)
         self.path = upper.path
-        self._set_files(list(lower.files) + [upper.data])
+        self._set_index(upper.index)
+        self._set_files([upper.data], any_tag=True)
 
     @property
     def size(self) -> int:
@@ -31,9 +32,8 @@ class StackedFile(SectorView):
     def virtual_size(self) -> int:
         return self.upper.vsize
 
-    def _rows(self, first, end):
-        return combo_lookup(self.upper.index, self.upper.rw_tag, self.lower.index, first,
-                            end - first)
+    def _hole(self, out, a, b):
+        out += self.lower.segments(a, b)
 
     def pwrite(self, data, off: int) -> int:
         return self.upper.pwrite(data, off)

@@ -1,9 +1,14 @@
-"""The read engine shared by every LSMT file: turn index rows into bytes (spec §1.6 step 4).
+"""The one read engine of every LSMT file (spec §1.6 step 4).
 
-A *view* answers ``pread``/``preadinto`` from rows ``(offset, length, moffset, zeroed, tag)``
-(sectors): a hole or a zeroed row reads as zeros, a data row reads ``length`` sectors at
-``moffset`` from ``files[tag]``.  Requests must be 512-byte aligned in offset and length;
-reads past the virtual size come back short, like a file.
+A *view* (sealed layer, merged layers, writable layer, writable over merged) holds an index
+(``SegmentIndex`` columns: offset, length, moffset, zeroed, tag; in sectors) and its layer
+files by tag.  ``segments(off, end)`` maps a byte range to a list of segments
+``(start, stop, source, pos)``: bytes ``[start, stop)`` are read from ``source`` at ``pos``,
+or are zeros when ``source`` is None (a zeroed entry, or a hole: ``_hole`` fills it, with
+zeros here and from the lower layers in a stack).  ``pread`` and ``preadinto`` are built on
+it and nothing else; a request that one segment covers is read straight into the caller's
+buffer (``pread``: returned without a copy).  Requests must be 512-byte aligned in offset and
+length; reads past the virtual size come back short, like a file.
 """
 
 from __future__ import annotations
@@ -13,9 +18,10 @@ import mmap
 import os
 import threading
 from bisect import bisect_right
+from functools import partial
 
 from ..errors import OverlaybdError
-from ..io import LocalFile
+from ..io import LocalFile, file_name
 
 _ZERO = bytes(1 << 20)
 _SCRATCH = threading.local()
@@ -52,11 +58,6 @@ def scratch(n: int):
     return view[:n]
 
 
-def file_name(f) -> str:
-    """A name for error messages: the file's ``path`` if it has one."""
-    return str(getattr(f, "path", None) or f)
-
-
 def check_aligned(n: int, off: int, path, what="read") -> None:
     if off < 0 or n < 0 or (n | off) & 511:
         field = "offset" if off < 0 or off & 511 else "length"
@@ -64,118 +65,127 @@ def check_aligned(n: int, off: int, path, what="read") -> None:
                              f"(offset {off}, length {n})", path=path, field=field)
 
 
-class SectorView:
-    """Base of every LSMT file object.  Subclasses set ``size``, ``path`` and
-    ``_set_files(files)`` and implement ``_rows(first_sector, end_sector)``."""
+class Source:
+    """One layer file as the engine reads it.  ``pread(n, pos)`` and ``readinto(mv, pos)``
+    are the fastest calls the file offers (``os.pread``/``os.preadv`` on a plain local
+    file's descriptor ``fd``, else the file's own ``pread`` and ``preadinto``), bound once so
+    a read costs no extra Python frame.  ``retry`` finishes a short read: once more for the
+    remainder; if that hits end of file the rest reads as zeros, any other short result is an
+    error naming the view (``owner``), the slot and the file."""
 
-    size = 0
-    path = None
+    __slots__ = ("file", "fd", "pread", "readinto", "slot", "owner")
 
-    def _set_files(self, files) -> None:
-        """``files`` by tag.  Plain local files are read with ``os.preadv`` on their fd."""
-        self._files = list(files)
-        self._fds = [f.fd if type(f) is LocalFile else None for f in self._files]
-        self._into = [getattr(f, "preadinto", None) for f in self._files]
+    def __init__(self, f, slot: int, owner):
+        self.file = f
+        self.fd = f.fd if type(f) is LocalFile else None
+        self.slot = slot
+        self.owner = owner
+        if self.fd is not None:
+            self.pread = partial(os.pread, self.fd)
+            self.readinto = self._preadv
+        else:
+            self.pread = f.pread
+            self.readinto = getattr(f, "preadinto", None) or self._via_pread
 
-    def _rows(self, first: int, end: int):
-        raise NotImplementedError
+    def _preadv(self, mv, pos: int) -> int:
+        return os.preadv(self.fd, [mv], pos)
 
-    # -- public protocol ------------------------------------------------------------------
-    def pread(self, n: int, off: int) -> bytes:
-        check_aligned(n, off, self.path)
-        end = min(off + n, self.size)
-        if end <= off:
-            return b""
-        rows = self._rows(off >> 9, (end + 511) >> 9)
-        if not rows:
-            return bytes(end - off)
-        mv = scratch(end - off)
-        self.fill(mv, off, end, rows, True)
-        return bytes(mv)
-
-    def preadinto(self, buf, off: int) -> int:
-        mv = memoryview(buf).cast("B")
-        n = len(mv)
-        check_aligned(n, off, self.path)
-        end = min(off + n, self.size)
-        if end <= off:
-            return 0
-        self.fill(mv[:end - off], off, end, self._rows(off >> 9, (end + 511) >> 9), True)
-        return end - off
-
-    # -- engine ---------------------------------------------------------------------------
-    def fill(self, mv, off: int, end: int, rows, zero_holes: bool) -> None:
-        """Write [off, end) into ``mv`` (which starts at byte ``off``).  Rows are sorted and
-        trimmed to the request.  Holes are zeroed only if ``zero_holes``."""
-        pos = off
-        for o, l, m, z, t in rows:
-            a = o << 9
-            b = (o + l) << 9
-            if b > end:
-                b = end
-            if a >= b:
-                continue
-            if zero_holes and a > pos:
-                zero_fill(mv[pos - off:a - off])
-            if z:
-                if zero_holes:
-                    zero_fill(mv[a - off:b - off])
-            else:
-                self.read_into(t, mv[a - off:b - off], m << 9)
-            pos = b
-        if zero_holes and pos < end:
-            zero_fill(mv[pos - off:end - off])
-
-    def _raw_read(self, t: int, mv, pos: int) -> int:
-        fd = self._fds[t]
-        if fd is not None:
-            return os.preadv(fd, [mv], pos)
-        into = self._into[t]
-        if into is not None:
-            return into(mv, pos)
-        data = self._files[t].pread(len(mv), pos)[:len(mv)]
+    def _via_pread(self, mv, pos: int) -> int:
+        data = self.file.pread(len(mv), pos)[:len(mv)]
         mv[:len(data)] = data
         return len(data)
 
-    def read_into(self, t: int, mv, pos: int) -> None:
-        """Fill ``mv`` from ``files[t]`` at ``pos``.  A short read is retried once for the
-        remainder; if the retry hits end of file the rest reads as zeros, any other short
-        result is an error."""
-        if t >= len(self._files):
-            raise OverlaybdError(f"index entry refers to layer slot {t} but only "
-                                 f"{len(self._files)} files are open", path=self.path,
-                                 field="tag")
-        got = self._raw_read(t, mv, pos)
-        if got < len(mv):
-            self.short_read(t, mv, pos, got)
-
-    def short_read(self, t: int, mv, pos: int, got: int) -> None:
-        """The first read of ``mv`` returned ``got`` bytes: retry once for the rest."""
+    def retry(self, mv, pos: int, got: int) -> None:
+        """The first read of ``mv`` at ``pos`` returned ``got`` bytes: finish it."""
         want = len(mv)
-        got2 = self._raw_read(t, mv[got:], pos + got)
+        got2 = self.readinto(mv[got:], pos + got)
         if got2 == 0:
             zero_fill(mv[got:])
         elif got + got2 != want:
-            raise OverlaybdError(f"short read from layer slot {t} "
-                                 f"({file_name(self._files[t])}): {got}+{got2} of {want} "
-                                 f"bytes at offset {pos}", path=self.path, errno=_errno.EIO)
+            raise OverlaybdError(f"short read from layer slot {self.slot} "
+                                 f"({file_name(self.file)}): {got}+{got2} of {want} "
+                                 f"bytes at offset {pos}", path=self.owner, errno=_errno.EIO)
+
+    def pread_short(self, data, n: int, pos: int) -> bytes:
+        """``pread(n, pos)`` returned ``data``, fewer than ``n`` bytes: finish it."""
+        buf = bytearray(n)
+        buf[:len(data)] = data
+        self.retry(memoryview(buf), pos, len(data))
+        return bytes(buf)
 
 
-class IndexView(SectorView):
-    """A view over one SegmentIndex (``self.index``) that walks the index columns directly.
-    A request covered by a single entry or a single hole costs one bisect and one ``pread``
-    with no copies; others are gathered piece by piece."""
+class SectorView:
+    """Base of every LSMT file object.  Subclasses set ``size`` and ``path``, then call
+    ``_set_index(index)`` and ``_set_files(files)``; a stack overrides ``_hole``."""
 
+    size = 0
+    path = None
     index = None
-    _cols = ()
+    _cols = ((), (), (), (), ())
+    _srcs = ()
 
     def _set_index(self, index) -> None:
         self.index = index
-        self._cols = index.columns()
+        self._cols = index.columns()       # the arrays themselves: inserts update them in place
 
-    def _rows(self, first, end):
-        return self.index.lookup(first, end - first)
+    def _set_files(self, files, any_tag: bool = False) -> None:
+        """Layer files by tag.  ``any_tag``: one file that every tag reads (a writable
+        layer's data file, whatever tag stacking gave its entries)."""
+        self._files = list(files)
+        self._srcs = [Source(f, t, self.path) for t, f in enumerate(self._files)]
+        if any_tag:
+            self._srcs *= 256
 
+    # -- the map --------------------------------------------------------------------------
+    def segments(self, off: int, end: int):
+        """``[off, end)`` (512-byte aligned) as a sequence of segments ``(start, stop, source,
+        pos)`` in order, covering it exactly (see the module docstring)."""
+        offs, lens, moffs, zeros, tags = self._cols
+        srcs = self._srcs
+        i = bisect_right(offs, off >> 9) - 1
+        if i >= 0:
+            o = offs[i]
+            b = (o + lens[i]) << 9
+            if b >= end:                            # entry i covers it all (the common case)
+                if zeros[i]:
+                    return ((off, end, None, 0),)
+                return ((off, end, srcs[tags[i]], ((moffs[i] - o) << 9) + off),)
+            if b <= off:
+                i += 1                              # entry i is the first to end past off
+        else:
+            i = 0
+        count = len(offs)
+        out = []
+        pos = off
+        try:
+            while pos < end:
+                a = offs[i] << 9 if i < count else end
+                if a > pos:                         # a hole up to entry i (or the end)
+                    if a > end:
+                        a = end
+                    self._hole(out, pos, a)
+                    pos = a
+                    continue
+                b = (offs[i] + lens[i]) << 9
+                if b > end:
+                    b = end
+                if zeros[i]:
+                    out.append((pos, b, None, 0))
+                else:
+                    out.append((pos, b, srcs[tags[i]], (moffs[i] << 9) + pos - a))
+                pos = b
+                i += 1
+        except IndexError:
+            raise OverlaybdError(f"index entry {i} refers to layer slot {tags[i]} but only "
+                                 f"{len(self._files)} files are open", path=self.path,
+                                 field="tag") from None
+        return out
+
+    def _hole(self, out: list, a: int, b: int) -> None:
+        """Bytes ``[a, b)`` that no entry maps read as zeros."""
+        out.append((a, b, None, 0))
+
+    # -- the file protocol ----------------------------------------------------------------
     def pread(self, n: int, off: int) -> bytes:
         if (n | off) & 511 or off < 0 or n < 0:
             check_aligned(n, off, self.path)
@@ -184,39 +194,16 @@ class IndexView(SectorView):
             end = self.size
             if end <= off:
                 return b""
-        offs, lens, moffs, zeros, tags = self._cols
-        i = bisect_right(offs, off >> 9) - 1
-        if i >= 0:
-            o = offs[i]
-            e = (o + lens[i]) << 9
-            if e > off:
-                if e >= end:                                # one entry covers it all
-                    if zeros[i]:
-                        return bytes(end - off)
-                    t = tags[i]
-                    pos = (moffs[i] << 9) + off - (o << 9)
-                    fd = self._fds[t]
-                    n = end - off
-                    data = os.pread(fd, n, pos) if fd is not None else \
-                        self._files[t].pread(n, pos)
-                    if len(data) == n:
-                        return data
-                    buf = bytearray(n)
-                    buf[:len(data)] = data
-                    self.short_read(t, memoryview(buf), pos, len(data))
-                    return bytes(buf)
-                return self._gather(off, end, i)
-        i += 1
-        if i >= len(offs) or offs[i] << 9 >= end:       # one hole covers it all
-            return bytes(end - off)
-        return self._gather(off, end, i)
-
-    def _gather(self, off: int, end: int, i: int) -> bytes:
-        """Bytes [off, end) from entry ``i`` on, assembled in a reusable per-thread scratch
-        buffer and copied out once (two live 1 MiB allocations per call cost far more)."""
-        n = end - off
-        mv = scratch(n)
-        self._fill(mv, off, end, i, True)
+        segs = self.segments(off, end)
+        if len(segs) == 1:                          # one extent or one hole: no copy
+            _, _, src, pos = segs[0]
+            if src is None:
+                return bytes(end - off)
+            fd = src.fd             # os.pread inline: a partial() call costs ~0.1 us more
+            data = os.pread(fd, end - off, pos) if fd is not None else src.pread(end - off, pos)
+            return data if len(data) == end - off else src.pread_short(data, end - off, pos)
+        mv = scratch(end - off)     # a per-thread buffer: a fresh 1 MiB one costs far more
+        self._copy(mv, off, segs)
         return bytes(mv)
 
     def preadinto(self, buf, off: int) -> int:
@@ -232,71 +219,27 @@ class IndexView(SectorView):
             if end <= off:
                 return 0
             mv = mv[:end - off]
-        offs, lens, moffs, zeros, tags = self._cols
-        i = bisect_right(offs, off >> 9) - 1
-        if i >= 0:
-            o = offs[i]
-            e = (o + lens[i]) << 9
-            if e > off:
-                if e < end:
-                    self._fill(mv, off, end, i, True)
-                elif zeros[i]:
-                    mv[:] = zero_view(end - off)[:end - off]
-                else:                                       # one data entry covers it all
-                    t = tags[i]
-                    pos = (moffs[i] << 9) + off - (o << 9)
-                    fd = self._fds[t]
-                    got = os.preadv(fd, [mv], pos) if fd is not None else \
-                        self._raw_read(t, mv, pos)
-                    if got < end - off:
-                        self.short_read(t, mv, pos, got)
-                return end - off
-        i += 1
-        if i >= len(offs) or offs[i] << 9 >= end:       # one hole covers it all
-            mv[:] = zero_view(end - off)[:end - off]
+        segs = self.segments(off, end)
+        if len(segs) == 1 and segs[0][2] is not None:   # one extent: straight into mv
+            _, _, src, pos = segs[0]
+            fd = src.fd
+            got = os.preadv(fd, [mv], pos) if fd is not None else src.readinto(mv, pos)
+            if got < end - off:
+                src.retry(mv, pos, got)
         else:
-            self._fill(mv, off, end, i, True)
+            self._copy(mv, off, segs)
         return end - off
 
-    def _fill(self, mv, off: int, end: int, i: int, zero_holes: bool) -> None:
-        """Write [off, end) into ``mv`` walking the columns from entry ``i`` (the first whose
-        end is past ``off``).  Holes and zeroed entries are written only if ``zero_holes``."""
-        offs, lens, moffs, zeros, tags = self._cols
-        fds = self._fds
+    @staticmethod
+    def _copy(mv, off: int, segs) -> None:
+        """Fill ``mv`` (which starts at byte ``off``) from ``segs``."""
         preadv = os.preadv
-        zv = zero_view(end - off) if zero_holes else None
-        count = len(offs)
-        pos = 0                                 # positions below are relative to ``off``
-        n = end - off
-        while i < count:
-            o = offs[i]
-            a = (o << 9) - off
-            if a >= n:
-                break
-            b = a + (lens[i] << 9)
-            if b > n:
-                b = n
-            skip = 0
-            if a < 0:
-                skip = -a
-                a = 0
-            if zero_holes and a > pos:
-                mv[pos:a] = zv[:a - pos]
-            if zeros[i]:
-                if zero_holes:
-                    mv[a:b] = zv[:b - a]
-            else:
-                t = tags[i]
-                fd = fds[t]
-                piece = mv[a:b]
-                src = (moffs[i] << 9) + skip
-                if fd is not None:
-                    got = preadv(fd, [piece], src)
-                    if got < b - a:
-                        self.short_read(t, piece, src, got)
-                else:
-                    self.read_into(t, piece, src)
-            pos = b
-            i += 1
-        if zero_holes and pos < n:
-            mv[pos:n] = zv[:n - pos]
+        for a, b, src, pos in segs:
+            piece = mv[a - off:b - off]
+            if src is None:
+                piece[:] = zero_view(b - a)[:b - a]
+                continue
+            fd = src.fd
+            got = preadv(fd, [piece], pos) if fd is not None else src.readinto(piece, pos)
+            if got < b - a:
+                src.retry(piece, pos, got)

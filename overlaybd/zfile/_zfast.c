@@ -184,23 +184,26 @@ static Py_ssize_t run_decode(const run_t *r, char *dst)
     return -1;
 }
 
-/* Parse the common arguments; fills r and the two buffers (released by the caller). */
-static int parse_run(PyObject *const *args, run_t *r, Py_buffer *raw, Py_buffer *offs)
+/* Parse the arguments: ctx = (offs, block_size, size, verify, seed), the ones a reader binds
+ * once per file, then the run's raw bytes and [first, stop).  Fills r and the two buffers
+ * (released by the caller). */
+static int parse_run(PyObject *const *ctx, PyObject *raw_obj, PyObject *first, PyObject *stop,
+                     run_t *r, Py_buffer *raw, Py_buffer *offs)
 {
     unsigned long long bs, size, seed;
     int verify;
-    if (PyObject_GetBuffer(args[0], raw, PyBUF_SIMPLE) < 0)
+    if (PyObject_GetBuffer(raw_obj, raw, PyBUF_SIMPLE) < 0)
         return -1;
-    if (PyObject_GetBuffer(args[1], offs, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
+    if (PyObject_GetBuffer(ctx[0], offs, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) {
         PyBuffer_Release(raw);
         return -1;
     }
-    r->first = PyLong_AsSsize_t(args[2]);
-    r->stop = PyLong_AsSsize_t(args[3]);
-    bs = PyLong_AsUnsignedLongLong(args[4]);
-    size = PyLong_AsUnsignedLongLong(args[5]);
-    verify = PyObject_IsTrue(args[6]);
-    seed = PyLong_AsUnsignedLongLong(args[7]);
+    r->first = PyLong_AsSsize_t(first);
+    r->stop = PyLong_AsSsize_t(stop);
+    bs = PyLong_AsUnsignedLongLong(ctx[1]);
+    size = PyLong_AsUnsignedLongLong(ctx[2]);
+    verify = PyObject_IsTrue(ctx[3]);
+    seed = PyLong_AsUnsignedLongLong(ctx[4]);
     if (PyErr_Occurred() || verify < 0)
         goto fail;
     if (offs->itemsize != 8 || (offs->format && strcmp(offs->format, "Q") != 0 &&
@@ -240,38 +243,43 @@ static int need_lz4(void)
 }
 
 PyDoc_STRVAR(decode_doc,
-"decode(raw, offs, first, stop, block_size, size, verify, seed) -> bytes | int\n\n"
-"Check and decompress LZ4 blocks [first, stop).  raw holds their stored bytes, starting at\n"
-"file offset offs[first]; offs is the array('Q') of block offsets; size is the file's\n"
-"decompressed size.  Returns the decompressed bytes, or the index of the first bad block.");
+"decode(offs, block_size, size, verify, seed, raw, first, stop, parts) -> int\n\n"
+"Check and decompress LZ4 blocks [first, stop).  offs is the array('Q') of block offsets,\n"
+"size the file's decompressed size; raw holds the blocks' stored bytes, from file offset\n"
+"offs[first].  Returns -1 with the decompressed bytes appended to the list parts, or the\n"
+"index of the first bad block (nothing appended).  The first five arguments are the file's:\n"
+"bind them once with functools.partial.");
 
 static PyObject *zf_decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     run_t r;
     Py_buffer raw, offs;
-    if (nargs != 8) {
-        PyErr_SetString(PyExc_TypeError, "decode() takes 8 arguments");
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "decode() takes 9 arguments");
         return NULL;
     }
-    if (need_lz4() < 0 || parse_run(args, &r, &raw, &offs) < 0)
+    if (!PyList_Check(args[8])) {
+        PyErr_SetString(PyExc_TypeError, "decode(): parts must be a list");
         return NULL;
-    PyObject *res = NULL;
+    }
+    if (need_lz4() < 0 || parse_run(args, args[5], args[6], args[7], &r, &raw, &offs) < 0)
+        return NULL;
+    PyObject *res = NULL, *out = NULL;
     uint64_t total = run_total(&r);
     if (total == 0 || total > PY_SSIZE_T_MAX) {
         PyErr_SetString(PyExc_ValueError, "block range past the end of the file");
         goto done;
     }
-    res = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-    if (!res)
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out)
         goto done;
     Py_ssize_t bad;
     Py_BEGIN_ALLOW_THREADS
-    bad = run_decode(&r, PyBytes_AS_STRING(res));
+    bad = run_decode(&r, PyBytes_AS_STRING(out));
     Py_END_ALLOW_THREADS
-    if (bad >= 0) {
-        Py_DECREF(res);
+    if (bad >= 0 || PyList_Append(args[8], out) == 0)
         res = PyLong_FromSsize_t(bad);
-    }
+    Py_DECREF(out);
 done:
     PyBuffer_Release(&raw);
     PyBuffer_Release(&offs);
@@ -279,7 +287,7 @@ done:
 }
 
 PyDoc_STRVAR(decode_into_doc,
-"decode_into(out, raw, offs, first, stop, block_size, size, verify, seed) -> int\n\n"
+"decode_into(offs, block_size, size, verify, seed, out, raw, first, stop) -> int\n\n"
 "As decode(), writing into the writable buffer out (at least the run's decompressed length).\n"
 "Returns -1 when every block is good, else the index of the first bad block; the blocks\n"
 "before it are written.");
@@ -294,9 +302,9 @@ static PyObject *zf_decode_into(PyObject *self, PyObject *const *args, Py_ssize_
     }
     if (need_lz4() < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[0], &out, PyBUF_WRITABLE) < 0)
+    if (PyObject_GetBuffer(args[5], &out, PyBUF_WRITABLE) < 0)
         return NULL;
-    if (parse_run(args + 1, &r, &raw, &offs) < 0) {
+    if (parse_run(args, args[6], args[7], args[8], &r, &raw, &offs) < 0) {
         PyBuffer_Release(&out);
         return NULL;
     }

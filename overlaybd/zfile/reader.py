@@ -1,66 +1,43 @@
 """ZFile reader (spec §2.5): a file object over any source with ``pread``/``size``.
 
-Hot path: one ``pread`` per run of consecutive blocks (at most 64 KiB of compressed bytes,
-as upstream's MAX_READ_SIZE), block offsets from a prefix-sum ``array``, the CRC of each
-block *and its stored CRC* checked in one crc32c call (the result is a constant for an
-intact block, see ``overlaybd.crc``), then decompression; all per-block steps run as C-level
-``map`` loops.  Any failure in a run drops to a per-block path that evicts and refetches a
-bad block from a source that can (``evict(off, n)``), at most ``BLOCK_RETRIES`` times; a
-failed open (trailer / jump table) evicts the whole file and reloads, at most ``OPEN_RETRIES``
-times, as upstream does for a cached copy.
+Open: header, trailer (or the rewritten header), every upstream check of the options, and the
+jump table as a prefix-sum ``array`` of block offsets.  A failed open evicts the whole file
+from a source that can (``evict(off, n)``) and loads it again, at most ``OPEN_RETRIES`` times,
+as upstream does for a cached copy.
+
+Read: ``runs`` cuts the blocks a read needs into runs of consecutive blocks (as many
+compressed bytes each as the decoder likes best); each run is one source ``pread`` and one call of the decoder chosen
+at open (``decode.py``: C for LZ4 when built, else Python).  From the first block a decoder
+refuses, the checked per-block path takes over: it evicts and refetches a bad block, at most
+``BLOCK_RETRIES`` times, then raises an error naming the block.  ``pread``, ``preadinto``
+and ``ops.verify`` all go through ``runs``.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import sys
 from array import array
 from bisect import bisect_right
-from itertools import repeat
-from operator import sub
 
 import numpy as np
-from crc32c import crc32c as _std_crc
 
 from ..abi import zfile as abi
-from ..crc import crc32c_raw, std_seed
+from ..crc import crc32c_raw
 from ..errors import ChecksumError, FormatError
+from ..io import file_name, read_exact
 from . import codec
-
-try:   # the optional C accelerator (overlaybd/zfile/_zfast.c), LZ4 files only
-    from . import _zfast
-    if not _zfast.lz4_ok() or os.environ.get("OVERLAYBD_ZFAST") == "0":
-        _zfast = None
-except ImportError:
-    _zfast = None
+from .decode import MAX_STORED, CDecoder, decoder_for, first_bad_crc
 
 BLOCK_RETRIES = 3                      # evict-and-refetch attempts for one bad block
 OPEN_RETRIES = 2                       # evict-all-and-reload attempts for bad metadata
-_SX = std_seed(abi.BLOCK_CRC_SEED)     # standard-CRC seed of the per-block CRC
-_GOOD = 0xFFFFFFFF                     # std CRC of an intact block followed by its CRC
-_GOOD_SET = {_GOOD}
-MAX_READ = abi.MAX_BLOCK_SIZE
-FAST_SPAN = 4 << 20                    # compressed bytes per source read on the C path
-
-
-def _path(f):
-    return getattr(f, "path", None) or repr(f)
-
-
-def _read_exact(f, n, off, what, path):
-    data = f.pread(n, off)
-    if len(data) != n:
-        raise FormatError(f"truncated: {what} needs {n} bytes at offset {off}, got {len(data)}",
-                          path=path, field=what)
-    return data
 
 
 def read_header(f, path=None):
     """The parsed first 512 bytes if they are a ZFile header, else None.
 
     Raises FormatError when the magic matches but the digest does not verify."""
-    path = path or _path(f)
+    path = path or file_name(f)
     block = f.pread(abi.HT_SPACE, 0)
     if len(block) < abi.HT_SPACE:
         return None
@@ -82,12 +59,13 @@ def is_zfile(f) -> bool:
 
 class ZFile:
     """A ZFile opened for reading; ``size`` is the original (decompressed) size.  Safe to read
-    from several threads.  ``close()`` closes ``f`` too unless ``own`` is False."""
+    from several threads.  ``close()`` closes ``f`` too unless ``own`` is False.
+    ``accelerated=False`` keeps the reader on the Python decoder (tests, benchmarks)."""
 
-    def __init__(self, f, path=None, own=True):
+    def __init__(self, f, path=None, own=True, accelerated=True):
         self.file = f
         self._own = own
-        self.path = path or _path(f)
+        self.path = path or file_name(f)
         self._evict = getattr(f, "evict", None)
         self.retries = 0          # evict-and-refetch attempts made so far (for tests/stats)
         attempt = 0
@@ -103,9 +81,10 @@ class ZFile:
                 attempt += 1
                 self.retries += 1
                 self._evict(0, f.size)
-        self._dec = codec.decompressor(self.algo)
-        # multi-block reads go through _zfast.decode when it is built and liblz4 is there
-        self.fast = _zfast is not None and self.algo == abi.ALGO_LZ4
+        self._dec = codec.decompressor(self.algo)      # the checked per-block path's
+        self._decoder = decoder_for(self, prefer_c=accelerated)
+        self._span = self._decoder.span
+        self._decode = self._decoder.decode             # looked up once: the hot path's call
 
     def _open(self):
         f = self.file
@@ -141,7 +120,7 @@ class ZFile:
         if fsize < 2 * abi.HT_SPACE:
             raise FormatError(f"truncated: file of {fsize} bytes cannot hold header and trailer",
                               path=self.path, field="trailer")
-        block = _read_exact(self.file, abi.HT_SPACE, fsize - abi.HT_SPACE, "trailer", self.path)
+        block = read_exact(self.file, abi.HT_SPACE, fsize - abi.HT_SPACE, "trailer", self.path)
         t = abi.HeaderTrailer.unpack(block)
         if not t.magic_ok:
             raise FormatError("ZFile trailer magic mismatch (truncated or not sealed?)",
@@ -212,7 +191,7 @@ class ZFile:
     def _load_jump_table(self, info):
         p = self.path
         n = info.index_size
-        table = _read_exact(self.file, n * 4, info.index_offset, "jump table", p) if n else b""
+        table = read_exact(self.file, n * 4, info.index_offset, "jump table", p) if n else b""
         if info.has_digest:
             crc = crc32c_raw(table)
             if crc != info.index_crc:
@@ -252,9 +231,40 @@ class ZFile:
         return out
 
     # -- reads -------------------------------------------------------------------------------
+    # Every read goes the same way: ``runs`` cuts the blocks it needs into runs of consecutive
+    # blocks, each run is read from the source in one ``pread`` and handed to the decoder
+    # (C or Python, see ``decode.py``); where the decoder reports a bad block, the checked
+    # per-block path (``_checked_block``: evict, refetch, a precise error) takes over.
+
+    @property
+    def fast(self) -> bool:
+        """True when runs go through the C decoder."""
+        return isinstance(self._decoder, CDecoder)
+
     def block_range(self, i):
         """(file offset, stored length) of block ``i``, CRC included."""
         return self._offs[i], self._offs[i + 1] - self._offs[i]
+
+    def runs(self, first, stop):
+        """Blocks ``[first, stop)`` as a sequence of runs ``(i, j, offset, length)``: blocks
+        ``[i, j)``, stored at ``[offset, offset + length)`` of the file, at most the
+        decoder's ``span`` bytes (but at least one block) per run."""
+        offs = self._offs
+        a = offs[first]
+        ln = offs[stop] - a
+        if ln <= self._span:                                # the common case: one run
+            return ((first, stop, a, ln),)
+        span = self._span
+        out = []
+        i = first
+        while i < stop:
+            a = offs[i]
+            j = stop
+            if offs[j] - a > span:
+                j = max(i + 1, bisect_right(offs, a + span, i + 1, stop + 1) - 1)
+            out.append((i, j, a, offs[j] - a))
+            i = j
+        return out
 
     def pread(self, n, off) -> bytes:
         """Up to ``n`` decompressed bytes at ``off``; short only at the end."""
@@ -268,25 +278,26 @@ class ZFile:
             end = size
         shift = self._shift
         first = off >> shift
-        last = (end - 1) >> shift
+        decode = self._decode
+        parts = []
+        for i, j, a, ln in self.runs(first, ((end - 1) >> shift) + 1):
+            raw = self.file.pread(ln, a)
+            if decode(raw, i, j, parts) >= 0:
+                parts.append(self._checked_run(raw, i, j, i))
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         base = first << shift
-        if first == last:
-            data = self._block(first)
-        elif self.fast:
-            data = self._span(first, last + 1)
-        else:
-            data = b"".join(self._blocks(first, last + 1))
         if off == base and end - base == len(data):
             return data
         return data[off - base:end - base]
 
     def preadinto(self, buf, off) -> int:
-        """Fill ``buf`` (writable bytes-like) from ``off``; returns the bytes copied.  On the C
-        path, whole blocks are decompressed straight into ``buf``."""
+        """Fill ``buf`` (writable bytes-like) from ``off``; returns the bytes copied.  Whole
+        blocks are decoded straight into ``buf``; partial ones at either end go through
+        ``pread``."""
         mv = memoryview(buf).cast("B")
         n = len(mv)
         bs = self.block_size
-        if not self.fast or n < 2 * bs or off < 0 or off >= self.size:
+        if n < 2 * bs or off < 0 or off >= self.size:
             data = self.pread(n, off)
             mv[:len(data)] = data
             return len(data)
@@ -302,139 +313,52 @@ class ZFile:
             mv[:pos] = self.pread(pos, off)
         if first < stop:
             ln = min(stop << shift, end) - (first << shift)
-            self._span_into(mv[pos:pos + ln], first, stop)
+            self._decoded_into(mv[pos:pos + ln], first, stop)
             pos += ln
         if pos < end - off:                     # tail: the start of block ``stop``
             mv[pos:end - off] = self.pread(end - off - pos, off + pos)
         return end - off
 
+    def _decoded_into(self, mv, first, stop):
+        """Decompress blocks ``[first, stop)`` into ``mv`` (exactly their length)."""
+        decode_into = self._decoder.decode_into
+        shift = self._shift
+        for i, j, a, ln in self.runs(first, stop):
+            raw = self.file.pread(ln, a)
+            dst = mv[(i - first) << shift:]
+            bad = decode_into(dst, raw, i, j)
+            if bad >= 0:
+                data = self._checked_run(raw, i, j, bad)
+                dst[(bad - i) << shift:((bad - i) << shift) + len(data)] = data
+
+    def _checked_run(self, raw, i, j, bad):
+        """Blocks ``[bad, j)`` of run ``[i, j)`` (``raw`` as read) one by one through the
+        checked path."""
+        offs = self._offs
+        a = offs[i]
+        return b"".join([self._checked_block(k, raw[offs[k] - a:offs[k + 1] - a])
+                         for k in range(bad, j)])
+
+    def check_crcs(self, raw, i, j):
+        """Raise the error of the first block of run ``[i, j)`` (``raw`` as read) whose CRC
+        does not match or that ``raw`` lacks; the file must have CRCs."""
+        bad = first_bad_crc(self._offs, raw, i, j)
+        if bad >= 0:
+            a = self._offs[bad] - self._offs[i]
+            piece = raw[a:a + self.block_range(bad)[1]]
+            raise self._block_error(bad, self._check_block(bad, piece, decompress=False)[1])
+
     def _expected_len(self, i):
         """Decompressed length of block ``i``: block_size, or less for the last one."""
         return min(self.block_size, self.size - (i << self._shift))
 
-    def _block(self, i):
-        """Decompressed block ``i`` (fast path, single block)."""
-        offs = self._offs
-        a = offs[i]
-        ln = offs[i + 1] - a
-        if ln > MAX_READ:
-            self._too_big(i, ln)
-        raw = self.file.pread(ln, a)
-        if len(raw) == ln:
-            if self.fast:
-                out = _zfast.decode(raw, offs, i, i + 1, self.block_size, self.size,
-                                    self.verify, abi.BLOCK_CRC_SEED)
-                return out if out.__class__ is bytes else self._block_slow(i, raw)
-            try:
-                if self.verify:
-                    if _std_crc(raw, _SX) == _GOOD:
-                        out = self._dec(memoryview(raw)[:-4], self.block_size)
-                        if len(out) == self._expected_len(i):
-                            return out
-                else:
-                    out = self._dec(raw, self.block_size)
-                    if len(out) == self._expected_len(i):
-                        return out
-            except codec.DECOMPRESS_ERRORS:
-                pass
-        return self._block_slow(i, raw)
-
-    def _runs(self, first, stop):
-        """(i, j, raw) for consecutive sub-runs of blocks [first, stop): one source read per
-        FAST_SPAN of compressed bytes (at least one block)."""
-        offs = self._offs
-        i = first
-        while i < stop:
-            a = offs[i]
-            j = stop
-            if offs[j] - a > FAST_SPAN:
-                j = max(i + 1, bisect_right(offs, a + FAST_SPAN, i + 1, stop + 1) - 1)
-            yield i, j, self.file.pread(offs[j] - a, a)
-            i = j
-
-    # The C path (``fast``): each sub-run is checked and decompressed by one _zfast call.  A
-    # short read or any bad block hands that sub-run to ``_blocks``, whose per-block path
-    # evicts, refetches and raises the precise error.
-
-    def _span(self, first, stop):
-        """Decompressed blocks [first, stop) as one bytes."""
-        offs = self._offs
-        parts = []
-        for i, j, raw in self._runs(first, stop):
-            out = i
-            if len(raw) == offs[j] - offs[i]:
-                out = _zfast.decode(raw, offs, i, j, self.block_size, self.size, self.verify,
-                                    abi.BLOCK_CRC_SEED)
-            if out.__class__ is not bytes:
-                out = b"".join(self._blocks(i, j))
-            parts.append(out)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def _span_into(self, mv, first, stop):
-        """Decompress blocks [first, stop) straight into ``mv`` (exactly their length)."""
-        offs = self._offs
-        shift = self._shift
-        for i, j, raw in self._runs(first, stop):
-            dst = mv[(i - first) << shift:]
-            bad = i
-            if len(raw) == offs[j] - offs[i]:
-                bad = _zfast.decode_into(dst, raw, offs, i, j, self.block_size, self.size,
-                                         self.verify, abi.BLOCK_CRC_SEED)
-            if bad >= 0:
-                data = b"".join(self._blocks(bad, j))
-                dst[(bad - i) << shift:((bad - i) << shift) + len(data)] = data
-
-    def _blocks(self, first, stop):
-        """Decompressed blocks [first, stop) as a list of bytes."""
-        offs = self._offs
-        out = []
-        i = first
-        dec = self._dec
-        bs = self.block_size
-        verify = self.verify
-        while i < stop:
-            a = offs[i]
-            # the largest j with offs[j] - a <= 64 KiB, i.e. blocks [i, j) fit in one read
-            j = bisect_right(offs, a + MAX_READ, i + 1, stop + 1) - 1
-            if j == i:
-                self._too_big(i, offs[i + 1] - a)
-            raw = self.file.pread(offs[j] - a, a)
-            if len(raw) != offs[j] - a:
-                out.extend(self._block_slow(k, None) for k in range(i, j))
-                i = j
-                continue
-            mv = memoryview(raw)
-            rel = list(map(sub, offs[i:j + 1], repeat(a)))
-            starts = rel[:-1]
-            ends = rel[1:]
-            try:
-                if verify:
-                    crcs = set(map(_std_crc, map(mv.__getitem__, map(slice, starts, ends)),
-                                   repeat(_SX)))
-                    if crcs != _GOOD_SET:
-                        raise ValueError("crc")
-                    ends = list(map(sub, ends, repeat(4)))
-                blocks = list(map(dec, map(mv.__getitem__, map(slice, starts, ends)),
-                                  repeat(bs)))
-                if (j << self._shift) >= self.size:
-                    if set(map(len, blocks[:-1])) - {bs} or \
-                            len(blocks[-1]) != self._expected_len(j - 1):
-                        raise ValueError("length")
-                elif set(map(len, blocks)) != {bs}:
-                    raise ValueError("length")
-            except codec.DECOMPRESS_ERRORS:
-                blocks = [self._block_slow(k, raw[offs[k] - a:offs[k + 1] - a])
-                          for k in range(i, j)]
-            out.extend(blocks)
-            i = j
-        return out
-
-    def _too_big(self, i, ln):
-        raise FormatError(f"block {i} has stored length {ln} > {MAX_READ} (MAX_READ_SIZE)",
-                          path=self.path, field="block length")
-
-    def _check_block(self, i, raw):
-        """(decompressed block, None) or (None, (error class, reason)) for block ``i``."""
+    def _check_block(self, i, raw, decompress=True):
+        """(decompressed block, None) or (None, (error class, reason)) for block ``i``;
+        only the length and the CRC are checked unless ``decompress``."""
+        a, ln = self.block_range(i)
+        if len(raw) != ln:
+            return None, (FormatError, f"truncated: needs {ln} bytes at offset {a}, "
+                                       f"got {len(raw)}")
         if self.verify:
             stored = struct.unpack_from("<I", raw, len(raw) - 4)[0]
             crc = crc32c_raw(memoryview(raw)[:-4], abi.BLOCK_CRC_SEED)
@@ -443,6 +367,8 @@ class ZFile:
             body = memoryview(raw)[:-4]
         else:
             body = raw
+        if not decompress:
+            return b"", None
         try:
             out = self._dec(body, self.block_size)
         except codec.DECOMPRESS_ERRORS as e:
@@ -452,19 +378,25 @@ class ZFile:
             return None, (FormatError, f"decompressed to {len(out)} bytes, expected {want}")
         return out, None
 
-    def _block_slow(self, i, raw):
-        """Read (if ``raw`` is None or short), check and decompress block ``i``, evicting and
-        refetching it up to BLOCK_RETRIES times from a source that supports ``evict``."""
+    def _block_error(self, i, why, tried=""):
+        cls, reason = why
         a, ln = self.block_range(i)
+        return cls(f"block {i} at offset {a} (length {ln}): {reason}{tried}", path=self.path,
+                   field="block crc" if cls is ChecksumError else "block")
+
+    def _checked_block(self, i, raw):
+        """Check and decompress block ``i`` (``raw``: its stored bytes as read, or a short
+        piece, which is read again), evicting and refetching it up to BLOCK_RETRIES times
+        from a source that supports ``evict``."""
+        a, ln = self.block_range(i)
+        if ln > MAX_STORED:
+            raise FormatError(f"block {i} has stored length {ln} > {MAX_STORED} "
+                              "(MAX_READ_SIZE)", path=self.path, field="block length")
         attempt = 0
         while True:
-            if raw is None or len(raw) != ln:
-                raw = self.file.pread(ln, a)
             if len(raw) != ln:
-                out, why = None, (FormatError, f"truncated: needs {ln} bytes at offset {a}, "
-                                               f"got {len(raw)}")
-            else:
-                out, why = self._check_block(i, raw)
+                raw = self.file.pread(ln, a)
+            out, why = self._check_block(i, raw)
             if out is not None:
                 return out
             if self._evict is None or attempt >= BLOCK_RETRIES:
@@ -472,11 +404,9 @@ class ZFile:
             attempt += 1
             self.retries += 1
             self._evict(a, ln)
-            raw = None
-        cls, reason = why
-        tried = f" after {attempt} evict-and-refetch retries" if self._evict else ""
-        raise cls(f"block {i} at offset {a} (length {ln}): {reason}{tried}", path=self.path,
-                  field="block crc" if cls is ChecksumError else "block")
+            raw = b""
+        raise self._block_error(i, why, f" after {attempt} evict-and-refetch retries"
+                                if self._evict else "")
 
     def close(self):
         """Drop the jump table and close the source if this object owns it."""
