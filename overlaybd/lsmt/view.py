@@ -207,7 +207,7 @@ class SectorView:
         return bytes(mv)
 
     def preadinto(self, buf, off: int) -> int:
-        mv = memoryview(buf)
+        mv = buf if type(buf) is memoryview else memoryview(buf)    # (the daemon's slices are)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
         n = mv.nbytes
@@ -221,7 +221,7 @@ class SectorView:
             mv = mv[:end - off]
         segs = self.segments(off, end)
         if len(segs) == 1 and segs[0][2] is not None:   # one extent: straight into mv
-            _, _, src, pos = segs[0]
+            src, pos = segs[0][2:]
             fd = src.fd
             got = os.preadv(fd, [mv], pos) if fd is not None else src.readinto(mv, pos)
             if got < end - off:
