@@ -121,10 +121,13 @@ def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False, wo
     cpu0, loop0, start = time.process_time(), time.thread_time(), pc()
     try:
         while n % 64 or pc() < end:
-            t, c0 = pc(), tt()
+            if workers:                 # (thread_time is a system call: only when asked for)
+                c0 = tt()
+            t = pc()
             daemon.run_once(None)
             busy += pc() - t
-            in_loop += tt() - c0
+            if workers:
+                in_loop += tt() - c0
             for c in fk.reap():
                 lba = lbas.pop(c.cmd_id)
                 if c.status or (flat is not None and c.data != os.pread(flat, bs, lba * 512)):

@@ -414,10 +414,15 @@ class Daemon:
                 self.stopping = True
 
     def _wait(self, timeout):
-        self._watch.add(self.engine.fileno())      # readable on completions since our last poll
-        if timeout != 0 and self.engine.spin(self._queued):
-            timeout = 0                            # something came while we looked: no sleep
-        return self._watch.poll(timeout)
+        watch = self._watch
+        watch.add(self.engine.fileno())            # readable on completions since our last poll
+        if timeout == 0:
+            return watch.poll(0)
+        events = watch.poll(0)
+        if events:
+            return events
+        # About to sleep: look at the rings a little first (Engine.spin), then sleep
+        return watch.poll(0 if self.engine.spin(self._queued) else timeout)
 
     def _queued(self):
         return any(d.ring.pending() for d in self.devices.values())
