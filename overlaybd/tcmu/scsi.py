@@ -18,21 +18,9 @@ The primary commands (INQUIRY, MODE SENSE/SELECT, REPORT SUPPORTED OPERATION COD
 import struct
 from typing import ClassVar
 
+from ..abi import ops
 from ..abi import scsi as S
-from ..abi.ops import (
-    OP_COMPARE_WRITE,
-    OP_COPY_IN,
-    OP_COPY_OUT,
-    OP_DISCARD,
-    OP_FLUSH,
-    OP_READ,
-    OP_VERIFY,
-    OP_WRITE,
-    OP_WRITE_SAME,
-    SCRATCH_SIZE,
-    ST_GOOD,
-    ST_WRITE_ERR,
-)
+from ..abi.ops import OP_READ, OP_WRITE, ST_GOOD, ST_WRITE_ERR  # (re-exported for the daemon)
 from . import spc, xcopy
 from .reply import (
     GOOD,
@@ -114,7 +102,7 @@ class ScsiDisk:
         r = self._range(cdb)
         if isinstance(r, Reply) or not r[1]:
             return r if isinstance(r, Reply) else GOOD
-        return Io(OP_WRITE if write else OP_READ, [r], r[1], OP_FLUSH if fua else None)
+        return Io(OP_WRITE if write else OP_READ, [r], r[1], ops.OP_FLUSH if fua else None)
 
     def _write_verify(self, cdb, data_len, data_out):
         """WRITE AND VERIFY: a write that is on the medium before it completes (a flush
@@ -127,7 +115,7 @@ class ScsiDisk:
         r = self._range(cdb)
         if isinstance(r, Reply) or not r[1]:
             return r if isinstance(r, Reply) else GOOD
-        return Io(OP_WRITE, [r], r[1], OP_FLUSH)
+        return Io(OP_WRITE, [r], r[1], ops.OP_FLUSH)
 
     def _verify(self, cdb, data_len, data_out):
         """VERIFY: BYTCHK 0 checks the range only (the medium is the image: nothing to scan,
@@ -142,13 +130,13 @@ class ScsiDisk:
             return r if isinstance(r, Reply) else GOOD
         if data_len != r[1]:
             return INVALID_CDB
-        return Io(OP_VERIFY, [r], r[1])
+        return Io(ops.OP_VERIFY, [r], r[1])
 
     def _test_unit_ready(self, cdb, data_len, data_out):
         return GOOD
 
     def _sync_cache(self, cdb, data_len, data_out):
-        return Io(OP_FLUSH, [(0, 0)])
+        return Io(ops.OP_FLUSH, [(0, 0)])
 
     def _write_same(self, cdb, data_len, data_out):
         """WRITE SAME(10/16): with UNMAP and a zero block the range is discarded (LBPRZ: it
@@ -167,8 +155,8 @@ class ScsiDisk:
         if data_len != self.block_size:
             return INVALID_CDB
         if flags & S.WS_UNMAP and not any(data_out(self.block_size)):
-            return Io(OP_DISCARD, [r])
-        return Io(OP_WRITE_SAME, [r], data_len=self.block_size)
+            return Io(ops.OP_DISCARD, [r])
+        return Io(ops.OP_WRITE_SAME, [r], data_len=self.block_size)
 
     def _compare_and_write(self, cdb, data_len, data_out):
         """COMPARE AND WRITE: one engine operation in one process (MAXIMUM COMPARE AND WRITE
@@ -189,8 +177,8 @@ class ScsiDisk:
         length = nblocks * self.block_size
         if data_len != 2 * length:
             return INVALID_CDB
-        return Io(OP_COMPARE_WRITE, [(lba * self.block_size, length)], data_len=2 * length,
-                  then=OP_FLUSH if cdb[1] & S.RW_FUA else None)
+        return Io(ops.OP_COMPARE_WRITE, [(lba * self.block_size, length)], data_len=2 * length,
+                  then=ops.OP_FLUSH if cdb[1] & S.RW_FUA else None)
 
     def _unmap(self, cdb, data_len, data_out):
         if self.read_only:
@@ -215,7 +203,7 @@ class ScsiDisk:
                 return LBA_OUT_OF_RANGE
             if nblocks:
                 ranges.append((lba * self.block_size, nblocks * self.block_size))
-        return Io(OP_DISCARD, ranges) if ranges else GOOD
+        return Io(ops.OP_DISCARD, ranges) if ranges else GOOD
 
     def _read_capacity_10(self, cdb, data_len, data_out):
         last = min(self.num_lbas - 1, 0xFFFFFFFF)
@@ -235,12 +223,13 @@ class ScsiDisk:
             return segments
         steps = []
         for src, dst, n in segments:
-            for pos in range(0, n, SCRATCH_SIZE):
-                m = min(SCRATCH_SIZE, n - pos)
-                steps += [(OP_COPY_IN, src + pos, m, [(0, m)]), (OP_COPY_OUT, dst + pos, m, [(0, m)])]
+            for pos in range(0, n, ops.SCRATCH_SIZE):
+                m = min(ops.SCRATCH_SIZE, n - pos)
+                steps += [(ops.OP_COPY_IN, src + pos, m, [(0, m)]),
+                          (ops.OP_COPY_OUT, dst + pos, m, [(0, m)])]
         if not steps:
             return GOOD
-        return Io(OP_COPY_IN, [steps[0][1:3]], steps=steps)
+        return Io(ops.OP_COPY_IN, [steps[0][1:3]], steps=steps)
 
     def _maintenance_in(self, cdb, data_len, data_out):
         if cdb[1] & 0x1F != S.SAI_REPORT_SUPPORTED_OPCODES:

@@ -11,19 +11,24 @@ through the device's scratch area, one chunk at a time, see daemon.py).
 import struct
 
 from ..abi import scsi as S
-from .reply import GOOD, INVALID_CDB, INVALID_PARAM_LIST, PARAM_LIST_LEN, Reply, check
+from .reply import (
+    COPY_ABORTED,
+    COPY_TARGET_NOT_REACHABLE,
+    GOOD,
+    INVALID_CDB,
+    INVALID_PARAM_LIST,
+    PARAM_LIST_LEN,
+    TOO_MANY_SEGMENTS,
+    TOO_MANY_TARGETS,
+    UNSUPPORTED_SEGMENT,
+    UNSUPPORTED_TARGET,
+    Reply,
+)
 
 MAX_TARGET_DESCRIPTORS = 2
 MAX_SEGMENT_DESCRIPTORS = 1
 MAX_DESCRIPTOR_LIST = 1024
 MAX_SEGMENT_BLOCKS = 0xFFFF            # NUMBER OF BLOCKS is 16 bits in a block-to-block segment
-
-TOO_MANY_TARGETS = check(S.ILLEGAL_REQUEST, S.ASC_TOO_MANY_TARGET_DESCRIPTORS)
-TOO_MANY_SEGMENTS = check(S.ILLEGAL_REQUEST, S.ASC_TOO_MANY_SEGMENT_DESCRIPTORS)
-UNSUPPORTED_TARGET = check(S.ILLEGAL_REQUEST, S.ASC_UNSUPPORTED_TARGET_DESCRIPTOR_TYPE)
-UNSUPPORTED_SEGMENT = check(S.ILLEGAL_REQUEST, S.ASC_UNSUPPORTED_SEGMENT_DESCRIPTOR_TYPE)
-NOT_REACHABLE = check(S.COPY_ABORTED, S.ASC_COPY_TARGET_NOT_REACHABLE)
-ABORTED = check(S.COPY_ABORTED, S.ASC_NO_ADDITIONAL_SENSE)
 
 
 def parameter_length(cdb):
@@ -87,23 +92,23 @@ def _target(disk, d):
     if d[1] >> 6:                        # LU ID TYPE: only LUN (SPC-3 reserves the others)
         return INVALID_PARAM_LIST
     if d[1] & 0x20 or d[1] & 0x1F:       # NUL; a peripheral type other than a block device
-        return ABORTED
+        return COPY_ABORTED
     n = d[7]
     if n > 20 or bytes(d[4:8 + n]) != disk.naa_designator():
-        return NOT_REACHABLE
+        return COPY_TARGET_NOT_REACHABLE
     if int.from_bytes(d[29:32], "big") != disk.block_size:
-        return ABORTED
+        return COPY_ABORTED
     return True
 
 
 def _segment(disk, d, ntargets):
     src, dst = struct.unpack_from(">HH", d, 4)
     if src >= ntargets or dst >= ntargets:
-        return NOT_REACHABLE
+        return COPY_TARGET_NOT_REACHABLE
     nblocks = struct.unpack_from(">H", d, 10)[0]
     src_lba, dst_lba = struct.unpack_from(">QQ", d, 12)
     if src_lba + nblocks > disk.num_lbas or dst_lba + nblocks > disk.num_lbas:
-        return ABORTED
+        return COPY_ABORTED
     bs = disk.block_size
     return src_lba * bs, dst_lba * bs, nblocks * bs
 
