@@ -8,12 +8,11 @@ import pytest
 from overlaybd.errors import FormatError
 from overlaybd.shm import Event, Ring, SharedRegion
 from overlaybd.shm.descriptor import (
+    COMPLETION,
     MAX_IOVS,
     PART_SIZE,
     Part,
-    pack_completion,
     pack_part,
-    unpack_completion,
     unpack_part,
 )
 
@@ -85,8 +84,8 @@ def test_part_descriptor_round_trip(niov):
     p = Part(2**63 + 5, 0xFFFFFFFF, 4, 2**50, 123456, iovs)
     pack_part(buf, PART_SIZE, *p)
     assert unpack_part(buf, PART_SIZE) == p
-    pack_completion(buf, 0, 2**64 - 1, 3)
-    assert unpack_completion(buf, 0) == (2**64 - 1, 3)
+    COMPLETION.pack_into(buf, 0, 2**64 - 1, 3, 0)
+    assert COMPLETION.unpack_from(buf, 0)[:2] == (2**64 - 1, 3)
 
 
 def test_part_descriptor_rejects_too_many_iovecs():
@@ -127,7 +126,7 @@ def test_two_processes_exchange_100k_descriptors():
         ev_data.clear()
         got = 0
         while (off := ring.peek()) >= 0:
-            p = unpack_part(ring.buf, off)
+            p = Part(*unpack_part(ring.buf, off))
             ring.release()
             assert p.tag == seen, f"expected descriptor {seen}, got {p.tag}"   # none lost or doubled
             assert p.offset == seen * 512 and p.dev == seen % 7 and len(p.iovs) == seen % 3

@@ -12,7 +12,8 @@ Part descriptor, ``PART_SIZE`` (128) bytes, little-endian::
     28  u32  reserved
     32  MAX_IOVS x {u64 offset_in_mapping, u32 length}
 
-Completion descriptor, ``COMPLETION_SIZE`` (16) bytes: ``u64 tag, u32 status, u32 reserved``.
+Completion descriptor, ``COMPLETION_SIZE`` (16) bytes: ``u64 tag, u32 status, u32 reserved``,
+packed and unpacked with the :data:`COMPLETION` struct itself.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def pack_part(buf, off: int, tag: int, dev: int, op: int, offset: int, length: i
     _PARTS[n].pack_into(buf, off, tag, offset, dev, length, op, n, 0, 0, *[x for iov in iovs for x in iov])
 
 
-def part_header(buf, off: int) -> tuple:
-    """``(tag, dev, op, offset, length, iovs)`` of the part descriptor at ``off`` (the fields of
-    :class:`Part`, without building one); a bad iovec count raises FormatError."""
+def unpack_part(buf, off: int) -> tuple:
+    """``(tag, dev, op, offset, length, iovs)`` of the part descriptor at ``off``: the fields of
+    :class:`Part` in order, as a plain tuple (the hot loop unpacks it at once; ``Part(*...)``
+    where a named one is wanted).  A bad iovec count raises FormatError."""
     niov = buf[off + 25]
     if niov == 1:
         tag, offset, dev, length, op, _, _, _, moff, ln = _PART1.unpack_from(buf, off)
@@ -67,18 +69,3 @@ def part_header(buf, off: int) -> tuple:
         raise FormatError(f"{niov} iovecs (max {MAX_IOVS})", path="part descriptor", field="niov")
     v = _PARTS[niov].unpack_from(buf, off)
     return v[0], v[2], v[4], v[1], v[3], tuple((v[8 + 2 * i], v[9 + 2 * i]) for i in range(niov))
-
-
-def unpack_part(buf, off: int) -> Part:
-    """The part descriptor at ``off`` as a :class:`Part`; a bad iovec count raises FormatError."""
-    return Part(*part_header(buf, off))
-
-
-def pack_completion(buf, off: int, tag: int, status: int) -> None:
-    COMPLETION.pack_into(buf, off, tag, status, 0)
-
-
-def unpack_completion(buf, off: int) -> tuple[int, int]:
-    """``(tag, status)`` of the completion descriptor at ``off``."""
-    tag, status, _ = COMPLETION.unpack_from(buf, off)
-    return tag, status

@@ -20,7 +20,9 @@ Entries are packed and unpacked in place (``reserve``/``commit``, ``peek``/``rel
 codecs in :mod:`overlaybd.shm.descriptor`; ``push``/``pop`` copy whole slots for convenience.
 A side that moves entries in batches works with the counters themselves: :meth:`head`,
 :meth:`tail`, :meth:`slot_offset` of entry ``i``, and one store of the new count
-(:meth:`publish_to`, :meth:`consume_to`) per batch.
+(:meth:`publish_to`, :meth:`consume_to`) per batch.  The hottest loops use the same state
+without the method calls: ``head_word[0]`` / ``tail_word[0]`` (the counters), and entry ``i``
+at ``base + (i & mask) * slot_size``.
 """
 
 from __future__ import annotations
@@ -69,13 +71,13 @@ class Ring:
             raise FormatError("ring extends past the end of its buffer", path=name, field="slots")
         self.slots = got_slots
         self.slot_size = got_size
-        self._mask = got_slots - 1
-        self._base = offset + HEADER_SIZE
-        self._head_w = u64_words(buf, offset + _HEAD, 1)
-        self._tail_w = u64_words(buf, offset + _TAIL, 1)
+        self.mask = got_slots - 1
+        self.base = offset + HEADER_SIZE
+        self.head_word = u64_words(buf, offset + _HEAD, 1)
+        self.tail_word = u64_words(buf, offset + _TAIL, 1)
         # Cached copies of the other side's counter: refreshed only when they look exhausted.
-        self._head = self._head_w[0]
-        self._tail = self._tail_w[0]
+        self._head = self.head_word[0]
+        self._tail = self.tail_word[0]
 
     @staticmethod
     def footprint(slots: int, slot_size: int) -> int:
@@ -84,15 +86,15 @@ class Ring:
 
     # -- counters ------------------------------------------------------------------------------
     def _load_head(self) -> int:
-        return self._head_w[0]
+        return self.head_word[0]
 
     def _load_tail(self) -> int:
-        return self._tail_w[0]
+        return self.tail_word[0]
 
     def __len__(self) -> int:
         """Entries published and not yet consumed (a snapshot)."""
-        tail = self._tail_w[0]          # tail first: it can only grow, so this never goes negative
-        return self._head_w[0] - tail
+        tail = self.tail_word[0]          # tail first: it can only grow, so this never goes negative
+        return self.head_word[0] - tail
 
     def free(self) -> int:
         """Slots the producer can still fill (a snapshot)."""
@@ -100,24 +102,24 @@ class Ring:
 
     def head(self) -> int:
         """Entries ever published (the producer's counter, as stored)."""
-        return self._head_w[0]
+        return self.head_word[0]
 
     def tail(self) -> int:
         """Entries ever consumed (the consumer's counter, as stored)."""
-        return self._tail_w[0]
+        return self.tail_word[0]
 
     def slot_offset(self, index: int) -> int:
         """Offset in ``buf`` of the slot that holds entry ``index``."""
-        return self._base + (index & self._mask) * self.slot_size
+        return self.base + (index & self.mask) * self.slot_size
 
     def publish_to(self, head: int) -> None:
         """Producer: publish every entry before ``head`` (filled in place, never more than
         ``slots`` ahead of :meth:`tail`)."""
-        self._head_w[0] = head
+        self.head_word[0] = head
 
     def consume_to(self, tail: int) -> None:
         """Consumer: free every entry before ``tail`` (never past :meth:`head`)."""
-        self._tail_w[0] = tail
+        self.tail_word[0] = tail
 
     # -- producer ------------------------------------------------------------------------------
     def reserve(self) -> int:
@@ -127,11 +129,11 @@ class Ring:
             self._tail = self._load_tail()
             if head - self._tail >= self.slots:
                 return -1
-        return self._base + (head & self._mask) * self.slot_size
+        return self.base + (head & self.mask) * self.slot_size
 
     def commit(self) -> None:
         """Publish the slot returned by the last :meth:`reserve`."""
-        self._head_w[0] += 1
+        self.head_word[0] += 1
 
     def push(self, data) -> bool:
         """Copy ``data`` (at most ``slot_size`` bytes) into the next slot; False when full."""
@@ -152,11 +154,11 @@ class Ring:
             self._head = self._load_head()
             if tail >= self._head:
                 return -1
-        return self._base + (tail & self._mask) * self.slot_size
+        return self.base + (tail & self.mask) * self.slot_size
 
     def release(self) -> None:
         """Free the slot returned by the last :meth:`peek`."""
-        self._tail_w[0] += 1
+        self.tail_word[0] += 1
 
     def pop(self) -> bytes | None:
         """Copy out and free the oldest entry; None when empty."""
@@ -172,18 +174,18 @@ class Ring:
         """Make the entries from ``tail`` on unconsumed again (they are still in their slots as
         long as the producer has not published ``slots`` entries past them).  Only while the
         consumer is not running: a replacement consumer re-reads them."""
-        if not self._head_w[0] - self.slots <= tail <= self._tail_w[0]:
+        if not self.head_word[0] - self.slots <= tail <= self.tail_word[0]:
             raise ValueError(f"{self.name}: cannot rewind to {tail}")
-        self._tail_w[0] = tail
+        self.tail_word[0] = tail
         self._tail = tail
 
     def reset(self) -> None:
         """Empty the ring.  Only when neither side is running (e.g. its peer was reaped)."""
-        self._head_w[0] = 0
-        self._tail_w[0] = 0
+        self.head_word[0] = 0
+        self.tail_word[0] = 0
         self._head = self._tail = 0
 
     def close(self) -> None:
         """Release the views on ``buf`` (needed before the mapping can be closed)."""
-        self._head_w.release()
-        self._tail_w.release()
+        self.head_word.release()
+        self.tail_word.release()

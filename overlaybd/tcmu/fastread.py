@@ -41,67 +41,81 @@ _READ_16 = S.READ_16
 _REFUSED = S.RW_PROTECT              # READ(10/16) byte 1: the generic path refuses RDPROTECT
 
 
-def _simple_read(buf, ent, length, size, num_lbas):
-    """``(lba, blocks, iov_cnt, first iovec base, its length)`` of the CMD entry at ``ent`` if
-    it is a READ(10)/READ(16) of one or more blocks in range, without RDPROTECT, bidi or DIF
-    buffers; None otherwise."""
-    if length < 64:
-        return None
-    _, _, iov_cnt, bidi, dif, cdb_off, base, n = _CMD_HEAD(buf, ent)
-    if bidi or dif or not iov_cnt or _REQ_IOV + 16 * iov_cnt > length or cdb_off + 16 > size:
-        return None
-    opc = buf[cdb_off]
-    if opc == _READ_10:
-        lba, nblocks = _READ10(buf, cdb_off)
-    elif opc == _READ_16:
-        lba, nblocks = _READ16(buf, cdb_off)
-    else:
-        return None
-    if buf[cdb_off + 1] & _REFUSED or not nblocks or lba + nblocks > num_lbas:
-        return None
-    return lba, nblocks, iov_cnt, base, n
+class _SimpleReads:
+    """What both handlers share: deciding whether a CMD entry is a plain READ, and where its
+    data goes."""
 
+    def __init__(self, ring, disk):
+        self.buf, self.size = ring.buf, ring.size
+        self.num_lbas, self.block_size = disk.num_lbas, disk.block_size
+        self.fast = 0                   # commands this handler took (tests look)
 
-def _buffers(buf, size, ent, iov_cnt, want):
-    """The entry's iovecs cut to ``want`` bytes; None if they hold less or one is off the map."""
-    p = ent + _REQ_IOV
-    iovs = []
-    left = want
-    for _ in range(iov_cnt):
-        base, n = _IOV(buf, p)
-        if base + n > size:
+    def decode(self, ent, length):
+        """``(byte offset, bytes, base, iovecs)`` of the CMD entry at ``ent`` if it is a READ(10)
+        or READ(16) of one or more blocks in range, without RDPROTECT, bidi or DIF buffers,
+        whose iovecs hold the data inside the mapping; None otherwise.  With one buffer (the
+        usual case) the data goes at ``base`` and ``iovecs`` is None; else ``iovecs`` lists
+        the pieces."""
+        if length < 64:
             return None
-        if left:
-            if n > left:
-                n = left
-            iovs.append((base, n))
-            left -= n
-        p += 16
-    return None if left else iovs
+        buf = self.buf
+        _, _, iov_cnt, bidi, dif, cdb_off, base, n = _CMD_HEAD(buf, ent)
+        if bidi or dif or not iov_cnt or _REQ_IOV + 16 * iov_cnt > length \
+                or cdb_off + 16 > self.size:
+            return None
+        opc = buf[cdb_off]
+        if opc == _READ_10:
+            lba, nblocks = _READ10(buf, cdb_off)
+        elif opc == _READ_16:
+            lba, nblocks = _READ16(buf, cdb_off)
+        else:
+            return None
+        if buf[cdb_off + 1] & _REFUSED or not nblocks or lba + nblocks > self.num_lbas:
+            return None
+        bs = self.block_size
+        want = nblocks * bs
+        if iov_cnt == 1:                # the usual case: one buffer
+            if n < want or base + n > self.size:
+                return None
+            return lba * bs, want, base, None
+        iovs = self._buffers(ent, iov_cnt, want)
+        return None if iovs is None else (lba * bs, want, 0, iovs)
+
+    def _buffers(self, ent, iov_cnt, want):
+        """The entry's iovecs cut to ``want`` bytes; None if they hold less or one is off the
+        map."""
+        buf, size = self.buf, self.size
+        p = ent + _REQ_IOV
+        iovs = []
+        left = want
+        for _ in range(iov_cnt):
+            base, n = _IOV(buf, p)
+            if base + n > size:
+                return None
+            if left:
+                if n > left:
+                    n = left
+                iovs.append((base, n))
+                left -= n
+            p += 16
+        return None if left else iovs
 
 
-def _geometry(handler, ring, disk):
-    """What both handlers check a READ against: the mapping and the disk's size."""
-    handler.buf, handler.size = ring.buf, ring.size
-    handler.num_lbas, handler.block_size = disk.num_lbas, disk.block_size
-
-
-class FastReads:
+class FastReads(_SimpleReads):
     """One device's fused READ handler for ``ring.walk(fast, dispatch)``.  ``device`` is the
     engine's inline device (``.view`` of the data area, ``.backend``)."""
 
     def __init__(self, ring, disk, device):
-        _geometry(self, ring, disk)
+        super().__init__(ring, disk)
         self.device = device
         self._backend = self._into = None   # the backend's bound preadinto, looked up once
-        self.fast = 0                   # commands run here (tests look)
 
     def __call__(self, ent, length):
-        """Run the CMD entry at ``ent`` if it is a simple READ; True if it did."""
-        read = _simple_read(self.buf, ent, length, self.size, self.num_lbas)
+        """Run the CMD entry at ``ent`` if it is a simple READ; True if it did (False: the
+        generic path runs it, e.g. after a read that raised or came back short)."""
+        read = self.decode(ent, length)
         if read is None:
             return False
-        lba, nblocks, iov_cnt, base, n = read
         backend = self.device.backend
         if backend is not self._backend:    # (re)opened: look its preadinto up once, not per read
             self._backend = backend
@@ -109,64 +123,41 @@ class FastReads:
         into = self._into
         if into is None:
             return False
-        bs = self.block_size
-        want = nblocks * bs
+        pos, want, base, iovs = read
         view = self.device.view
         try:
-            if iov_cnt == 1:            # the usual case: one buffer
-                if n < want or base + n > self.size:
+            if iovs is None:
+                if into(view[base:base + want], pos) != want:
                     return False
-                ok = into(view[base:base + want], lba * bs) == want
             else:
-                ok = self._read(ent, iov_cnt, view, into, lba * bs, want)
+                for base, n in iovs:
+                    if into(view[base:base + n], pos) != n:
+                        return False
+                    pos += n
         except Exception:  # noqa: BLE001 -- the generic path retries and reports
             return False
-        if ok:
-            self.fast += 1
-        return ok
-
-    def _read(self, ent, iov_cnt, view, into, pos, want):
-        """Read ``want`` bytes at ``pos`` into the entry's iovecs; False if the generic path
-        must run it (too few buffer bytes, an iovec off the map, a short read)."""
-        iovs = _buffers(self.buf, self.size, ent, iov_cnt, want)
-        if iovs is None:
-            return False
-        for base, n in iovs:
-            if into(view[base:base + n], pos) != n:
-                return False
-            pos += n
+        self.fast += 1
         return True
 
 
-class FastSubmit:
+class FastSubmit(_SimpleReads):
     """One device's fused READ hand-off for ``ring.walk(fast, dispatch)`` when the engine has
     workers: a simple READ goes to ``engine.submit`` straight from the ring entry."""
 
     def __init__(self, ring, disk, engine, dev):
-        _geometry(self, ring, disk)
+        super().__init__(ring, disk)
         self.submit = engine.submit
         self.dev = dev
-        self.fast = 0                   # commands handed off here (tests look)
 
     def __call__(self, ent, length):
         """Start the CMD entry at ``ent`` if it is a simple READ; TAKEN if it did."""
-        buf = self.buf
-        read = _simple_read(buf, ent, length, self.size, self.num_lbas)
+        read = self.decode(ent, length)
         if read is None:
             return False
-        lba, nblocks, iov_cnt, base, n = read
-        bs = self.block_size
-        want = nblocks * bs
-        if iov_cnt == 1:
-            if n < want or base + n > self.size:
-                return False
-            iovs = ((base, want),)
-        else:
-            iovs = _buffers(buf, self.size, ent, iov_cnt, want)
-            if iovs is None:
-                return False
+        pos, want, base, iovs = read
         try:
-            self.submit(self.dev, _CMD_ID(buf, ent + _ENT_CMD_ID)[0], _OP_READ, lba * bs, want, iovs)
+            self.submit(self.dev, _CMD_ID(self.buf, ent + _ENT_CMD_ID)[0], _OP_READ, pos, want,
+                        ((base, want),) if iovs is None else iovs)
         except OverlaybdError:          # refused before anything started: the generic path
             return False                # answers it (and logs why)
         self.fast += 1

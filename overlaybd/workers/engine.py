@@ -295,13 +295,8 @@ class Engine:
             pool.submit(worker, tag, dev, op, off, n, v)
 
     def _part_done(self, tag: int, status: int) -> None:
-        if tag & ONE_PART:            # _deliver, inlined: this is most completions
-            dev, cmd_id = (tag >> 32) & 0x7FFFFFFF, tag & 0xFFFFFFFF
-            live = self._live.get(dev)
-            if live is not None:
-                live.discard(cmd_id)
-            self._count -= 1
-            self.on_complete(dev, cmd_id, status)
+        if tag & ONE_PART:            # the whole command: no table to look at
+            self._deliver((tag >> 32) & 0x7FFFFFFF, tag & 0xFFFFFFFF, status)
             return
         key, part_offset = self._parts.pop(tag)
         entry = self._cmds[key]
@@ -361,7 +356,7 @@ class Engine:
         :meth:`fileno` is readable (or ``timeout``), and poll."""
         count = self._count
         self.poll()
-        if self._count != count or self._done:
+        if self._count != count:      # (poll leaves nothing in _done)
             return
         if not (count and self.spin()):
             select.select([self.fileno()], [], [], timeout)

@@ -50,14 +50,13 @@ from ..shm.descriptor import (
     PART_SIZE,
     Part,
     pack_part,
-    part_header,
+    unpack_part,
 )
 from ..shm.fence import fence
 from ..shm.heartbeat import HEARTBEAT_SIZE, STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE, Heartbeat
 from ..shm.region import SharedRegion
 from ..shm.ring import Ring
 from ..shm.wakeup import Event
-from ..shm.words import u64_words
 from .worker import worker_main
 
 EARLY_DEATH = 2.0       # a process that dies this young without completing a part died "early";
@@ -93,8 +92,6 @@ class _Slot:
         self.completed = 0                      # of those, parts whose completion we consumed
         self.backlog: deque[Part] = deque()     # parts waiting for room in the ring
         self.words = self.hb.words              # the wake-up flags, indexed in the hot loops
-        self.sub_head = u64_words(buf, self.sub_off, 1)  # the ring's head word (we publish)
-        self.sub_base, self.sub_mask = self.sub.slot_offset(0), ring_slots - 1
         self.wakeups = 0                        # times the supervisor woke this worker
         self.unsignalled = 0                    # parts published since the last wake()
         self.proc = None
@@ -111,13 +108,12 @@ class _Slot:
 
     def in_flight(self) -> list[Part]:
         """The parts published and not completed, oldest first (read back from the ring)."""
-        return [Part(*part_header(self.sub.buf, self.sub.slot_offset(i)))
+        return [Part(*unpack_part(self.sub.buf, self.sub.slot_offset(i)))
                 for i in range(self.completed, self.published)]
 
     def close(self) -> None:
         self.sub_event.close()
         self.words = None
-        self.sub_head.release()
         for part in (self.hb, self.sub, self.comp):
             part.close()
         self.hb = self.sub = self.comp = None
@@ -171,7 +167,6 @@ class WorkerPool:
     def start(self) -> None:
         for slot in self.slots:
             self._spawn(slot)
-
 
     def _spawn(self, slot: _Slot) -> None:
         self.settings["supervisor_pid"] = os.getpid()
@@ -276,7 +271,7 @@ class WorkerPool:
         """
         if slot.sub.tail() <= slot.completed:
             return
-        part = Part(*part_header(slot.sub.buf, slot.sub.slot_offset(slot.completed)))
+        part = Part(*unpack_part(slot.sub.buf, slot.sub.slot_offset(slot.completed)))
         deaths = self._deaths.get(part.tag, 0) + 1
         self._deaths[part.tag] = deaths
         if deaths >= MAX_DEATHS:
@@ -324,10 +319,11 @@ class WorkerPool:
             slot.backlog.append(Part(tag, dev, op, offset, length, tuple(iovs)))
             self._backlogged += 1
             return
-        pack_part(slot.sub.buf, slot.sub_base + (i & slot.sub_mask) * PART_SIZE, tag, dev, op,
-                  offset, length, iovs)
+        sub = slot.sub
+        pack_part(sub.buf, sub.base + (i & sub.mask) * PART_SIZE, tag, dev, op, offset, length,
+                  iovs)
         slot.published = i + 1
-        slot.sub_head[0] = i + 1          # publish (Ring.publish_to, without the call)
+        sub.head_word[0] = i + 1          # publish (Ring.publish_to, without the call)
         if not slot.unsignalled:
             self._unsignalled.append(slot)
         slot.unsignalled += 1
@@ -373,7 +369,7 @@ class WorkerPool:
         if tail == head:
             return
         buf, unpack, done = comp.buf, COMPLETION.unpack_from, self.on_part_done
-        base, mask = comp.slot_offset(0), comp.slots - 1
+        base, mask = comp.base, comp.mask
         deaths = self._deaths
         try:
             while tail < head:
@@ -441,13 +437,10 @@ class WorkerPool:
             slot.words[SUPERVISOR_IDLE] = 1
         fence()                           # the flag stores before the look at the rings
         self._armed = True
-        for slot in slots:
-            comp = slot.comp
-            if comp.head() != comp.tail():            # already waiting: readable now
-                for s in slots:
-                    s.words[SUPERVISOR_IDLE] = 0
-                self.comp_event.set()
-                return
+        if self.completions_waiting():    # already waiting: readable now
+            for slot in slots:
+                slot.words[SUPERVISOR_IDLE] = 0
+            self.comp_event.set()
 
     def signal(self) -> None:
         """Make :meth:`fileno` readable (the engine has something for its next poll)."""

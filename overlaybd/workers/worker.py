@@ -34,7 +34,7 @@ from .. import log
 from ..abi.ops import FAILED, ST_GOOD, ST_READ_ERR
 from ..process import WorkerContext, set_current
 from ..shm.channel import Channel
-from ..shm.descriptor import COMPLETION, COMPLETION_SIZE, PART_SIZE, part_header
+from ..shm.descriptor import COMPLETION, COMPLETION_SIZE, PART_SIZE, unpack_part
 from ..shm.fence import fence
 from ..shm.heartbeat import (
     CTL_SENT,
@@ -176,7 +176,7 @@ class Worker:
             tail += 1
             sub.consume_to(tail)        # taken: the supervisor blames this part if we die now
             try:
-                tag, dev, op, offset, length, iovs = part_header(sbuf, off)
+                tag, dev, op, offset, length, iovs = unpack_part(sbuf, off)
             except Exception as e:  # noqa: BLE001 -- a corrupt slot must not kill the worker
                 logger.error("worker {}: bad descriptor: {}", self.index, e)
                 tag, op = int.from_bytes(sbuf[off:off + 8], "little"), -1
