@@ -39,9 +39,18 @@ sha64 "$d" > "$OUT/naive.sha"
 bench naive "$d"
 kill -TERM $npid; wait $npid
 $DEV remove 77
+# OBD_BENCH_TREES "label=path ...": serve from each source tree in turn (PYTHONPATH), a round
+# at a time, so that two versions meet the same kernel; default: this checkout alone.
+TREES=${OBD_BENCH_TREES:-}
+ROUNDS=${OBD_BENCH_ROUNDS:-1}
+base_pp=$PYTHONPATH
 for stack in $STACKS; do
-  for w in 0 1 2; do
-    name="obd-$stack-w$w"
+ for round in $(seq "$ROUNDS"); do
+  for tree in ${TREES:-"=$REPO"}; do
+   label=${tree%%=*}
+   export PYTHONPATH=${tree#*=}:$base_pp
+   for w in ${OBD_BENCH_WORKERS:-0 1 2}; do
+    name="obd${label:+-$label}-$stack-w$w${TREES:+-r$round}"
     $PY -m overlaybd.tools.export "$W/image-$stack.json" - 2>/dev/null | dd of=/dev/null bs=1M 2>/dev/null
     start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1   # (the log its config names)
     dpid=$DPID
@@ -52,5 +61,8 @@ for stack in $STACKS; do
     bench "$name" "$d"
     $DEV remove 1
     kill -TERM $dpid; wait $dpid; wait $spid
+   done
   done
+ done
 done
+export PYTHONPATH=$base_pp

@@ -1,6 +1,7 @@
 """overlaybd-tcmu in a real kernel (UML 6.1) against the kernel's own file backstore.
 
-    python3 -m bench.tcmu_bench [--seconds 5] [--stacks plain,lz4] [--ncpus 2]
+    python3 -m bench.tcmu_bench [--seconds 5] [--stacks plain,lz4] [--ncpus 2] [--workers 0,1,2]
+    python3 -m bench.tcmu_bench --trees before=/tmp/base,after=. --rounds 2 --workers 0
 
 The image is image_bench's 4-layer 1 GiB image of real file content, served as plain layers
 and as lz4 ZFile layers (what real images are); the baseline is target_core_file serving the
@@ -11,6 +12,8 @@ fio (libaio, direct): sequential 1 MiB at QD16, random 4 KiB at QD32 and QD1, fo
 Targets (ratios to the file backstore): seq >= 0.4x, 4 KiB QD32 >= 0.9x, 4 KiB QD1 >= 0.4x,
 judged on the worker count the daemon picks by default in that guest (marked "default": the
 CPU count, or 0 on one CPU); the other settings are printed for comparison.
+``--trees label=path,...`` serves from several source trees in the same boot (each round runs
+every tree in turn), for before/after comparisons that meet the same kernel.
 Needs root and the UML fixture (make deps).
 """
 
@@ -41,10 +44,26 @@ def main(argv=None):
     ap.add_argument("--stacks", default="plain,lz4", help="comma-separated: plain, lz4")
     ap.add_argument("--ncpus", type=int, default=1,
                     help="guest CPUs (> 1: the SMP kernel of scripts/uml/build-smp-uml.sh)")
+    ap.add_argument("--workers", default="0,1,2", help="comma-separated worker counts")
+    ap.add_argument("--trees", default="",
+                    help="label=path,...: source trees to compare in the same boot")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds over the trees (--trees)")
     a = ap.parse_args(argv)
     stacks = [x for x in a.stacks.split(",") if x]
     if not stacks or set(stacks) - {"plain", "lz4"}:
         ap.error(f"--stacks: plain and/or lz4, not {a.stacks!r}")
+    try:
+        counts = [int(x) for x in a.workers.split(",") if x]
+    except ValueError:
+        ap.error(f"--workers: comma-separated numbers, not {a.workers!r}")
+    if not counts or set(counts) - {0, 1, 2}:
+        ap.error(f"--workers: 0, 1 and/or 2, not {a.workers!r}")
+    trees = [t.split("=", 1) for t in a.trees.split(",") if t]
+    for t in trees:
+        if len(t) != 2 or not t[0].isidentifier() or not os.path.isdir(t[1]):
+            ap.error(f"--trees: label=directory,..., not {a.trees!r}")
+    if a.rounds < 1 or a.rounds > 1 and not trees:
+        ap.error("--rounds: a positive count, with --trees")
     img_dir = REPO / "bench" / "out" / "image"
     build(str(img_dir), 1)
     w = pathlib.Path(tempfile.mkdtemp(prefix="tcmu-bench-"))
@@ -57,7 +76,9 @@ def main(argv=None):
             "logConfig": {"logPath": str(w / "out" / f"daemon-w{workers}.log"), "logLevel": 1},
             "workerConfig": {"workers": workers}, "enableAudit": False}))
     env = dict(os.environ, OBD_PYTHON=sys.executable, OBD_BENCH_SECONDS=str(a.seconds),
-               OBD_BENCH_STACKS=" ".join(stacks))
+               OBD_BENCH_STACKS=" ".join(stacks), OBD_BENCH_ROUNDS=str(a.rounds),
+               OBD_BENCH_WORKERS=" ".join(map(str, counts)),
+               OBD_BENCH_TREES=" ".join(f"{k}={os.path.abspath(v)}" for k, v in trees))
     p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "900", "-m", "4096",
                         "--ncpus", str(a.ncpus),
                         "--rw", str(w), "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
@@ -80,10 +101,12 @@ def main(argv=None):
         + f"; bytes {'equal' if same else 'DIFFER'}")
     default = default_workers(ncpu)
     ok = default in (0, 1, 2)
+    runs = [(f"{k} r{r} ", f"obd-{k}-{{kind}}-w{{workers}}-r{r}")
+            for r in range(1, a.rounds + 1) for k, _ in trees] or [("", "obd-{kind}-w{workers}")]
     for kind in stacks:
         print(f"  {kind} layers:")
-        for workers in (0, 1, 2):
-            name = f"obd-{kind}-w{workers}"
+        for (label, pattern), workers in [(run, w) for run in runs for w in counts]:
+            name = pattern.format(kind=kind, workers=workers)
             same = (out / f"{name}.sha").read_text() == ref_sha
             cells = []
             for t, u, target in TESTS:
@@ -96,7 +119,7 @@ def main(argv=None):
             usage = "; ".join(f"{p['role']} {p['cpu_s']:.1f} CPU-s {p['peak_rss_mib']:.0f} MiB"
                               for p in procs.values())
             mark = f" (default with {ncpu} CPU{'s' if ncpu > 1 else ''})" if workers == default else ""
-            print(f"    workers={workers}{mark}: {', '.join(cells)}; "
+            print(f"    {label}workers={workers}{mark}: {', '.join(cells)}; "
                   f"bytes {'equal' if same else 'DIFFER'}")
             print(f"               {usage}")
     return 0 if ok else 1

@@ -44,7 +44,7 @@ def test_reads_equal_the_wrapped_file(capacity):
 def test_lru_keeps_the_recent_blocks_and_batches_misses():
     inner = CountingFile(DATA)
     c = BlockCache(inner, 4096, 2 * 4096)
-    assert c.pread(8192, 0) == DATA[:8192]
+    assert c.pread(8000, 100) == DATA[100:8100]
     assert inner.reads == [(0, 8192)]                 # two missing blocks, one read
     c.pread(100, 10)                                  # hit block 0: now most recent
     c.pread(100, 3 * 4096)                            # miss block 3: evicts block 1
@@ -56,11 +56,35 @@ def test_lru_keeps_the_recent_blocks_and_batches_misses():
     assert inner.reads == [(4096, 4096)]
 
 
+def test_blocks_read_whole_are_neither_kept_nor_looked_up():
+    """Only blocks a read cuts are kept: whole ones go straight to the file (the page cache
+    above the device holds them), so aligned 4 KiB reads of a 4 KiB-block ZFile never grow
+    the cache.  A read that cuts blocks at both ends keeps those two and reads the middle
+    through."""
+    inner = CountingFile(DATA)
+    c = BlockCache(inner, 4096, 1 << 20)
+    for off, n in ((0, 4096), (8192, 3 * 4096), (len(DATA) // 4096 * 4096, 5000)):
+        assert c.pread(n, off) == DATA[off:off + n]
+    assert c.blocks == [] and c.hits == c.misses == 0 and c.lru.used == 0
+    assert inner.reads == [(0, 4096), (8192, 3 * 4096), (len(DATA) // 4096 * 4096,
+                                                       len(DATA) % 4096)]
+    inner.reads.clear()
+    assert c.pread(4 * 4096, 4096 + 10) == DATA[4096 + 10:5 * 4096 + 10]
+    assert c.blocks == [1, 5] and c.misses == 2
+    assert inner.reads == [(4096, 4096), (2 * 4096, 3 * 4096), (5 * 4096, 4096)]
+    inner.reads.clear()
+    assert c.pread(4096, 4096) == DATA[4096:2 * 4096]      # whole: not from the cache
+    assert inner.reads == [(4096, 4096)] and c.hits == 0
+    assert c.pread(10, 5 * 4096 + 1) == DATA[5 * 4096 + 1:5 * 4096 + 11]
+    assert c.hits == 1 and inner.reads == [(4096, 4096)]
+
+
 def test_tail_block_is_short_and_cached():
     inner = CountingFile(DATA)
     c = BlockCache(inner, 4096, 1 << 20)
     last = len(DATA) // 4096 * 4096
-    assert c.pread(8192, last - 100) == DATA[last - 100:]
+    assert c.pread(8192, last + 100) == DATA[last + 100:]      # cuts the short last block
+    assert c.blocks == [last // 4096] and inner.reads == [(last, 4096)]
     inner.reads.clear()
     assert c.pread(50, len(DATA) - 50) == DATA[-50:]
     assert inner.reads == [] and c.pread(10, len(DATA)) == b""
@@ -69,12 +93,13 @@ def test_tail_block_is_short_and_cached():
 def test_evict_drops_blocks_and_passes_down():
     inner = CountingFile(DATA)
     c = BlockCache(inner, 4096, 1 << 20)
-    c.pread(5 * 4096, 0)
+    for k in range(5):
+        c.pread(100, k * 4096 + 1)
     c.evict(4096, 4097)                               # blocks 1 and 2
     assert sorted(c.blocks) == [0, 3, 4] and inner.evicted == [(4096, 4097)]
     inner.reads.clear()
-    assert c.pread(3 * 4096, 0) == DATA[:3 * 4096]
-    assert inner.reads == [(4096, 8192)]
+    assert c.pread(3 * 4096 - 2, 1) == DATA[1:3 * 4096 - 1]
+    assert inner.reads == [(4096, 4096), (2 * 4096, 4096)]   # whole block 1, cut block 2
 
 
 def test_bad_arguments():
@@ -100,11 +125,11 @@ def test_over_a_golden_zfile_reads_equal_the_plain_layer():
         off = rnd.randrange(0, len(plain))
         n = rnd.randrange(1, 3 * z.block_size)
         assert c.pread(n, off) == plain[off:off + n]
-    c.pread(8192, 4096)
+    c.pread(8192, 4000)
     c.hits = c.misses = 0
     for _ in range(3):
-        assert c.pread(8192, 4096) == plain[4096:12288]
-    assert c.misses == 0 and c.hits == 6
+        assert c.pread(8192, 4000) == plain[4000:12192]
+    assert c.misses == 0 and c.hits == 6                # the two cut blocks each time
     c.close()
 
 
@@ -126,7 +151,8 @@ def test_process_slice_bounds_all_files_together(monkeypatch):
     files = [BlockCache.shared(BytesFile(bytes([i]) * (64 * 4096)), 4096, 8 * 4096)
              for i in range(3)]
     for i, f in enumerate(files):
-        assert f.pread(15 * 4096, 0) == bytes([i]) * (15 * 4096)   # (under BYPASS_BYTES)
+        for k in range(15):                                # cut blocks are kept
+            assert f.pread(100, k * 4096 + 1) == bytes([i]) * 100
     assert files[0].lru is files[2].lru and files[0].lru.used <= 8 * 4096
     assert sum(len(f.blocks) for f in files) == 8 and files[0].blocks == []
     files[2].close()

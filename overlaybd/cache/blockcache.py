@@ -6,10 +6,15 @@ aligned blocks.  Routing sends one chunk to one worker (docs/engine.md), so the 
 workers never hold the same block and together act as one cache ``workers`` times larger.
 Misses in a contiguous run are fetched with one read of the wrapped file.
 
-Reads of ``BYPASS_BYTES`` or more go straight to the wrapped file and leave the cache alone:
-a sequential scan would otherwise copy every block into a fresh 4 KiB object and evict the
-blocks small random reads come back for (in the one-vCPU UML guest, filling the cache's pages
-made sequential lz4 reads 7x slower: docs/performance.md, "Decompressed-block cache").
+What it keeps: blocks that a read *cuts*.  A read that covers part of a block (a 4 KiB
+read of a 16-64 KiB ZFile block, a 512-byte read) decompresses the whole block, so the block
+is kept for the reads of its other parts that usually follow.  Blocks a read covers whole are
+decoded straight into the caller's buffer and neither looked up nor kept: the kernel's page
+cache above the device already holds what it reads whole, and keeping them here would copy
+each block into a fresh object and, while the cache grows, fault in a new page for it (in the
+one-vCPU UML guest a page fault costs ~140 us, more than the read: docs/performance.md,
+"Decompressed-block cache").  Reads of ``BYPASS_BYTES`` or more go straight to the wrapped
+file even where they cut a block at either end.
 """
 
 from __future__ import annotations
@@ -140,21 +145,41 @@ class BlockCache:
         return out
 
     def preadinto(self, buf, off: int) -> int:
-        n = min(len(buf), self.size - off)
+        size = self.size
+        n = min(len(buf), size - off)
         if n <= 0:
             return 0
-        if self.capacity == 0 or n >= BYPASS_BYTES:
-            into = getattr(self.file, "preadinto", None)
-            if into is not None:
-                return into(memoryview(buf)[:n], off)
-            data = self.file.pread(n, off)
-            buf[:len(data)] = data
-            return len(data)
+        bs = self.block_size
+        end = off + n
+        if self.capacity == 0 or n >= BYPASS_BYTES or (
+                not off % bs and (not end % bs or end == size)):
+            return self._direct(memoryview(buf)[:n], off)
+        mv = memoryview(buf)
+        whole = -(-off // bs) * bs                  # [whole, cut): the blocks read whole
+        cut = size if end == size else end - end % bs
+        if whole >= cut:                            # inside one or two cut blocks
+            return self._cached(mv[:n], off)
+        done = self._cached(mv[:whole - off], off) if whole > off else 0
+        done += self._direct(mv[done:cut - off], whole)
+        if cut < end:
+            done += self._cached(mv[done:n], cut)
+        return done
+
+    def _direct(self, mv, off: int) -> int:
+        into = getattr(self.file, "preadinto", None)
+        if into is not None:
+            return into(mv, off)
+        data = self.file.pread(len(mv), off)
+        mv[:len(data)] = data
+        return len(data)
+
+    def _cached(self, mv, off: int) -> int:
+        """Fill ``mv`` from the blocks over ``[off, off + len(mv))``, kept in the LRU."""
+        n = len(mv)
         bs = self.block_size
         first, last = off // bs, (off + n - 1) // bs
         done = 0
         skip = off - first * bs
-        mv = memoryview(buf)
         for block in self._blocks(first, last):
             piece = block[skip:skip + n - done]
             mv[done:done + len(piece)] = piece
