@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import socket
 import statistics
 import struct
@@ -118,6 +119,7 @@ def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False, wo
     n, busy, pc, tt = 0, 0.0, time.perf_counter, time.thread_time
     in_loop = 0.0
     end = pc() + seconds
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     cpu0, loop0, start = time.process_time(), time.thread_time(), pc()
     try:
         while n % 64 or pc() < end:
@@ -135,6 +137,7 @@ def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False, wo
                 n += 1
                 submit()
         used, loop = time.process_time() - cpu0, time.thread_time() - loop0
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / n
     finally:
         daemon.shutdown()
         fk.close()
@@ -144,7 +147,7 @@ def measure(d, cfg, svc, qd, bs, seconds, flat=None, scraper=None, cpu=False, wo
         return n / busy, n / used, (used - loop) / loop
     if workers:  # wall-clock rate (the fake kernel's side included), supervisor CPU per command
         return n / (pc() - start), in_loop * 1e6 / n
-    return n / busy
+    return n / busy, faults
 
 
 def main(argv=None):
@@ -152,6 +155,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--pairs", type=int, default=5, help="exporter off/on pairs (default 5)")
     ap.add_argument("--scrape", type=float, default=1.0, help="seconds between scrapes (default 1)")
+    ap.add_argument("--stack", choices=("plain", "lz4"), default="plain",
+                    help="the image's layers: plain LSMT or lz4 ZFile (default plain)")
     ap.add_argument("--workers", type=int, default=0,
                     help="also measure with 1..N workers (the supervisor's CPU per command)")
     a = ap.parse_args(argv)
@@ -160,18 +165,18 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="daemon-bench-") as d:
         cfg, svc = os.path.join(d, "image.json"), os.path.join(d, "obd.json")
         with open(cfg, "w") as f:
-            json.dump({"lowers": [{"file": os.path.join(IMG, f"l{n}.plain")} for n in range(4)]}, f)
+            json.dump({"lowers": [{"file": os.path.join(IMG, f"l{n}.{a.stack}")} for n in range(4)]}, f)
         with open(svc, "w") as f:
             json.dump({"enableAudit": False, "logConfig": {"logLevel": 1}}, f)
         flat = os.open(os.path.join(IMG, "flat.raw"), os.O_RDONLY)
         try:
             measure(d, cfg, svc, 4, 4096, 0.3, flat)
             measure(d, cfg, svc, 2, 1 << 20, 0.3, flat)
-            print("daemon_bench: run_once time per command, workers=0, 4-layer plain image")
+            print(f"daemon_bench: run_once time per command, workers=0, 4-layer {a.stack} image")
             for qd, bs in ((1, 4096), (32, 4096), (4, 1 << 20)):
-                rate = max(measure(d, cfg, svc, qd, bs, a.seconds) for _ in range(3))
-                print(f"  {bs // 1024:>5} KiB QD{qd:<3} {rate:>9,.0f} cmds/s {1e6 / rate:>8.1f} us/cmd",
-                      flush=True)
+                rate, faults = max(measure(d, cfg, svc, qd, bs, a.seconds) for _ in range(3))
+                print(f"  {bs // 1024:>5} KiB QD{qd:<3} {rate:>9,.0f} cmds/s {1e6 / rate:>8.1f} us/cmd"
+                      f" {faults:6.2f} page faults/cmd", flush=True)
             if a.workers:
                 worker_rows(d, cfg, svc, a)
             ok = exporter_rows(d, cfg, svc, a)

@@ -49,6 +49,12 @@ for stack in $STACKS; do
   for tree in ${TREES:-"=$REPO"}; do
    label=${tree%%=*}
    export PYTHONPATH=${tree#*=}:$base_pp
+   cd "${tree#*=}"        # (python -m puts the working directory ahead of PYTHONPATH)
+   # a tree the guest cannot see would silently fall back to this checkout's package
+   case $($PY -c 'import overlaybd; print(overlaybd.__file__)') in
+     "${tree#*=}"/*) ;;
+     *) log "tree ${tree#*=} is not what the guest imports"; exit 1 ;;
+   esac
    for w in ${OBD_BENCH_WORKERS:-0 1 2}; do
     name="obd${label:+-$label}-$stack-w$w${TREES:+-r$round}"
     $PY -m overlaybd.tools.export "$W/image-$stack.json" - 2>/dev/null | dd of=/dev/null bs=1M 2>/dev/null
@@ -62,6 +68,7 @@ for stack in $STACKS; do
     $DEV remove 1
     kill -TERM $dpid; wait $dpid; wait $spid
    done
+   cd "$REPO"
   done
  done
 done

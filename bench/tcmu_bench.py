@@ -81,7 +81,8 @@ def main(argv=None):
                OBD_BENCH_TREES=" ".join(f"{k}={os.path.abspath(v)}" for k, v in trees))
     p = subprocess.run([str(REPO / "scripts/uml/run-in-uml.sh"), "-t", "900", "-m", "4096",
                         "--ncpus", str(a.ncpus),
-                        "--rw", str(w), "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
+                        "--rw", str(w), *[x for _, t in trees for x in ("--rw", os.path.abspath(t))],
+                        "--", "bash", "bench/guest_tcmu.sh", str(w)], cwd=REPO, env=env,
                        capture_output=True, text=True)
     out = w / "out"
     if p.returncode != 0:
