@@ -292,17 +292,16 @@ class ZFile:
 
     def preadinto(self, buf, off) -> int:
         """Fill ``buf`` (writable bytes-like) from ``off``; returns the bytes copied.  Whole
-        blocks are decoded straight into ``buf`` (a one-block read too); partial ones at
-        either end go through ``pread``."""
+        blocks are decoded straight into ``buf``; partial ones at either end go through
+        ``pread``."""
         mv = memoryview(buf).cast("B")
         n = len(mv)
         bs = self.block_size
-        end = min(off + n, self.size)
-        if off < 0 or off >= self.size or n < 2 * bs and (
-                off & (bs - 1) or end & (bs - 1) and end != self.size):
-            data = self.pread(n, off)           # a small read that cuts a block
+        if n < 2 * bs or off < 0 or off >= self.size:
+            data = self.pread(n, off)
             mv[:len(data)] = data
             return len(data)
+        end = min(off + n, self.size)
         shift = self._shift
         first = (off + bs - 1) >> shift         # first block wholly inside [off, end)
         stop = end >> shift                     # blocks [first, stop) are whole
