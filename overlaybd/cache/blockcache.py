@@ -6,16 +6,15 @@ aligned blocks.  Routing sends one chunk to one worker (docs/engine.md), so the 
 workers never hold the same block and together act as one cache ``workers`` times larger.
 Misses in a contiguous run are fetched with one read of the wrapped file.
 
-What it keeps (admission): a block that a read *cuts* is kept at once.  A read that covers
-part of a block (a 4 KiB read of a 16-64 KiB ZFile block, a 512-byte read) decompresses the
-whole block, and the reads of its other parts usually follow.  A block that reads cover
-whole is kept only from its second read on (one bit per block remembers the first): the
-kernel's page cache above the device already holds what it reads, so most blocks come down
-once, and keeping each of them would copy it into a fresh object and, while the cache grows,
-fault in a new page for it (in the one-vCPU UML guest a page fault costs ~140 us, more than
-the read: docs/performance.md, "Decompressed-block cache").  A first read of whole blocks is
-decoded straight into the caller's buffer.  Reads of ``BYPASS_BYTES`` or more go straight
-to the wrapped file and leave the cache alone.
+What it keeps: blocks that a read *cuts*.  A read that covers part of a block (a 4 KiB
+read of a 16-64 KiB ZFile block, a 512-byte read) decompresses the whole block, so the block
+is kept for the reads of its other parts that usually follow.  Blocks a read covers whole are
+decoded straight into the caller's buffer and neither looked up nor kept: the kernel's page
+cache above the device already holds what it reads whole, and keeping them here would copy
+each block into a fresh object and, while the cache grows, fault in a new page for it (in the
+one-vCPU UML guest a page fault costs ~140 us, more than the read: docs/performance.md,
+"Decompressed-block cache").  Reads of ``BYPASS_BYTES`` or more go straight to the wrapped
+file even where they cut a block at either end.
 """
 
 from __future__ import annotations
@@ -84,7 +83,6 @@ class BlockCache:
         self.fid = _next_fid
         self.hits = 0
         self.misses = 0
-        self.seen = bytearray((-(-file.size // block_size) + 7) >> 3)  # read whole once
 
     @classmethod
     def shared(cls, file, block_size: int, budget_bytes: int):
@@ -153,41 +151,19 @@ class BlockCache:
             return 0
         bs = self.block_size
         end = off + n
-        if self.capacity == 0 or n >= BYPASS_BYTES:
+        if self.capacity == 0 or n >= BYPASS_BYTES or (
+                not off % bs and (not end % bs or end == size)):
             return self._direct(memoryview(buf)[:n], off)
         mv = memoryview(buf)
-        if not off % bs and (not end % bs or end == size):     # whole blocks only
-            return self._whole(mv[:n], off)
         whole = -(-off // bs) * bs                  # [whole, cut): the blocks read whole
         cut = size if end == size else end - end % bs
         if whole >= cut:                            # inside one or two cut blocks
             return self._cached(mv[:n], off)
         done = self._cached(mv[:whole - off], off) if whole > off else 0
-        done += self._whole(mv[done:cut - off], whole)
+        done += self._direct(mv[done:cut - off], whole)
         if cut < end:
             done += self._cached(mv[done:n], cut)
         return done
-
-    def _whole(self, mv, off: int) -> int:
-        """Fill ``mv`` with the whole blocks from ``off``: through the cache when any of them
-        is cached or was read before, else straight from the file (each marked as read)."""
-        bs = self.block_size
-        seen = self.seen
-        first = off // bs
-        stop = -(-(off + len(mv)) // bs)
-        blocks = self.lru.blocks
-        fid = self.fid
-        if stop == first + 1:                   # the common case: one block
-            bit = 1 << (first & 7)
-            if seen[first >> 3] & bit or (fid, first) in blocks:
-                return self._cached(mv, off)
-            seen[first >> 3] |= bit
-            return self._direct(mv, off)
-        if any(seen[b >> 3] & (1 << (b & 7)) or (fid, b) in blocks for b in range(first, stop)):
-            return self._cached(mv, off)
-        for b in range(first, stop):
-            seen[b >> 3] |= 1 << (b & 7)
-        return self._direct(mv, off)
 
     def _direct(self, mv, off: int) -> int:
         into = getattr(self.file, "preadinto", None)
