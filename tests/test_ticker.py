@@ -1,0 +1,53 @@
+"""The pool's sense of time: a ticker thread, so that the busy loop reads no clock (a system
+call where there is no vDSO clock, as in the UML guests)."""
+
+import time
+
+import pytest
+
+from overlaybd.ticker import Ticker
+from overlaybd.workers import OP_READ, ST_GOOD
+from tests.helpers.workers import EngineHarness
+
+
+def test_ticker_counts_intervals_and_stops():
+    t = Ticker(0.01)
+    t.start()
+    deadline = time.monotonic() + 10
+    while t.count < 3:
+        assert time.monotonic() < deadline, "the ticker does not tick"
+        time.sleep(0.01)
+    t.stop()
+    stopped = t.count
+    time.sleep(0.05)
+    assert t.count == stopped
+    with pytest.raises(ValueError):
+        Ticker(0)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_commands_one_at_a_time_read_no_clock(tmp_path, monkeypatch, workers):
+    """200 commands, each submitted after the previous one completed (every engine poll a
+    supervising "look"), read the clock at most once per tick; before the ticker, the pool
+    read it twice per look (delayed restarts, heartbeat ages): ~4 a command."""
+    h = EngineHarness(tmp_path, workers, heartbeat_sec=60.0)     # ticks every 15 s
+    calls = []
+    real, real_ns = time.monotonic, time.monotonic_ns
+    try:
+        h.submit(0, OP_READ, 0, 4096, 0)
+        h.wait_for([0])
+        monkeypatch.setattr(time, "monotonic", lambda: calls.append(1) or real())
+        monkeypatch.setattr(time, "monotonic_ns", lambda: calls.append(1) or real_ns())
+        t0 = real()
+        for i in range(1, 201):
+            h.submit(i, OP_READ, i * 4096, 4096, i * 4096)
+            while i not in h.completions:
+                assert real() - t0 < 60, f"command {i} did not complete"
+                h.engine.wait(0.05)
+        monkeypatch.undo()
+        assert all(h.completions[i] == [ST_GOOD] for i in range(201))
+        assert all(h.data(i * 4096, 4096) == h.src[i * 4096:(i + 1) * 4096] for i in range(1, 201))
+        assert len(calls) <= 2 * (1 + int((real() - t0) / 15)), len(calls)
+    finally:
+        monkeypatch.undo()
+        h.close()
