@@ -1,12 +1,12 @@
 """How many worker processes to start by default, from the CPUs this process may run on.
-
 The rule follows engine_bench and tcmu_bench (docs/performance.md, "Default worker count"):
-with one or two CPUs the supervisor's hand-off costs more than a worker brings on every 4 KiB
-read and on raw 1 MiB reads (two CPUs, 2026-12-04: raw 4 KiB 0.35x with one worker and 0.21x
-with two; lz4 4 KiB 0.40x and 0.44x; only compressed 1 MiB reads gain, 1.2x), so the engine
-runs inline (0).  Above two CPUs it starts one worker per CPU; that is not measured here
-(every machine here has two) but what the scaling model in docs/performance.md suggests for
-large compressed reads.
+with one CPU a worker only adds hand-offs.  With two, engine_bench (fake kernel) has one worker
+ahead at 4 KiB (1.06-1.26x) and two ahead at 1 MiB (1.44-1.88x), but overlaybd-tcmu in a
+two-vCPU kernel guest was slower with workers on every job (2026-12-04, rates against inline
+in the same boot: 4 KiB QD32 0.59-0.97x, sequential 1 MiB 0.60-0.74x, 4 KiB QD1 0.26-0.50x),
+so the engine runs inline (0) up to two CPUs.  Above two CPUs it starts one worker per CPU;
+that is not measured here (every machine here has two) but what the scaling model in
+docs/performance.md suggests for large compressed reads.
 """
 
 import os
