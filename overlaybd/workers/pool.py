@@ -34,7 +34,6 @@ import select
 import signal
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 
 import multiprocess
@@ -53,11 +52,10 @@ from ..shm.descriptor import (
     unpack_part,
 )
 from ..shm.fence import fence
-from ..shm.heartbeat import HEARTBEAT_SIZE, STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE, Heartbeat
-from ..shm.region import SharedRegion
-from ..shm.ring import Ring
+from ..shm.heartbeat import STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE
 from ..shm.wakeup import Event
 from ..ticker import Ticker
+from .slot import WorkerSlot
 from .worker import worker_main
 
 EARLY_DEATH = 2.0       # a process that dies this young without completing a part died "early";
@@ -68,57 +66,6 @@ FORK_GRACE = 5.0        # ... when it is forked: it only unpacks its init messag
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
 LOOK_EVERY = 64         # busy polls between looks at the epoll and the clock
 WAKE_BATCH = 8          # parts published to a sleeping worker before it is woken mid-batch
-
-
-class _Slot:
-    """One worker position: its shared memory survives the processes that come and go."""
-
-    def __init__(self, index: int, cpu: int | None, ring_slots: int):
-        self.index = index
-        self.cpu = cpu
-        self.hb_off = 0
-        self.sub_off = HEARTBEAT_SIZE
-        self.comp_off = self.sub_off + Ring.footprint(ring_slots, PART_SIZE)
-        size = self.comp_off + Ring.footprint(ring_slots, COMPLETION_SIZE)
-        self.region = SharedRegion.create(size, f"worker{index}")
-        buf = self.region.buf
-        self.hb = Heartbeat(buf, self.hb_off)
-        self.hb.init()
-        self.sub = Ring(buf, self.sub_off, ring_slots, PART_SIZE, init=True,
-                        name=f"worker {index} submission ring")
-        self.comp = Ring(buf, self.comp_off, ring_slots, COMPLETION_SIZE, init=True,
-                         name=f"worker {index} completion ring")
-        self.sub_event = Event()
-        self.published = 0                      # parts ever published to sub (its head)
-        self.completed = 0                      # of those, parts whose completion we consumed
-        self.backlog: deque[Part] = deque()     # parts waiting for room in the ring
-        self.words = self.hb.words              # the wake-up flags, indexed in the hot loops
-        self.wakeups = 0                        # times the supervisor woke this worker
-        self.unsignalled = 0                    # parts published since the last wake()
-        self.proc = None
-        self.channel: Channel | None = None
-        self.restarts = 0
-        self.spawned_at = 0.0
-        self.early_deaths = 0                   # consecutive deaths of processes that did nothing
-        self.respawn_at = 0.0                   # crash loop: no process until then
-
-    @property
-    def outstanding(self) -> int:
-        """Parts published and not yet completed, plus the backlog."""
-        return self.published - self.completed + len(self.backlog)
-
-    def in_flight(self) -> list[Part]:
-        """The parts published and not completed, oldest first (read back from the ring)."""
-        return [Part(*unpack_part(self.sub.buf, self.sub.slot_offset(i)))
-                for i in range(self.completed, self.published)]
-
-    def close(self) -> None:
-        self.sub_event.close()
-        self.words = None
-        for part in (self.hb, self.sub, self.comp):
-            part.close()
-        self.hb = self.sub = self.comp = None
-        self.region.close()
 
 
 class WorkerPool:
@@ -143,7 +90,7 @@ class WorkerPool:
         # system's own work tends to run) are left to the supervisor, which is not pinned (a
         # pinned supervisor cannot move away from a CPU something else keeps busy).
         first = max(len(allowed) - workers, 0)
-        self.slots = [_Slot(i, allowed[(first + i) % len(allowed)] if allowed else None, ring_slots)
+        self.slots = [WorkerSlot(i, allowed[(first + i) % len(allowed)] if allowed else None, ring_slots)
                       for i in range(workers)]
         # Spinning before sleep pays only for a process with a CPU of its own: each worker and
         # the supervisor have one when there are more CPUs than workers.
@@ -154,14 +101,14 @@ class WorkerPool:
         self.epoll.register(self.comp_event.fileno(), select.EPOLLIN)
         self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size,
                                                  #         our dup of the scratch memfd)
-        self._sentinels: dict[int, _Slot] = {}
+        self._sentinels: dict[int, WorkerSlot] = {}
         # heartbeat checks once a quarter heartbeat, told by a tick, not by reading the clock
         # at every look (a system call where there is no vDSO: ~4 a command at depth 1 in UML)
         self._ticker = Ticker(heartbeat_sec / 4, "pool-ticker")
         self._seen_tick = -1
         self._deaths: dict[int, int] = {}         # part tag -> deaths of workers running it
         self._backlogged = 0                      # parts in all backlogs
-        self._unsignalled: list[_Slot] = []       # slots with parts published since wake()
+        self._unsignalled: list[WorkerSlot] = []       # slots with parts published since wake()
         self._armed = True                        # supervisor_idle set: workers signal us
         self._quiet_polls = 0                     # polls since the last look at the epoll
         self.wakeups = 0                          # times workers (or the engine) woke us
@@ -173,7 +120,7 @@ class WorkerPool:
             self._spawn(slot)
         self._ticker.start()
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: WorkerSlot) -> None:
         self.settings["supervisor_pid"] = os.getpid()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent.settimeout(max(self.heartbeat_sec, 1.0))
@@ -200,7 +147,7 @@ class WorkerPool:
         for dev, (opener, fd, map_size, scratch) in self.devices.items():
             self._send(slot, ("add", dev, opener, PassFd(fd), map_size, PassFd(scratch)))
 
-    def _send(self, slot: _Slot, msg) -> None:
+    def _send(self, slot: WorkerSlot, msg) -> None:
         """Send a control message; a worker that cannot take it is killed (and later replaced).
         A position without a process gets everything it needs when it is next spawned."""
         if slot.channel is None:
@@ -213,13 +160,13 @@ class WorkerPool:
             self._kill(slot)
 
     @staticmethod
-    def _kill(slot: _Slot) -> None:
+    def _kill(slot: WorkerSlot) -> None:
         try:
             os.kill(slot.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 
-    def _reap(self, slot: _Slot) -> int | None:
+    def _reap(self, slot: WorkerSlot) -> int | None:
         proc = slot.proc
         self.epoll.unregister(proc.sentinel)
         del self._sentinels[proc.sentinel]
@@ -232,7 +179,7 @@ class WorkerPool:
         slot.proc = slot.channel = None
         return code
 
-    def _replace(self, slot: _Slot, reason: str) -> None:
+    def _replace(self, slot: WorkerSlot, reason: str) -> None:
         pid = slot.proc.pid
         code = self._reap(slot)
         self._drain(slot)                 # what it completed before dying counts
@@ -270,7 +217,7 @@ class WorkerPool:
                 self._spawn(slot)
                 self._publish_backlog(slot)
 
-    def _blame(self, slot: _Slot) -> None:
+    def _blame(self, slot: WorkerSlot) -> None:
         """Fail the part the dead worker was running if it has now died with MAX_DEATHS workers.
 
         A worker takes parts in order and completes each before taking the next, so after its
@@ -354,7 +301,7 @@ class WorkerPool:
                 slot.sub_event.set()
         pending.clear()
 
-    def _publish_backlog(self, slot: _Slot) -> None:
+    def _publish_backlog(self, slot: WorkerSlot) -> None:
         backlog = slot.backlog
         room = self.ring_slots - (slot.published - slot.completed)
         n = min(room, len(backlog))
@@ -370,7 +317,7 @@ class WorkerPool:
             self._unsignalled.append(slot)
         slot.unsignalled += n
 
-    def _drain(self, slot: _Slot) -> None:
+    def _drain(self, slot: WorkerSlot) -> None:
         """Consume every completion in ``slot``'s ring (one counter store for the batch)."""
         comp = slot.comp
         tail, head = comp.tail(), comp.head()
