@@ -64,7 +64,7 @@ MAX_DELAY = 10.0
 STARTUP_GRACE = 30.0    # seconds a new worker may take to start beating (spawn imports a lot)
 FORK_GRACE = 5.0        # ... when it is forked: it only unpacks its init message
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
-LOOK_EVERY = 64         # busy polls between looks at the epoll and the clock
+LOOK_EVERY = 64         # busy polls between looks at the epoll and the ticker
 WAKE_BATCH = 8          # parts published to a sleeping worker before it is woken mid-batch
 
 
@@ -345,8 +345,9 @@ class WorkerPool:
         """Consume completions, replace dead or stalled workers, publish backlogs.
 
         Busy polls cost no system call: the epoll (worker exits, the completion eventfd) and
-        the clock (heartbeats, restart delays) are looked at after a :meth:`arm`, which the
-        engine does at the end of each of its polls, or every ``LOOK_EVERY`` polls."""
+        the ticker (heartbeat ages and restart delays, checked once a tick) are looked at after
+        a :meth:`arm`, which the engine does at the end of each of its polls, or every
+        ``LOOK_EVERY`` polls."""
         slots = self.slots
         if self._armed:                   # take back "not looking" before draining
             self._armed = False
