@@ -76,6 +76,7 @@ class BlockCache:
         if capacity_bytes < 0:
             raise ValueError(f"capacity_bytes must be >= 0, got {capacity_bytes}")
         self.file = file
+        self._into = getattr(file, "preadinto", None)        # looked up once: the read path's
         self.block_size = block_size
         self.capacity = capacity_bytes // block_size          # in blocks
         self.lru = _slice if _slice is not None else _Slice(capacity_bytes)
@@ -166,9 +167,8 @@ class BlockCache:
         return done
 
     def _direct(self, mv, off: int) -> int:
-        into = getattr(self.file, "preadinto", None)
-        if into is not None:
-            return into(mv, off)
+        if self._into is not None:
+            return self._into(mv, off)
         data = self.file.pread(len(mv), off)
         mv[:len(data)] = data
         return len(data)

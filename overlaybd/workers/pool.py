@@ -208,14 +208,14 @@ class WorkerPool:
         self._publish_backlog(slot)
 
     def _respawn_due(self) -> None:
-        waiting = [slot for slot in self.slots if slot.proc is None]
-        if not waiting:
-            return
-        now = time.monotonic()
-        for slot in waiting:
-            if slot.respawn_at <= now:
-                self._spawn(slot)
-                self._publish_backlog(slot)
+        now = None                      # the clock is read only for a slot waiting to restart
+        for slot in self.slots:
+            if slot.proc is None:
+                if now is None:
+                    now = time.monotonic()
+                if slot.respawn_at <= now:
+                    self._spawn(slot)
+                    self._publish_backlog(slot)
 
     def _blame(self, slot: WorkerSlot) -> None:
         """Fail the part the dead worker was running if it has now died with MAX_DEATHS workers.
