@@ -21,17 +21,28 @@ class Spin:
         self.probe = probe
         self._skipped = 0
 
-    def __call__(self, ready) -> bool:
-        """Call ``ready()`` up to ``polls`` times; True as soon as it is true.  False at once
-        when spinning has not been paying (and this is not a probe)."""
-        if self.credit <= 0:
-            self._skipped += 1
-            if self._skipped < self.probe:
-                return False
-            self._skipped = 0
+    def due(self) -> bool:
+        """Whether to spin before this sleep: while spinning has paid, and then every
+        ``probe``-th sleep (this call counts the sleeps it declines)."""
+        if self.credit > 0:
+            return True
+        self._skipped += 1
+        if self._skipped < self.probe:
+            return False
+        self._skipped = 0
+        return True
+
+    def look(self, ready) -> bool:
+        """Call ``ready()`` up to ``polls`` times; True as soon as it is true (which earns a
+        credit; finding nothing costs one)."""
         for _ in range(self.polls):
             if ready():
                 self.credit = min(max(self.credit, 0) + 1, self.max_credit)
                 return True
         self.credit -= 1
         return False
+
+    def __call__(self, ready) -> bool:
+        """:meth:`due`, then :meth:`look`: False at once when spinning has not been paying
+        (and this is not a probe)."""
+        return self.due() and self.look(ready)

@@ -414,15 +414,15 @@ class Daemon:
                 self.stopping = True
 
     def _wait(self, timeout):
-        watch = self._watch
-        watch.add(self.engine.fileno())            # readable on completions since our last poll
-        if timeout == 0:
-            return watch.poll(0)
-        events = watch.poll(0)
+        watch, engine = self._watch, self.engine
+        watch.add(engine.fileno())                 # readable on completions since our last poll
+        if timeout == 0 or not engine.may_spin():
+            return watch.poll(timeout)             # no spin: one system call per sleep
+        events = watch.poll(0)                     # something is ready already: no spin
         if events:
             return events
-        # About to sleep: look at the rings a little first (Engine.spin), then sleep
-        return watch.poll(0 if self.engine.spin(self._queued) else timeout)
+        # About to sleep: look at the rings a little first, then sleep
+        return watch.poll(0 if engine.look(self._queued) else timeout)
 
     def _queued(self):
         return any(d.ring.pending() for d in self.devices.values())

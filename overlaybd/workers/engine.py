@@ -335,21 +335,29 @@ class Engine:
         a worker to replace)."""
         return self._idle_fd.fileno() if self.pool is None else self.pool.fileno()
 
-    def spin(self, also=None) -> bool:
-        """Before sleeping: look at the workers' completion rings (and ``also()``, e.g. the
-        kernel's command rings) for some microseconds, without a system call; True as soon as
-        something is there.  Only where it can pay: this process has a CPU its workers do not
-        use (or, inline, a second CPU where the kernel can queue the next command meanwhile),
-        and recent spins found something (:class:`overlaybd.shm.spin.Spin`)."""
-        if self._spin is None:
-            return False
+    def may_spin(self) -> bool:
+        """Whether to spin before this sleep: only where it can pay -- this process has a CPU
+        its workers do not use (or, inline, a second CPU where the kernel can queue the next
+        command meanwhile) -- and while recent spins found something
+        (:class:`overlaybd.shm.spin.Spin`, whose count of declined sleeps this advances).
+        False: sleep at once, without even a look for what is ready."""
+        return self._spin is not None and self._spin.due()
+
+    def look(self, also=None) -> bool:
+        """Look at the workers' completion rings (and ``also()``, e.g. the kernel's command
+        rings) for some microseconds, without a system call; True as soon as something is
+        there.  After :meth:`may_spin` said yes."""
         pool = self.pool
         waiting = pool.completions_waiting if pool is not None else None
         if also is None:
-            return self._spin(waiting)
+            return self._spin.look(waiting)
         if waiting is None:
-            return self._spin(also)
-        return self._spin(lambda: waiting() or also())
+            return self._spin.look(also)
+        return self._spin.look(lambda: waiting() or also())
+
+    def spin(self, also=None) -> bool:
+        """Before sleeping: :meth:`may_spin`, then :meth:`look`."""
+        return self.may_spin() and self.look(also)
 
     def wait(self, timeout: float | None = None) -> None:
         """Poll; if that delivered nothing, spin (:meth:`spin`), then sleep until
