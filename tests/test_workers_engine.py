@@ -368,7 +368,8 @@ def test_commands_submitted_from_on_complete_run_without_another_poll(tmp_path):
     h.engine.on_complete = on_complete
     try:
         h.submit(1, OP_READ, 0, 4096, 0)
-        while 2 not in h.completions:
+        h.engine.poll()         # the contract: submit, then poll before sleeping on fileno()
+        while 2 not in h.completions:            # (a worker asleep is woken by that poll)
             assert select.select([fd], [], [], 10)[0], "the chained command never ran"
             h.engine.poll()
         assert h.completions == {1: [ST_GOOD], 2: [ST_GOOD]}

@@ -9,7 +9,9 @@ Two more words carry the wake-up protocol (:mod:`overlaybd.shm.wakeup`): ``worke
 the worker just before it sleeps on its submission eventfd, and ``supervisor_idle``, set by the
 supervisor when it stops polling this worker's completion ring.  The side that publishes an
 entry writes the peer's eventfd only while that word is set, and clears it first, so a busy
-peer is never woken and a sleeping one once per batch.
+peer is never woken and a sleeping one once per batch.  ``comp_sets`` counts the worker's
+writes of the completion eventfd, each counted after it is made, so that the supervisor clears
+the eventfd (a system call) only when the count moved.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from .words import u64_words
 
 HEARTBEAT_SIZE = 64
 STATE_STARTING, STATE_READY, STATE_STOPPING = 0, 1, 2
-_BEAT, _PID, _DONE, _STATE, _CTL, _WORKER_IDLE, _SUPERVISOR_IDLE = range(7)
+_BEAT, _PID, _DONE, _STATE, _CTL, _WORKER_IDLE, _SUPERVISOR_IDLE, _COMP_SETS = range(8)
 
 
 class Heartbeat:
     def __init__(self, buf, offset: int = 0):
-        self.words = u64_words(buf, offset, 7)
+        self.words = u64_words(buf, offset, 8)
 
     def init(self) -> None:
-        for field in range(7):
+        for field in range(8):
             self.words[field] = 0
 
     def beat(self) -> None:
@@ -64,4 +66,5 @@ class Heartbeat:
 
 # Word indexes for the hot loops, which index ``Heartbeat.words`` directly (a property call
 # costs more than the whole flag check).
-WORKER_IDLE, SUPERVISOR_IDLE, PARTS_DONE, CTL_SENT = _WORKER_IDLE, _SUPERVISOR_IDLE, _DONE, _CTL
+WORKER_IDLE, SUPERVISOR_IDLE, PARTS_DONE, CTL_SENT, COMP_SETS = (
+    _WORKER_IDLE, _SUPERVISOR_IDLE, _DONE, _CTL, _COMP_SETS)

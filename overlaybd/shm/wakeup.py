@@ -13,17 +13,24 @@ is never signalled, and a sleeping one once, however many entries follow before 
 from __future__ import annotations
 
 import os
+import select
 
 
 class Event:
-    """A non-blocking eventfd.  ``fileno()`` is readable while it is set."""
+    """An eventfd.  ``fileno()`` is readable while it is set.
 
-    def __init__(self, fd: int | None = None):
+    Non-blocking by default.  ``blocking=True`` keeps (or makes) it blocking, for a sleeper
+    with nothing else to wait on: :meth:`wait` sleeps and clears in one system call.  The mode
+    belongs to the file, so it is shared with every process holding the descriptor; ``set``
+    never blocks either way (the counter does not overflow), and ``clear`` never blocks."""
+
+    def __init__(self, fd: int | None = None, blocking: bool = False):
         if fd is None:
-            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            fd = os.eventfd(0, os.EFD_CLOEXEC | (0 if blocking else os.EFD_NONBLOCK))
         else:
-            os.set_blocking(fd, False)
+            os.set_blocking(fd, blocking)
         self.fd = fd
+        self.blocking = blocking
 
     def fileno(self) -> int:
         return self.fd
@@ -33,10 +40,16 @@ class Event:
 
     def clear(self) -> int:
         """Reset; the number of ``set`` calls since the last reset (0: it was not set)."""
+        if self.blocking and not select.select([self.fd], [], [], 0)[0]:
+            return 0
         try:
             return os.eventfd_read(self.fd)
         except BlockingIOError:
             return 0
+
+    def wait(self) -> int:
+        """Sleep until it is set (``blocking`` only), then reset; the number of ``set`` calls."""
+        return os.eventfd_read(self.fd)
 
     def close(self) -> None:
         if self.fd >= 0:

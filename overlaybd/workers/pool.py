@@ -2,8 +2,11 @@
 
 Each worker slot owns one shared region -- heartbeat, submission ring, completion ring -- and a
 submission eventfd; all workers signal one shared completion eventfd.  The pool's
-:meth:`fileno` is an epoll descriptor that becomes readable on completions and when a worker
-process exits (its sentinel), so the daemon's event loop can select on it.
+:meth:`fileno` is that eventfd: it becomes readable on completions and, set by a thread that
+watches the processes' sentinels (:mod:`overlaybd.workers.exits`), when a worker process exits,
+so the daemon's event loop can select on it.  Each signal is counted (a word per worker, a
+count of the supervisor's own): a look clears the eventfd only when the counts moved, so a busy
+loop's looks cost no system call.
 
 Supervision, like a classic pre-fork arbiter: a worker whose process exited, or whose heartbeat
 is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion ring drained, its
@@ -52,9 +55,10 @@ from ..shm.descriptor import (
     unpack_part,
 )
 from ..shm.fence import fence
-from ..shm.heartbeat import STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE
+from ..shm.heartbeat import COMP_SETS, STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE
 from ..shm.wakeup import Event
 from ..ticker import Ticker
+from .exits import ExitWatch
 from .slot import WorkerSlot
 from .worker import worker_main
 
@@ -97,8 +101,9 @@ class WorkerPool:
         self.spin = first > 0
         settings["spin"] = self.spin
         self.comp_event = Event()
-        self.epoll = select.epoll()
-        self.epoll.register(self.comp_event.fileno(), select.EPOLLIN)
+        self._exits = ExitWatch(self.comp_event.set, "pool-exits")
+        self._own_sets = 0                        # comp_event.set() by this thread (arm, signal)
+        self._sets_seen = 0                       # the count of sets at the last clear
         self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size,
                                                  #         our dup of the scratch memfd)
         self._sentinels: dict[int, WorkerSlot] = {}
@@ -110,7 +115,7 @@ class WorkerPool:
         self._backlogged = 0                      # parts in all backlogs
         self._unsignalled: list[WorkerSlot] = []       # slots with parts published since wake()
         self._armed = True                        # supervisor_idle set: workers signal us
-        self._quiet_polls = 0                     # polls since the last look at the epoll
+        self._quiet_polls = 0                     # polls since the last supervising look
         self.wakeups = 0                          # times workers (or the engine) woke us
         self.restarts = 0
 
@@ -119,6 +124,7 @@ class WorkerPool:
         for slot in self.slots:
             self._spawn(slot)
         self._ticker.start()
+        self._exits.start()
 
     def _spawn(self, slot: WorkerSlot) -> None:
         self.settings["supervisor_pid"] = os.getpid()
@@ -141,7 +147,7 @@ class WorkerPool:
         slot.proc = proc
         slot.channel = Channel(parent)
         self._sentinels[proc.sentinel] = slot
-        self.epoll.register(proc.sentinel, select.EPOLLIN)
+        self._exits.add(proc.sentinel)
         self._send(slot, ("init", PassFd(slot.region.fd), slot.hb_off, slot.sub_off, slot.comp_off,
                           PassFd(slot.sub_event.fd), PassFd(self.comp_event.fd)))
         for dev, (opener, fd, map_size, scratch) in self.devices.items():
@@ -155,6 +161,7 @@ class WorkerPool:
         try:
             slot.channel.send(msg)
             slot.hb.ctl_sent += 1
+            slot.sub_event.set()          # a sleeping worker waits on this eventfd alone
         except OSError as e:
             logger.error("worker {}: control message {} failed ({}); killing it", slot.index, msg[0], e)
             self._kill(slot)
@@ -168,7 +175,7 @@ class WorkerPool:
 
     def _reap(self, slot: WorkerSlot) -> int | None:
         proc = slot.proc
-        self.epoll.unregister(proc.sentinel)
+        self._exits.remove(proc.sentinel)
         del self._sentinels[proc.sentinel]
         if proc.is_alive():
             self._kill(slot)
@@ -339,15 +346,15 @@ class WorkerPool:
 
     # -- the supervisor's turn -----------------------------------------------------------------
     def fileno(self) -> int:
-        return self.epoll.fileno()
+        return self.comp_event.fileno()
 
     def poll(self) -> None:
         """Consume completions, replace dead or stalled workers, publish backlogs.
 
-        Busy polls cost no system call: the epoll (worker exits, the completion eventfd) and
-        the ticker (heartbeat ages and restart delays, checked once a tick) are looked at after
-        a :meth:`arm`, which the engine does at the end of each of its polls, or every
-        ``LOOK_EVERY`` polls."""
+        Busy polls cost no system call: the signal counts (a completion eventfd to clear, worker
+        exits) and the ticker (heartbeat ages and restart delays, checked once a tick) are
+        looked at after a :meth:`arm`, which the engine does at the end of each of its polls,
+        or every ``LOOK_EVERY`` polls."""
         slots = self.slots
         if self._armed:                   # take back "not looking" before draining
             self._armed = False
@@ -368,13 +375,19 @@ class WorkerPool:
                     self._publish_backlog(slot)
 
     def _supervise(self) -> None:
-        for fd, _ in self.epoll.poll(0):
-            if fd == self.comp_event.fd:
-                self.wakeups += self.comp_event.clear()
-                continue
-            slot = self._sentinels.get(fd)
-            if slot is not None:
-                self._replace(slot, "exited")
+        sets = self._own_sets
+        for slot in self.slots:
+            sets += slot.words[COMP_SETS]
+        exits = self._exits
+        if sets != self._sets_seen or exits.exited:
+            # Every signal is counted after it is made, so counts that moved mean an eventfd
+            # to clear; one counted later clears again (harmlessly) at a later look.
+            self._sets_seen = sets
+            self.wakeups += self.comp_event.clear()
+            for fd in exits.take():
+                slot = self._sentinels.get(fd)
+                if slot is not None and select.select([fd], [], [], 0)[0]:
+                    self._replace(slot, "exited")
         self._respawn_due()
         tick = self._ticker.count
         if tick != self._seen_tick:
@@ -397,10 +410,12 @@ class WorkerPool:
             for slot in slots:
                 slot.words[SUPERVISOR_IDLE] = 0
             self.comp_event.set()
+            self._own_sets += 1
 
     def signal(self) -> None:
         """Make :meth:`fileno` readable (the engine has something for its next poll)."""
         self.comp_event.set()
+        self._own_sets += 1
 
     def completions_waiting(self) -> bool:
         """A completion is in some ring (no system call: for a short spin before sleeping)."""
@@ -447,6 +462,7 @@ class WorkerPool:
 
     def close(self) -> None:
         self._ticker.stop()
+        self._exits.close()
         for slot in self.slots:
             if slot.proc is not None:
                 self._reap(slot)
@@ -454,4 +470,3 @@ class WorkerPool:
         for dev in list(self.devices):
             self._forget(dev)
         self.comp_event.close()
-        self.epoll.close()

@@ -33,7 +33,7 @@ class WorkerSlot:
                         name=f"worker {index} submission ring")
         self.comp = Ring(buf, self.comp_off, ring_slots, COMPLETION_SIZE, init=True,
                          name=f"worker {index} completion ring")
-        self.sub_event = Event()
+        self.sub_event = Event(blocking=True)    # the worker sleeps in a read of it
         self.published = 0                      # parts ever published to sub (its head)
         self.completed = 0                      # of those, parts whose completion we consumed
         self.backlog: deque[Part] = deque()     # parts waiting for room in the ring

@@ -6,8 +6,10 @@ ring, completion ring) and of the two eventfds, then one ``add`` message per dev
 uio descriptor, mapping size).  Later messages: ``add``, ``remove``, ``stop``.
 
 Main loop: take parts from the submission ring in order, execute each, post its completion,
-until the ring is empty; look again for a short while (``SPIN``), then sleep on the submission
-eventfd and the channel.  Sleeping is announced first (the ``worker_idle`` heartbeat word, then
+until the ring is empty; look again for a short while (``SPIN``), then sleep in one blocking
+read of the submission eventfd, which the supervisor sets for parts and after every control
+message (a select over it and the channel, then a read to clear it, were two system calls per
+sleep).  Sleeping is announced first (the ``worker_idle`` heartbeat word, then
 a last look at the ring, :mod:`overlaybd.shm.wakeup`), so the supervisor writes the eventfd only
 for a worker that sleeps.  Control messages are taken whenever the supervisor's ``ctl_sent``
 count (heartbeat word) differs from the worker's -- it is checked before every part, so a part
@@ -37,6 +39,7 @@ from ..shm.channel import Channel
 from ..shm.descriptor import COMPLETION, COMPLETION_SIZE, PART_SIZE, unpack_part
 from ..shm.fence import fence
 from ..shm.heartbeat import (
+    COMP_SETS,
     CTL_SENT,
     PARTS_DONE,
     STATE_READY,
@@ -84,9 +87,10 @@ class Worker:
         self.comp = Ring(buf, comp_off, slot_size=COMPLETION_SIZE,
                          name=f"worker {index} completion ring")
         self.words = self.hb.words
-        self.sub_event = Event(sub_fd)
+        self.sub_event = Event(sub_fd, blocking=True)
         self.comp_event = Event(comp_fd)
         self._beating = threading.Event()
+        self._sets_lock = threading.Lock()
         self._orphaned = False
 
     def _supervisor_gone(self) -> bool:
@@ -115,7 +119,14 @@ class Worker:
             if words[WORKER_IDLE] and sub.head() != sub.tail():
                 self.sub_event.set()
             if words[SUPERVISOR_IDLE] and comp.head() != comp.tail():
-                self.comp_event.set()
+                self._signal_completions()
+
+    def _signal_completions(self) -> None:
+        """Write the completion eventfd, then count it (the supervisor clears the eventfd only
+        when the count moved; two threads count, hence the lock)."""
+        self.comp_event.set()
+        with self._sets_lock:
+            self.words[COMP_SETS] += 1
 
     # -- control -------------------------------------------------------------------------------
     def _control(self, block: bool = False) -> None:
@@ -201,26 +212,23 @@ class Worker:
             fence()                         # the head store before the look at the flag
             if words[SUPERVISOR_IDLE]:
                 words[SUPERVISOR_IDLE] = 0
-                self.comp_event.set()
+                self._signal_completions()
         return tail - start
 
-    def _sleep(self, fds) -> None:
+    def _sleep(self) -> None:
         """Sleep until the supervisor publishes a part or sends a message, unless one comes
-        while we spin or while we announce the sleep."""
+        while we spin or while we announce the sleep.  The sleep is one blocking read of the
+        submission eventfd, which the supervisor also sets after every control message."""
         sub, words = self.sub, self.words
         tail = sub.tail()
         if self.spin is not None and self.spin(lambda: sub.head() != tail):
             return
         words[WORKER_IDLE] = 1
         fence()                             # the flag store before the last look at the ring
-        if sub.head() == tail and not self._orphaned:
+        if sub.head() == tail and words[CTL_SENT] == self.ctl_seen and not self._orphaned:
             # no timeout: a timed wait reads the clock, a system call per wake-up where they
             # are dear (UML); the heartbeat thread wakes us if the supervisor dies
-            r, _, _ = select.select(fds, [], [])
-            if self.sub_event.fd in r:
-                self.sub_event.clear()
-            if self.channel.fileno() in r:
-                self._control()             # also notices a closed channel (EOF)
+            self.sub_event.wait()
         words[WORKER_IDLE] = 0
 
     def run(self) -> int:
@@ -231,7 +239,6 @@ class Worker:
                                   name="heartbeat")
         beater.start()
         self.hb.state = STATE_READY
-        fds = [self.sub_event.fileno(), self.channel.fileno()]
         try:
             while True:
                 if self.words[CTL_SENT] != self.ctl_seen:
@@ -241,7 +248,7 @@ class Worker:
                 if self._orphaned:
                     logger.error("worker {}: supervisor is gone, exiting", self.index)
                     return 1
-                self._sleep(fds)
+                self._sleep()
         except _Stop as stop:
             code = stop.args[0]
         self.hb.state = STATE_STOPPING
