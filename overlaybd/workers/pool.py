@@ -55,7 +55,7 @@ from ..shm.descriptor import (
     unpack_part,
 )
 from ..shm.fence import fence
-from ..shm.heartbeat import COMP_SETS, STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE
+from ..shm.heartbeat import COMP_SETS, COMP_SETS_BEAT, STATE_READY, SUPERVISOR_IDLE, WORKER_IDLE
 from ..shm.wakeup import Event
 from ..ticker import Ticker
 from .exits import ExitWatch
@@ -377,7 +377,8 @@ class WorkerPool:
     def _supervise(self) -> None:
         sets = self._own_sets
         for slot in self.slots:
-            sets += slot.words[COMP_SETS]
+            words = slot.words
+            sets += words[COMP_SETS] + words[COMP_SETS_BEAT]
         exits = self._exits
         if sets != self._sets_seen or exits.exited:
             # Every signal is counted after it is made, so counts that moved mean an eventfd

@@ -40,6 +40,7 @@ from ..shm.descriptor import COMPLETION, COMPLETION_SIZE, PART_SIZE, unpack_part
 from ..shm.fence import fence
 from ..shm.heartbeat import (
     COMP_SETS,
+    COMP_SETS_BEAT,
     CTL_SENT,
     PARTS_DONE,
     STATE_READY,
@@ -90,7 +91,6 @@ class Worker:
         self.sub_event = Event(sub_fd, blocking=True)
         self.comp_event = Event(comp_fd)
         self._beating = threading.Event()
-        self._sets_lock = threading.Lock()
         self._orphaned = False
 
     def _supervisor_gone(self) -> bool:
@@ -119,14 +119,8 @@ class Worker:
             if words[WORKER_IDLE] and sub.head() != sub.tail():
                 self.sub_event.set()
             if words[SUPERVISOR_IDLE] and comp.head() != comp.tail():
-                self._signal_completions()
-
-    def _signal_completions(self) -> None:
-        """Write the completion eventfd, then count it (the supervisor clears the eventfd only
-        when the count moved; two threads count, hence the lock)."""
-        self.comp_event.set()
-        with self._sets_lock:
-            self.words[COMP_SETS] += 1
+                self.comp_event.set()
+                words[COMP_SETS_BEAT] += 1      # counted after the write (pool._supervise)
 
     # -- control -------------------------------------------------------------------------------
     def _control(self, block: bool = False) -> None:
@@ -212,7 +206,8 @@ class Worker:
             fence()                         # the head store before the look at the flag
             if words[SUPERVISOR_IDLE]:
                 words[SUPERVISOR_IDLE] = 0
-                self._signal_completions()
+                self.comp_event.set()
+                words[COMP_SETS] += 1           # counted after the write (pool._supervise)
         return tail - start
 
     def _sleep(self) -> None:
