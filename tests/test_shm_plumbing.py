@@ -132,3 +132,36 @@ def test_spinning_stops_when_it_does_not_pay_and_probes_again():
         spin(never)
     assert spin(lambda: True)                        # the next probe finds it: credit again
     assert spin(lambda: True)
+
+
+def test_a_blocking_event_wait_survives_signals_and_returns_the_sets():
+    """A worker sleeps in Event.wait; SIGHUP (log reopen) must run its handler and not end
+    the sleep with an error (os.eventfd_read does not retry on EINTR by itself)."""
+    import signal
+    import threading
+    import time
+
+    from overlaybd.shm.wakeup import Event
+    ev = Event(blocking=True)
+    handled = []
+    old = signal.signal(signal.SIGALRM, lambda *a: handled.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)     # signals during the sleep
+        t = threading.Timer(0.4, lambda: (ev.set(), ev.set()))
+        t.start()
+        t0 = time.monotonic()
+        assert ev.wait() == 2                                 # both sets, one read
+        assert time.monotonic() - t0 >= 0.3 and len(handled) >= 3
+        assert ev.clear() == 0                                # blocking, yet clear never blocks
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        ev.close()
+
+
+def test_spin_due_declines_without_credit_and_probes_every_nth_sleep():
+    from overlaybd.shm.spin import Spin
+    spin = Spin(polls=3, credit=1, probe=3)
+    assert spin.due() and not spin.look(lambda: False)       # the one credit spent
+    assert [spin.due() for _ in range(6)] == [False, False, True, False, False, True]
+    assert spin.look(lambda: True) and spin.due()            # found something: credit again

@@ -48,8 +48,14 @@ class Event:
             return 0
 
     def wait(self) -> int:
-        """Sleep until it is set (``blocking`` only), then reset; the number of ``set`` calls."""
-        return os.eventfd_read(self.fd)
+        """Sleep until it is set (``blocking`` only), then reset; the number of ``set`` calls.
+        A signal (SIGHUP: reopen the logs) runs its handler and the sleep goes on
+        (``os.eventfd_read`` does not retry on EINTR as most calls do, PEP 475)."""
+        while True:
+            try:
+                return os.eventfd_read(self.fd)
+            except InterruptedError:
+                continue
 
     def close(self) -> None:
         if self.fd >= 0:

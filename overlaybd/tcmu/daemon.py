@@ -85,6 +85,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._signals = SignalQueue()
         self._watch = FdWatch()
+        self._engine_fd = -1                # the engine's fileno(), set by _wait
         self._watch.add(self._wake_r)
 
     # ---- start-up ----
@@ -415,7 +416,8 @@ class Daemon:
 
     def _wait(self, timeout):
         watch, engine = self._watch, self.engine
-        watch.add(engine.fileno())                 # readable on completions since our last poll
+        self._engine_fd = engine.fileno()          # readable on completions since our last poll
+        watch.add(self._engine_fd)
         if timeout == 0 or not engine.may_spin():
             return watch.poll(timeout)             # no spin: one system call per sleep
         events = watch.poll(0)                     # something is ready already: no spin
@@ -434,10 +436,13 @@ class Daemon:
         gate = self._gate
         if gate is not None and not self.prefetch.replaying:
             gate = None
+        woken = False                           # the engine's fd was readable
         for fd, events in self._wait(timeout):
             dev = self.by_fd.get(fd)            # most passes: a device, nothing else
             if dev is None:
-                if fd == self._signals.fd:
+                if fd == self._engine_fd:
+                    woken = True
+                elif fd == self._signals.fd:
                     self._handle_signals()
                 elif fd == self._wake_r:
                     self._collect_opened()
@@ -458,7 +463,7 @@ class Daemon:
                     if gate is not None:
                         gate.busy()
                     self._service(dev)
-        self.engine.poll()
+        self.engine.poll(woken)
         self._kick_all()
         if self._gate is not None and self._gate.shut and not self.in_flight():
             self._gate.idle()

@@ -318,11 +318,13 @@ class Engine:
         self._count -= 1
         self.on_complete(dev, cmd_id, status)
 
-    def poll(self) -> None:
-        """Deliver finished commands to ``on_complete``; supervise the workers."""
+    def poll(self, woken: bool = False) -> None:
+        """Deliver finished commands to ``on_complete``; supervise the workers.  ``woken``:
+        the caller saw :meth:`fileno` readable (this poll clears it; without it, a look may
+        leave it readable an instant longer, and the caller's next wait returns at once)."""
         pool = self.pool
         if pool is not None:
-            pool.poll()               # delivers what the workers completed
+            pool.poll(woken)          # delivers what the workers completed
         done = self._done
         while done:
             self._deliver(*done.popleft())
@@ -366,9 +368,10 @@ class Engine:
         self.poll()
         if self._count != count:      # (poll leaves nothing in _done)
             return
+        woken = False
         if not (count and self.spin()):
-            select.select([self.fileno()], [], [], timeout)
-        self.poll()
+            woken = bool(select.select([self.fileno()], [], [], timeout)[0])
+        self.poll(woken)
 
     @property
     def in_flight(self) -> int:

@@ -28,6 +28,7 @@ class ExitWatch:
         self.notify = notify
         self.name = name
         self.exited: deque[int] = deque()     # sentinels seen readable, oldest first
+        self.count = 0                        # calls of notify (written by the thread only)
         self._stop = Event()
         self._ep = select.epoll()
         self._ep.register(self._stop.fileno(), select.EPOLLIN)
@@ -67,6 +68,7 @@ class ExitWatch:
             if len(fds) != len(events):
                 return
             self.notify()
+            self.count += 1
             self.exited.extend(fds)
 
     def close(self) -> None:

@@ -103,7 +103,8 @@ class WorkerPool:
         self.comp_event = Event()
         self._exits = ExitWatch(self.comp_event.set, "pool-exits")
         self._own_sets = 0                        # comp_event.set() by this thread (arm, signal)
-        self._sets_seen = 0                       # the count of sets at the last clear
+        self._retired_sets = 0                    # counted by worker processes since replaced
+        self._consumed = 0                        # sets taken by our reads of comp_event
         self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size,
                                                  #         our dup of the scratch memfd)
         self._sentinels: dict[int, WorkerSlot] = {}
@@ -132,6 +133,7 @@ class WorkerPool:
         parent.settimeout(max(self.heartbeat_sec, 1.0))
         proc = self.ctx.Process(target=worker_main, args=(slot.index, child, slot.cpu, self.settings),
                                 name=f"overlaybd-worker-{slot.index}", daemon=True)
+        self._retired_sets += slot.words[COMP_SETS] + slot.words[COMP_SETS_BEAT]
         slot.hb.init()
         slot.hb.beat()          # the grace period of a starting worker
         slot.words[SUPERVISOR_IDLE] = int(self._armed)
@@ -348,8 +350,9 @@ class WorkerPool:
     def fileno(self) -> int:
         return self.comp_event.fileno()
 
-    def poll(self) -> None:
+    def poll(self, woken: bool = False) -> None:
         """Consume completions, replace dead or stalled workers, publish backlogs.
+        ``woken``: the caller saw :meth:`fileno` readable (so it is cleared).
 
         Busy polls cost no system call: the signal counts (a completion eventfd to clear, worker
         exits) and the ticker (heartbeat ages and restart delays, checked once a tick) are
@@ -361,6 +364,8 @@ class WorkerPool:
             for slot in slots:
                 slot.words[SUPERVISOR_IDLE] = 0
             look = True
+        elif woken:
+            look = True
         else:
             self._quiet_polls += 1
             look = self._quiet_polls >= LOOK_EVERY
@@ -368,23 +373,26 @@ class WorkerPool:
             self._drain(slot)
         if look:
             self._quiet_polls = 0
-            self._supervise()
+            self._supervise(woken)
         if self._backlogged:
             for slot in slots:
                 if slot.backlog:
                     self._publish_backlog(slot)
 
-    def _supervise(self) -> None:
-        sets = self._own_sets
+    def _supervise(self, woken: bool = False) -> None:
+        exits = self._exits
+        sets = self._retired_sets + self._own_sets + exits.count
         for slot in self.slots:
             words = slot.words
             sets += words[COMP_SETS] + words[COMP_SETS_BEAT]
-        exits = self._exits
-        if sets != self._sets_seen or exits.exited:
-            # Every signal is counted after it is made, so counts that moved mean an eventfd
-            # to clear; one counted later clears again (harmlessly) at a later look.
-            self._sets_seen = sets
-            self.wakeups += self.comp_event.clear()
+        # Every write of comp_event is counted after it is made: more counted than consumed
+        # means one to clear.  A write not counted yet is cleared when the caller saw the fd
+        # readable (``woken``), which a write always makes it; its count then adds nothing.
+        if woken or sets > self._consumed:
+            n = self.comp_event.clear()
+            self._consumed += n
+            self.wakeups += n
+        if exits.exited:
             for fd in exits.take():
                 slot = self._sentinels.get(fd)
                 if slot is not None and select.select([fd], [], [], 0)[0]:
