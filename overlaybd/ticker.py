@@ -15,14 +15,16 @@ import threading
 
 class Ticker:
     """``count`` goes up by one every ``interval`` seconds while the ticker runs (a daemon
-    thread that sleeps in between: one wake-up an interval, whatever the load)."""
+    thread that sleeps in between: one wake-up an interval, whatever the load), and then
+    ``on_tick()`` runs, in that thread (e.g. to wake a loop that sleeps without a timeout)."""
 
-    def __init__(self, interval: float, name: str = "ticker"):
+    def __init__(self, interval: float, name: str = "ticker", on_tick=None):
         if interval <= 0:
             raise ValueError(f"interval must be positive, got {interval}")
         self.interval = interval
         self.name = name
         self.count = 0
+        self.on_tick = on_tick
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -34,6 +36,8 @@ class Ticker:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.count += 1
+            if self.on_tick is not None:
+                self.on_tick()
 
     def stop(self) -> None:
         self._stop.set()

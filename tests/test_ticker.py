@@ -73,3 +73,30 @@ def test_commands_one_at_a_time_read_no_clock(tmp_path, monkeypatch, workers):
     finally:
         monkeypatch.undo()
         h.close()
+
+
+def test_an_untimed_wait_still_replaces_a_stalled_worker(tmp_path):
+    """The daemon sleeps without a timeout (a timed wait reads the clock); the pool's ticker
+    makes its fd readable once a tick, so a worker that stops (SIGSTOP) is still found stalled
+    and replaced, and its command completes with the right bytes."""
+    import os
+    import signal
+    import threading
+    h = EngineHarness(tmp_path, 1, heartbeat_sec=0.4)
+    stuck = []
+    try:
+        h.submit(0, OP_READ, 0, 4096, 0)
+        h.wait_for([0])
+        os.kill(h.engine.worker_pids()[0], signal.SIGSTOP)
+        h.submit(1, OP_READ, 8192, 4096, 4096)
+        # without the ticker's wake-up this would sleep forever: give up after 30 s
+        timer = threading.Timer(30, lambda: (stuck.append(1), h.engine.pool.signal()))
+        timer.start()
+        while 1 not in h.completions and not stuck:
+            h.engine.wait(None)
+        timer.cancel()
+        assert not stuck, "an untimed wait never noticed the stalled worker"
+        assert h.completions[1] == [ST_GOOD] and h.engine.restarts == 1
+        assert h.data(4096, 4096) == h.src[8192:12288]
+    finally:
+        h.close()

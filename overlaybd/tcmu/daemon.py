@@ -475,10 +475,10 @@ class Daemon:
             self.start()
             logger.info("overlaybd-tcmu serving {} device(s)", len(self.devices))
             service.notify(f"READY=1\nSTATUS=serving {len(self.devices)} device(s)")
-            # inline, nothing is timed: sleep until an fd wakes us (workers: supervise them)
-            timeout = None if self.engine.workers == 0 else 1.0
+            # nothing is timed: sleep until an fd wakes us (with workers, the pool's ticker
+            # makes its fd readable once a quarter heartbeat, to supervise them)
             while not self.stopping:
-                self.run_once(timeout)
+                self.run_once(None)
             return self.shutdown()
         finally:
             self._watch.forget(self._signals.fd)

@@ -110,7 +110,10 @@ class WorkerPool:
         self._sentinels: dict[int, WorkerSlot] = {}
         # heartbeat checks once a quarter heartbeat, told by a tick, not by reading the clock
         # at every look (a system call where there is no vDSO: ~4 a command at depth 1 in UML)
-        self._ticker = Ticker(heartbeat_sec / 4, "pool-ticker")
+        # ... and each tick sets comp_event, so that a caller may sleep without a timeout
+        # (a timed epoll_wait reads the clock) and still supervise while nothing completes
+        self._ticker = Ticker(heartbeat_sec / 4, "pool-ticker", self._tick)
+        self._tick_sets = 0                       # comp_event.set() by the ticker thread
         self._seen_tick = -1
         self._deaths: dict[int, int] = {}         # part tag -> deaths of workers running it
         self._backlogged = 0                      # parts in all backlogs
@@ -379,9 +382,17 @@ class WorkerPool:
                 if slot.backlog:
                     self._publish_backlog(slot)
 
+    def _tick(self) -> None:
+        """(The ticker's thread.)  Wake the caller's loop for a supervising look."""
+        try:
+            self.comp_event.set()
+        except OSError:                   # closed: the pool is closing
+            return
+        self._tick_sets += 1
+
     def _supervise(self, woken: bool = False) -> None:
         exits = self._exits
-        sets = self._retired_sets + self._own_sets + exits.count
+        sets = self._retired_sets + self._own_sets + self._tick_sets + exits.count
         for slot in self.slots:
             words = slot.words
             sets += words[COMP_SETS] + words[COMP_SETS_BEAT]
