@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from overlaybd.shm.heartbeat import COMP_SETS
 from overlaybd.workers import OP_READ, ST_GOOD
 from tests.helpers.workers import EngineHarness
 
@@ -67,5 +68,47 @@ def test_no_wakeup_is_lost_one_command_at_a_time(tmp_path, workers):
             assert h.data(0, 4096) == h.src[off:off + 4096], f"command {i}: wrong bytes"
         wakes = sum(s["wakeups"] for s in h.engine.stats())
         assert wakes <= 3000, "at most one wake-up per command"
+    finally:
+        h.close()
+
+
+def test_the_completion_fd_is_cleared_only_when_signalled_and_never_left_readable(tmp_path):
+    """The pool's fileno() is the completion eventfd.  A look reads it (a system call) only
+    when the counted writes moved or the caller saw it readable; a write the supervisor took
+    before the writer counted it (``woken``) leaves nothing readable behind."""
+    h = EngineHarness(tmp_path, 1, heartbeat_sec=120)
+    try:
+        h.submit(0, OP_READ, 0, 4096, 0)
+        h.wait_for([0])
+        pool = h.engine.pool
+        fd = h.engine.fileno()
+        time.sleep(0.05)                           # the worker's last write and count land
+        for _ in range(3):
+            h.engine.poll()
+        reads = []
+        real_clear = pool.comp_event.clear
+        pool.comp_event.clear = lambda: reads.append(1) or real_clear()
+        for _ in range(200):                       # busy looks, nothing signalled: no read
+            h.engine.poll()
+        assert reads == [] and not select.select([fd], [], [], 0)[0]
+        # a write not counted yet (the writer is between its write and its count): the caller
+        # that saw the fd readable clears it, and the late count costs nothing
+        os.eventfd_write(fd, 1)
+        assert select.select([fd], [], [], 0)[0]
+        h.engine.poll(woken=True)
+        assert not select.select([fd], [], [], 0)[0] and len(reads) == 1
+        slot = pool.slots[0]
+        slot.words[COMP_SETS] += 1                 # the late count
+        for _ in range(5):
+            h.engine.poll()
+        assert len(reads) == 1, "a count already consumed read the eventfd again"
+        # a counted write is cleared without the hint
+        pool.signal()
+        h.engine.poll()
+        assert not select.select([fd], [], [], 0)[0] and len(reads) == 2
+        # and commands still complete with the right bytes
+        h.submit(1, OP_READ, 4096, 4096, 4096)
+        h.wait_for([1])
+        assert h.completions[1] == [ST_GOOD] and h.data(4096, 4096) == h.src[4096:8192]
     finally:
         h.close()
