@@ -9,7 +9,7 @@ import importlib
 import sys
 import traceback
 
-ORDER = ["image_bench", "lsmt_bench", "zfile_bench", "blockcache_bench", "engine_bench", "supervisors_bench", "daemon_bench", "remote_bench",
+ORDER = ["image_bench", "lsmt_bench", "zfile_bench", "blockcache_bench", "engine_bench", "handoff_bench", "supervisors_bench", "daemon_bench", "remote_bench",
          "prefetch_bench", "tcmu_bench", "conformance_bench"]
 
 
