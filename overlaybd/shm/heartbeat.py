@@ -13,7 +13,7 @@ peer is never woken and a sleeping one once per batch.  ``comp_sets`` and ``comp
 count the worker's writes of the completion eventfd (by its main thread and its heartbeat
 thread: one writer per word, no lock, which in CPython 3.11 would read the clock), each
 counted after it is made, so that the supervisor clears the eventfd (a system call) only when
-a count moved.
+a count moved or it saw the eventfd readable (:meth:`overlaybd.workers.pool.WorkerPool.poll`).
 """
 
 from __future__ import annotations

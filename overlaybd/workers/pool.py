@@ -4,9 +4,11 @@ Each worker slot owns one shared region -- heartbeat, submission ring, completio
 submission eventfd; all workers signal one shared completion eventfd.  The pool's
 :meth:`fileno` is that eventfd: it becomes readable on completions and, set by a thread that
 watches the processes' sentinels (:mod:`overlaybd.workers.exits`), when a worker process exits,
-so the daemon's event loop can select on it.  Each signal is counted (a word per worker, a
-count of the supervisor's own): a look clears the eventfd only when the counts moved, so a busy
-loop's looks cost no system call.
+so the daemon's event loop can select on it.  Each write of it is counted after it is made (a
+word per worker thread; the pool's own, the ticker's and the exit thread's): a look reads
+(clears) the eventfd only when more writes were counted than its reads returned, or when the
+caller saw it readable (``poll(woken=True)``), so a busy loop's looks cost no system call and a
+caller that selects on it and then polls never finds it readable again for nothing.
 
 Supervision, like a classic pre-fork arbiter: a worker whose process exited, or whose heartbeat
 is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion ring drained, its
@@ -68,7 +70,7 @@ MAX_DELAY = 10.0
 STARTUP_GRACE = 30.0    # seconds a new worker may take to start beating (spawn imports a lot)
 FORK_GRACE = 5.0        # ... when it is forked: it only unpacks its init message
 MAX_DEATHS = 3          # a part that kills this many workers fails instead of killing more
-LOOK_EVERY = 64         # busy polls between looks at the epoll and the ticker
+LOOK_EVERY = 64         # busy polls between supervising looks (signal counts, exits, ticker)
 WAKE_BATCH = 8          # parts published to a sleeping worker before it is woken mid-batch
 
 
