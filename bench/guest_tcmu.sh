@@ -6,15 +6,33 @@
 # with each engine setting; fio's JSON reports land in
 # DIR/out/<name>-<test>.json (name: fileio, naive, obd-<stack>-w<workers>), the daemon's CPU
 # seconds and peak RSS per process (psutil) in DIR/out/<name>-procs.json, a sha256 of the first
-# 64 MiB in DIR/out/<name>.sha.
+# 64 MiB in DIR/out/<name>.sha; for overlaybd, each process's counters before and after each
+# job in DIR/out/<name>-<test>.c0 / .c1 (counters below).
 source scripts/uml/guest-lib.sh      # W, OUT, PY, DEV, start_daemon (from the repository root)
 RUNTIME=${OBD_BENCH_SECONDS:-5}
 STACKS=${OBD_BENCH_STACKS:-plain lz4}
 sha64() { dd if="$1" bs=1M count=64 iflag=direct 2>/dev/null | sha256sum | cut -c1-64; }
+# One line per process of the daemon's tree (CPID: the supervisor, then its children):
+# pid, voluntary and involuntary context switches of its main thread, read-like and write-like
+# system calls of the whole process (/proc/PID/io), user and system CPU in clock ticks.
+# No tool attaches to the daemon: what it does per command is not changed by being counted.
+counters() {
+    local p
+    for p in $CPID $(cat /proc/$CPID/task/*/children 2>/dev/null); do
+        [ -r /proc/$p/io ] || continue
+        echo "$p $(awk '/^voluntary_ctxt/{v=$2} /^nonvoluntary_ctxt/{n=$2} END{print v, n}' /proc/$p/status)" \
+             "$(awk '/^syscr/{r=$2} /^syscw/{w=$2} END{print r, w}' /proc/$p/io)" \
+             "$(sed 's/.*) //' /proc/$p/stat | cut -d' ' -f12,13)"
+    done 2>/dev/null
+}
+CPID=
 fio1() {  # NAME TEST DEVICE RW BS QD
+    [ -n "$CPID" ] && counters > "$OUT/$1-$2.c0"
     fio --name="$2" --filename="$3" --rw="$4" --bs="$5" --iodepth="$6" --ioengine=libaio \
         --direct=1 --size=1G --runtime="$RUNTIME" --time_based --output-format=json \
         > "$OUT/$1-$2.json" 2>>"$OUT/fio.err"
+    [ -n "$CPID" ] && counters > "$OUT/$1-$2.c1"
+    return 0
 }
 bench() {  # NAME DEVICE
     fio1 "$1" seq1m-qd16 "$2" read 1M 16
@@ -64,7 +82,9 @@ for stack in $STACKS; do
     spid=$!
     d=$($DEV create 1 "$W/image-$stack.json")
     sha64 "$d" > "$OUT/$name.sha"
+    CPID=$dpid
     bench "$name" "$d"
+    CPID=
     $DEV remove 1
     kill -TERM $dpid; wait $dpid; wait $spid
    done

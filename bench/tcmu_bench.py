@@ -12,6 +12,10 @@ fio (libaio, direct): sequential 1 MiB at QD16, random 4 KiB at QD32 and QD1, fo
 Targets (ratios to the file backstore): seq >= 0.4x, 4 KiB QD32 >= 0.9x, 4 KiB QD1 >= 0.4x,
 judged on the worker count the daemon picks by default in that guest (marked "default": the
 CPU count, or 0 on one CPU); the other settings are printed for comparison.
+Per job and daemon process it also prints what an I/O cost: read-like and write-like system
+calls (/proc/PID/io: read, write, readv... of uio fds and eventfds; not epoll_wait), voluntary
+and involuntary context switches of the main thread (a voluntary one is a sleep: about one
+wake-up), and CPU time -- counted from /proc before and after the job, nothing attached.
 ``--trees label=path,...`` serves from several source trees in the same boot (each round runs
 every tree in turn), for before/after comparisons that meet the same kernel.
 Needs root and the UML fixture (make deps).
@@ -36,6 +40,46 @@ TESTS = [("seq1m-qd16", "MiB/s", 0.4), ("rand4k-qd32", "IOPS", 0.9), ("rand4k-qd
 def fio(path, unit):
     job = json.loads(path.read_text())["jobs"][0]["read"]
     return job["bw_bytes"] / 2**20 if unit == "MiB/s" else job["iops"]
+
+
+TICK_US = 1e6 / 100         # /proc/PID/stat counts CPU in clock ticks (USER_HZ)
+
+
+def per_io(out, name, test):
+    """What each daemon process did per I/O of one fio job, from guest_tcmu.sh's counters
+    before and after it: ``[(role, reads, writes, voluntary switches, involuntary ones, CPU
+    us), ...]``, the supervisor first; ``[]`` where the counters are missing."""
+    before, after = (out / f"{name}-{test}.c0", out / f"{name}-{test}.c1")
+    if not before.exists() or not after.exists():
+        return []
+    ios = json.loads((out / f"{name}-{test}.json").read_text())["jobs"][0]["read"]["total_ios"]
+
+    def rows(path):
+        return {int(r[0]): [int(x) for x in r[1:]] for r in
+                (line.split() for line in path.read_text().splitlines()) if len(r) == 7}
+    c0, c1 = rows(before), rows(after)
+    res = []
+    for i, (pid, end) in enumerate(c1.items()):
+        start = c0.get(pid)
+        if start is None or not ios:
+            continue                # a worker started during the job: no whole count
+        vol, invol, rd, wr, ut, st = (b - a for a, b in zip(start, end))
+        res.append(("supervisor" if i == 0 else "worker", rd / ios, wr / ios, vol / ios,
+                    invol / ios, (ut + st) * TICK_US / ios))
+    return res
+
+
+def describe(counts):
+    """One job's per-I/O counts, the supervisor's then the workers' (summed)."""
+    sup = [c for c in counts if c[0] == "supervisor"]
+    wrk = [c for c in counts if c[0] == "worker"]
+    parts = []
+    for role, group in (("supervisor", sup), (f"{len(wrk)} worker{'s' if len(wrk) != 1 else ''}", wrk)):
+        if group:
+            rd, wr, vol, invol, cpu = (sum(c[k] for c in group) for k in range(1, 6))
+            parts.append(f"{role} {rd:.2f} reads {wr:.2f} writes {vol:.2f}+{invol:.2f} switches "
+                         f"{cpu:.0f} us")
+    return ", ".join(parts)
 
 
 def main(argv=None):
@@ -123,6 +167,10 @@ def main(argv=None):
             print(f"    {label}workers={workers}{mark}: {', '.join(cells)}; "
                   f"bytes {'equal' if same else 'DIFFER'}")
             print(f"               {usage}")
+            for t, _, _ in TESTS:
+                counts = per_io(out, name, t)
+                if counts:
+                    print(f"               per I/O, {t}: {describe(counts)}")
     return 0 if ok else 1
 
 
