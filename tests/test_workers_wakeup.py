@@ -112,3 +112,41 @@ def test_the_completion_fd_is_cleared_only_when_signalled_and_never_left_readabl
         assert h.completions[1] == [ST_GOOD] and h.data(4096, 4096) == h.src[4096:8192]
     finally:
         h.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_watched_edge_triggered_the_completion_fd_is_never_read(tmp_path, workers):
+    """``watch_edge()`` (the daemon's mode): the caller's epoll has EPOLLET, every write of the
+    eventfd is a new edge, so the engine never reads it -- and still no wake-up is lost, one
+    command at a time, both sides sleeping between commands."""
+    h = EngineHarness(tmp_path, workers, heartbeat_sec=120)
+    h.engine.watch_edge()
+    pool = h.engine.pool
+    ep = select.epoll()
+    ep.register(h.engine.fileno(), select.EPOLLIN | select.EPOLLET)
+    reads = []
+    real_clear = pool.comp_event.clear
+    pool.comp_event.clear = lambda: reads.append(1) or real_clear()
+    try:
+        for i in range(2000):
+            off = (i * 7919 % 2000) * 4096
+            h.submit(i, OP_READ, off, 4096, 0)
+            h.engine.poll()
+            while i not in h.completions:
+                woken = bool(ep.poll(10))
+                assert woken, f"command {i}: no wake-up"
+                h.engine.poll(woken)
+            assert h.completions[i] == [ST_GOOD]
+            assert h.data(0, 4096) == h.src[off:off + 4096], f"command {i}: wrong bytes"
+        assert reads == [], "the engine read an edge-triggered fd"
+        assert pool.wakeups > 0
+        # and Engine.wait follows the mode: many in flight, all delivered
+        for i in range(2000, 2064):
+            h.submit(i, OP_READ, (i % 1000) * 4096, 4096, (i - 2000) * 4096)
+        h.wait_for(range(2000, 2064))
+        for i in range(2000, 2064):
+            assert h.data((i - 2000) * 4096, 4096) == h.src[(i % 1000) * 4096:(i % 1000 + 1) * 4096]
+        assert reads == []
+    finally:
+        ep.close()
+        h.close()

@@ -4,6 +4,7 @@ One epoll loop over the netlink socket, each device's uio fd, the engine's fd an
 signal pipe.  A real uio fd is watched edge-triggered and never read: every kernel notify is a
 new edge, and skipping the read (plus the timeout's clock read) leaves three system calls per
 lone command -- wait, pread, kick -- which matters where system calls are slow (UML: ~27 us).
+The engine's fd (with workers, the completion eventfd) is watched the same way.
 Non-I/O SCSI commands are answered here (:mod:`overlaybd.tcmu.scsi`); block I/O
 goes to the engine (``overlaybd.workers.Engine``), whose completions come back through
 ``on_complete`` and are written into the ring in tail order; each ring is kicked once per loop
@@ -416,8 +417,12 @@ class Daemon:
 
     def _wait(self, timeout):
         watch, engine = self._watch, self.engine
-        self._engine_fd = engine.fileno()          # readable on completions since our last poll
-        watch.add(self._engine_fd)
+        fd = engine.fileno()                       # readable on completions since our last poll
+        if fd != self._engine_fd:
+            # edge-triggered, like the uio fds: the engine never reads it to clear it
+            engine.watch_edge()
+            watch.add(fd, select.EPOLLIN | select.EPOLLET)
+            self._engine_fd = fd
         if timeout == 0 or not engine.may_spin():
             return watch.poll(timeout)             # no spin: one system call per sleep
         events = watch.poll(0)                     # something is ready already: no spin

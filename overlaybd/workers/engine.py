@@ -96,6 +96,8 @@ class Engine:
         self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
         self._started = False
         self._spin: Spin | None = None        # set by start() where spinning can pay
+        self._edge = False                    # watch_edge(): fileno() is watched with EPOLLET
+        self._edge_ep = None                  # wait()'s epoll in that mode
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -108,6 +110,7 @@ class Engine:
                 self._spin = Spin(SPIN_POLLS)
             return
         self.pool = WorkerPool(self.workers, self._settings, self._part_done, **self._pool_kw)
+        self.pool.edge = self._edge
         self.pool.start()
         if self.pool.spin:
             self._spin = Spin(SPIN_POLLS)
@@ -134,6 +137,9 @@ class Engine:
             d.flush()
             d.close()
         self._inline.clear()
+        if self._edge_ep is not None:
+            self._edge_ep.close()
+            self._edge_ep = None
         self._idle_fd.close()
         set_current(None)
         return codes
@@ -334,8 +340,18 @@ class Engine:
 
     def fileno(self) -> int:
         """Readable when :meth:`poll` has work that arrived since the last poll (completions,
-        a worker to replace)."""
+        a worker to replace).  Level-triggered by default: :meth:`poll` reads it to clear
+        it; see :meth:`watch_edge`."""
         return self._idle_fd.fileno() if self.pool is None else self.pool.fileno()
+
+    def watch_edge(self) -> None:
+        """The caller watches :meth:`fileno` edge-triggered (epoll ``EPOLLET``; an eventfd
+        makes every write a new edge): from now on :meth:`poll` never reads it, which saves
+        a system call per wake-up.  A level-triggered watcher (``select``) would then find
+        it readable for ever.  :meth:`wait` follows the mode."""
+        self._edge = True
+        if self.pool is not None:
+            self.pool.edge = True
 
     def may_spin(self) -> bool:
         """Whether to spin before this sleep: only where it can pay -- this process has a CPU
@@ -370,7 +386,13 @@ class Engine:
             return
         woken = False
         if not (count and self.spin()):
-            woken = bool(select.select([self.fileno()], [], [], timeout)[0])
+            if self._edge:
+                if self._edge_ep is None:
+                    self._edge_ep = select.epoll()
+                    self._edge_ep.register(self.fileno(), select.EPOLLIN | select.EPOLLET)
+                woken = bool(self._edge_ep.poll(-1 if timeout is None else timeout))
+            else:
+                woken = bool(select.select([self.fileno()], [], [], timeout)[0])
         self.poll(woken)
 
     @property

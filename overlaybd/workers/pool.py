@@ -8,7 +8,9 @@ so the daemon's event loop can select on it.  Each write of it is counted after 
 word per worker thread; the pool's own, the ticker's and the exit thread's): a look reads
 (clears) the eventfd only when more writes were counted than its reads returned, or when the
 caller saw it readable (``poll(woken=True)``), so a busy loop's looks cost no system call and a
-caller that selects on it and then polls never finds it readable again for nothing.
+caller that selects on it and then polls never finds it readable again for nothing.  A caller
+that watches it edge-triggered (epoll ``EPOLLET``: every write is a new edge) sets ``edge``, and
+then it is never read at all: one system call less per wake-up of the supervisor.
 
 Supervision, like a classic pre-fork arbiter: a worker whose process exited, or whose heartbeat
 is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion ring drained, its
@@ -107,6 +109,9 @@ class WorkerPool:
         self._own_sets = 0                        # comp_event.set() by this thread (arm, signal)
         self._retired_sets = 0                    # counted by worker processes since replaced
         self._consumed = 0                        # sets taken by our reads of comp_event
+        self.edge = False                         # the caller watches fileno() edge-triggered:
+                                                  #   comp_event is never read (its count only
+                                                  #   grows: 2**64 writes are centuries away)
         self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size,
                                                  #         our dup of the scratch memfd)
         self._sentinels: dict[int, WorkerSlot] = {}
@@ -394,17 +399,10 @@ class WorkerPool:
 
     def _supervise(self, woken: bool = False) -> None:
         exits = self._exits
-        sets = self._retired_sets + self._own_sets + self._tick_sets + exits.count
-        for slot in self.slots:
-            words = slot.words
-            sets += words[COMP_SETS] + words[COMP_SETS_BEAT]
-        # Every write of comp_event is counted after it is made: more counted than consumed
-        # means one to clear.  A write not counted yet is cleared when the caller saw the fd
-        # readable (``woken``), which a write always makes it; its count then adds nothing.
-        if woken or sets > self._consumed:
-            n = self.comp_event.clear()
-            self._consumed += n
-            self.wakeups += n
+        if self.edge:                     # nothing to clear: the next write is a new edge
+            self.wakeups += woken
+        else:
+            self._clear_signals(woken)
         if exits.exited:
             for fd in exits.take():
                 slot = self._sentinels.get(fd)
@@ -419,6 +417,20 @@ class WorkerPool:
                 limit = self.heartbeat_sec if slot.hb.state == STATE_READY else self.startup_grace
                 if slot.proc is not None and age > limit:
                     self._replace(slot, f"stalled (no heartbeat for {age:.1f}s)")
+
+    def _clear_signals(self, woken: bool) -> None:
+        """Read comp_event if a write is left in it.  Every write is counted after it is
+        made: more counted than consumed means one to clear.  A write not counted yet is
+        cleared when the caller saw the fd readable (``woken``), which a write always makes
+        it; its count then adds nothing."""
+        sets = self._retired_sets + self._own_sets + self._tick_sets + self._exits.count
+        for slot in self.slots:
+            words = slot.words
+            sets += words[COMP_SETS] + words[COMP_SETS_BEAT]
+        if woken or sets > self._consumed:
+            n = self.comp_event.clear()
+            self._consumed += n
+            self.wakeups += n
 
     def arm(self) -> None:
         """Stop looking at the completion rings until the next :meth:`poll`: from now on a
