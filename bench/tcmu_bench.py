@@ -69,10 +69,10 @@ def per_io(out, name, test):
     return res
 
 
-def describe(counts):
-    """One job's per-I/O counts, the supervisor's then the workers' (summed)."""
-    sup = [c for c in counts if c[0] == "supervisor"]
-    wrk = [c for c in counts if c[0] == "worker"]
+def describe(costs):
+    """One job's per-I/O costs, the supervisor's then the workers' (summed)."""
+    sup = [c for c in costs if c[0] == "supervisor"]
+    wrk = [c for c in costs if c[0] == "worker"]
     parts = []
     for role, group in (("supervisor", sup), (f"{len(wrk)} worker{'s' if len(wrk) != 1 else ''}", wrk)):
         if group:
@@ -92,6 +92,9 @@ def main(argv=None):
     ap.add_argument("--trees", default="",
                     help="label=path,...: source trees to compare in the same boot")
     ap.add_argument("--rounds", type=int, default=1, help="rounds over the trees (--trees)")
+    ap.add_argument("--report", metavar="DIR", default=None,
+                    help="print an earlier run's results from its guest directory (the "
+                         "tcmu-bench-* the run named), with the same other options; run nothing")
     a = ap.parse_args(argv)
     stacks = [x for x in a.stacks.split(",") if x]
     if not stacks or set(stacks) - {"plain", "lz4"}:
@@ -108,6 +111,8 @@ def main(argv=None):
             ap.error(f"--trees: label=directory,..., not {a.trees!r}")
     if a.rounds < 1 or a.rounds > 1 and not trees:
         ap.error("--rounds: a positive count, with --trees")
+    if a.report:
+        return report(pathlib.Path(a.report) / "out", a, stacks, counts, trees)
     img_dir = REPO / "bench" / "out" / "image"
     build(str(img_dir), 1)
     w = pathlib.Path(tempfile.mkdtemp(prefix="tcmu-bench-"))
@@ -132,6 +137,12 @@ def main(argv=None):
     if p.returncode != 0:
         print(p.stderr[-3000:])
         return 1
+    print(f"(guest directory {w}: --report {w} prints this again)")
+    return report(out, a, stacks, counts, trees)
+
+
+def report(out, a, stacks, counts, trees):
+    """Print the results in ``out``; 0 if the default worker count met every target."""
     ref_sha = (out / "fileio.sha").read_text()
     base = {t: fio(out / f"fileio-{t}.json", u) for t, u, _ in TESTS}
     ncpu = int((out / "nproc").read_text())
@@ -168,9 +179,9 @@ def main(argv=None):
                   f"bytes {'equal' if same else 'DIFFER'}")
             print(f"               {usage}")
             for t, _, _ in TESTS:
-                counts = per_io(out, name, t)
-                if counts:
-                    print(f"               per I/O, {t}: {describe(counts)}")
+                costs = per_io(out, name, t)
+                if costs:
+                    print(f"               per I/O, {t}: {describe(costs)}")
     return 0 if ok else 1
 
 
