@@ -11,7 +11,14 @@
 source scripts/uml/guest-lib.sh      # W, OUT, PY, DEV, start_daemon (from the repository root)
 RUNTIME=${OBD_BENCH_SECONDS:-5}
 STACKS=${OBD_BENCH_STACKS:-plain lz4}
-sha64() { dd if="$1" bs=1M count=64 iflag=direct 2>/dev/null | sha256sum | cut -c1-64; }
+sha64() {  # the first 64 MiB of $1, once its block device can be read (it may appear late)
+    local i
+    for i in $(seq 50); do
+        dd if="$1" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null && break
+        sleep 0.1
+    done
+    dd if="$1" bs=1M count=64 iflag=direct 2>/dev/null | sha256sum | cut -c1-64
+}
 # One line per process of the daemon's tree (CPID: the supervisor, then its children):
 # pid, voluntary and involuntary context switches of its main thread, read-like and write-like
 # system calls of the whole process (/proc/PID/io), user and system CPU in clock ticks.

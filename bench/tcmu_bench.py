@@ -34,6 +34,7 @@ from overlaybd.cpus import default_workers
 from .image_bench import build
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"   # of no bytes
 TESTS = [("seq1m-qd16", "MiB/s", 0.4), ("rand4k-qd32", "IOPS", 0.9), ("rand4k-qd1", "IOPS", 0.4)]
 
 
@@ -43,6 +44,12 @@ def fio(path, unit):
 
 
 TICK_US = 1e6 / 100         # /proc/PID/stat counts CPU in clock ticks (USER_HZ)
+
+
+def bytes_check(path, ref_sha):
+    """"equal", "DIFFER", or "NOT READ" (the device gave no bytes to hash)."""
+    sha, ref_sha = path.read_text().strip(), ref_sha.strip()
+    return "equal" if sha == ref_sha else "NOT READ" if sha == EMPTY_SHA else "DIFFER"
 
 
 def per_io(out, name, test):
@@ -150,11 +157,11 @@ def report(out, a, stacks, counts, trees):
     kernel = f"SMP UML, {ncpu} vCPU{'s' if ncpu > 1 else ''}" if smp else "UML 6.1, one vCPU"
     print(f"tcmu_bench ({kernel}): kernel target_core_file: " +
           ", ".join(f"{t} {base[t]:,.0f} {u}" for t, u, _ in TESTS))
-    same = (out / "naive.sha").read_text() == ref_sha
+    same = bytes_check(out / "naive.sha", ref_sha)
     print("  naive Python handler of the flat file (bench/naive_tcmu.py): " + ", ".join(
         f"{t} {fio(out / f'naive-{t}.json', u):,.0f} {u} "
         f"({fio(out / f'naive-{t}.json', u) / base[t]:.2f}x)" for t, u, _ in TESTS)
-        + f"; bytes {'equal' if same else 'DIFFER'}")
+        + f"; bytes {same}")
     default = default_workers(ncpu)
     ok = default in (0, 1, 2)
     runs = [(f"{k} r{r} ", f"obd-{k}-{{kind}}-w{{workers}}-r{r}")
@@ -163,20 +170,20 @@ def report(out, a, stacks, counts, trees):
         print(f"  {kind} layers:")
         for (label, pattern), workers in [(run, w) for run in runs for w in counts]:
             name = pattern.format(kind=kind, workers=workers)
-            same = (out / f"{name}.sha").read_text() == ref_sha
+            same = bytes_check(out / f"{name}.sha", ref_sha)
             cells = []
             for t, u, target in TESTS:
                 v = fio(out / f"{name}-{t}.json", u)
                 r = v / base[t]
                 if workers == default:
-                    ok &= r >= target and same
+                    ok &= r >= target and same == "equal"
                 cells.append(f"{t} {v:,.0f} {u} ({r:.2f}x, target {target}x)")
             procs = json.loads((out / f"{name}-procs.json").read_text())
             usage = "; ".join(f"{p['role']} {p['cpu_s']:.1f} CPU-s {p['peak_rss_mib']:.0f} MiB"
                               for p in procs.values())
             mark = f" (default with {ncpu} CPU{'s' if ncpu > 1 else ''})" if workers == default else ""
             print(f"    {label}workers={workers}{mark}: {', '.join(cells)}; "
-                  f"bytes {'equal' if same else 'DIFFER'}")
+                  f"bytes {same}")
             print(f"               {usage}")
             for t, _, _ in TESTS:
                 costs = per_io(out, name, t)
