@@ -18,7 +18,6 @@ import select
 import signal
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 from loguru import logger
 
@@ -28,13 +27,13 @@ from ..errors import OverlaybdError
 from . import scsi, uio
 from .fastread import FastReads, FastSubmit
 from .netlink import TcmuNetlink
+from .opening import Opens
 from .ring import CommandRing
 from .signals import SignalQueue
 from .watch import FdWatch
 
 SECTOR = 512
 KICK = b"\0\0\0\0"
-OPEN_THREADS = 8                # images opened at once (remote opens can take seconds)
 
 
 class Device:
@@ -80,14 +79,11 @@ class Daemon:
         self.by_fd = {}                 # event fd -> Device
         self.stopping = False
         self.started = False
-        self.opening = {}               # minor -> UioInfo whose image is being opened
-        self._opened = deque()          # (info, handle, reply, future) ready to finish
-        self._openers = ThreadPoolExecutor(OPEN_THREADS, thread_name_prefix="open")
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.opens = Opens()            # images being opened in threads
         self._signals = SignalQueue()
         self._watch = FdWatch()
         self._engine_fd = -1                # the engine's fileno(), set by _wait
-        self._watch.add(self._wake_r)
+        self._watch.add(self.opens.fileno())
 
     # ---- start-up ----
     def _module_param(self, name, value):
@@ -155,11 +151,11 @@ class Daemon:
             logger.error("device {}: handler subtype '{}' is not '{}'", info.name, info.subtype,
                          uio.SUBTYPE)
             return -errno.ENOENT
-        if info.minor in self.devices or info.minor in self.opening:
+        if info.minor in self.devices or info.minor in self.opens.opening:
             logger.error("device {}: uio{} is already served", info.name, info.minor)
             return -errno.EEXIST
         if info.dev_id:
-            others = [d.info for d in self.devices.values()] + list(self.opening.values())
+            others = [d.info for d in self.devices.values()] + list(self.opens.opening.values())
             for o in others:
                 if o.dev_id == info.dev_id:
                     reason = f"duplicated dev_id {info.dev_id} (already used by {o.dev_name})"
@@ -187,25 +183,10 @@ class Daemon:
         if st:
             reply(st)
             return
-        self.opening[info.minor] = info
-
-        def done(fut):
-            self._opened.append((info, handle, reply, fut))
-            try:
-                os.write(self._wake_w, b"o")
-            except BlockingIOError:
-                pass
-
-        self._openers.submit(self.validate, info.config_path).add_done_callback(done)
+        self.opens.start(self.validate, info, handle, reply)
 
     def _collect_opened(self):
-        try:
-            os.read(self._wake_r, 4096)
-        except BlockingIOError:
-            pass
-        while self._opened:
-            info, handle, reply, fut = self._opened.popleft()
-            self.opening.pop(info.minor, None)
+        for info, handle, reply, fut in self.opens.take():
             err = fut.exception()
             if self.stopping:
                 if err is None:
@@ -449,7 +430,7 @@ class Daemon:
                     woken = True
                 elif fd == self._signals.fd:
                     self._handle_signals()
-                elif fd == self._wake_r:
+                elif fd == self.opens.fileno():
                     self._collect_opened()
                 elif self.netlink is not None and fd == self.netlink.fileno():
                     self._netlink_events()
@@ -492,7 +473,7 @@ class Daemon:
     def shutdown(self, timeout=60.0):
         """Finish the commands in flight, flush and stop the engine, close every device."""
         self.stopping = True
-        self._openers.shutdown(wait=True)
+        self.opens.shutdown()
         self._collect_opened()          # opens still running are refused (-ESHUTDOWN)
         deadline = time.monotonic() + timeout
         while self.in_flight() and time.monotonic() < deadline:
@@ -516,8 +497,7 @@ class Daemon:
             self._watch.forget(self.netlink.fileno())
             self.netlink.close()
             self.netlink = None
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self.opens.close()
         self._watch.close()
         logger.info("overlaybd-tcmu stopped")
         return rc
