@@ -89,6 +89,8 @@ def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1, tr
 
     engine = Engine(workers=workers, on_complete=on_complete,
                     **({"cpus": cpus} if cpus is not None and workers else {}))
+    if hasattr(engine, "watch_edge"):   # wait() as the daemon sleeps (a tree before it: select)
+        engine.watch_edge()
     engine.start()
     step = iov or io_size
     t0 = time.monotonic()
