@@ -234,6 +234,51 @@ def test_open_in_progress_at_shutdown_is_refused(tmp_path):
     fk.close()
 
 
+def test_with_workers_the_completion_fd_is_edge_triggered_and_never_read(tmp_path):
+    """With workers the daemon watches the engine's completion eventfd edge-triggered, as it
+    does uio fds, and never reads it; sleeping without a timeout, it still wakes for every
+    completion (a lost edge would leave it asleep until the ticker, 30 s here)."""
+    content = os.urandom(4 * MiB)
+    path = tmp_path / "d.img"
+    path.write_bytes(content)
+    d = Daemon(Engine(workers=2, chunk_size=64 << 10, heartbeat_sec=120),
+               lambda c: RawFile(path), lambda c: RawFileOpener(path), use_netlink=False,
+               sys_uio=str(tmp_path / "none"), configfs=str(tmp_path))
+    d.start()
+    fk = FakeKernel(data_size=8 * MiB)
+    info = UioInfo(0, "tcm-user/1/d/overlaybd/x", "1", "d", "overlaybd/x")
+    pool = d.engine.pool
+    reads = []
+    real_clear = pool.comp_event.clear
+    pool.comp_event.clear = lambda: reads.append(1) or real_clear()
+
+    def hung(signum, frame):
+        raise AssertionError("the daemon slept through a completion")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        assert d.add_device(info, fk.handle()) == 0
+        for batch in range(300):
+            want = {}
+            for i in range(1 + batch % 3):
+                lba = (batch * 37 + i * 1031) % 8000
+                want[fk.submit(read10(lba, 8), data_in_len=8 * 512)] = \
+                    content[lba * 512:(lba + 8) * 512]
+            got = {}
+            while len(got) < len(want):
+                d.run_once(None)
+                got.update((c.cmd_id, c) for c in fk.reap())
+            assert {k: (c.status, c.data) for k, c in got.items()} == \
+                {k: (S.GOOD, v) for k, v in want.items()}, f"batch {batch}"
+        assert pool.edge and reads == [], "the engine read its edge-triggered fd"
+        assert pool.wakeups > 0
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        assert d.shutdown() == 0
+        fk.close()
+
+
 def test_edge_triggered_device_is_served_without_reading_its_events(tmp_path):
     """A real uio fd is watched edge-triggered and never read: each notify must still be
     served, batch after batch, with the event bytes left where they are."""
