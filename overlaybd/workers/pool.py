@@ -10,7 +10,8 @@ word per worker thread; the pool's own, the ticker's and the exit thread's): a l
 caller saw it readable (``poll(woken=True)``), so a busy loop's looks cost no system call and a
 caller that selects on it and then polls never finds it readable again for nothing.  A caller
 that watches it edge-triggered (epoll ``EPOLLET``: every write is a new edge) sets ``edge``, and
-then it is never read at all: one system call less per wake-up of the supervisor.
+then it is never read at all: one system call less per wake-up of the supervisor (its count
+only grows; 2**64 writes are centuries away).
 
 Supervision, like a classic pre-fork arbiter: a worker whose process exited, or whose heartbeat
 is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion ring drained, its
@@ -109,9 +110,7 @@ class WorkerPool:
         self._own_sets = 0                        # comp_event.set() by this thread (arm, signal)
         self._retired_sets = 0                    # counted by worker processes since replaced
         self._consumed = 0                        # sets taken by our reads of comp_event
-        self.edge = False                         # the caller watches fileno() edge-triggered:
-                                                  #   comp_event is never read (its count only
-                                                  #   grows: 2**64 writes are centuries away)
+        self.edge = False                         # fileno() watched with EPOLLET: never read
         self.devices: dict[int, tuple] = {}      # dev -> (opener, our dup of the uio fd, map size,
                                                  #         our dup of the scratch memfd)
         self._sentinels: dict[int, WorkerSlot] = {}
