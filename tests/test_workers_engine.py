@@ -214,6 +214,40 @@ def test_workers_are_pinned_round_robin(tmp_path):
         h.close()
 
 
+def test_a_buffer_over_two_chunks_of_one_worker_is_one_part(tmp_path):
+    cs = 64 * 1024
+    h = EngineHarness(tmp_path, 2, writable=True, chunk_size=cs)
+    same = next(c for c in range(1, 100) if route(DEV, c, 2) == route(DEV, c + 1, 2))
+    other = next(c for c in range(1, 100) if route(DEV, c, 2) != route(DEV, c + 1, 2))
+
+    def parts_done():
+        return sum(w["parts_done"] for w in h.engine.stats())
+
+    try:
+        for cmd_id, (chunk, parts) in enumerate([(same, 1), (other, 2)], 1):
+            before = parts_done()
+            off = chunk * cs + cs // 2           # half of one chunk, half of the next
+            h.submit(cmd_id, OP_READ, off, cs, 0)
+            h.wait_for([cmd_id])
+            assert h.completions[cmd_id] == [ST_GOOD]
+            assert h.data(0, cs) == h.src[off:off + cs]
+            assert parts_done() - before == parts
+        # A write as one part, then reads of each chunk alone (the same worker, after the
+        # write in its ring): both halves are there.
+        payload = os.urandom(cs)
+        h.mm[cs:2 * cs] = payload
+        off = same * cs + cs // 2
+        h.submit(10, OP_WRITE, off, cs, cs)
+        h.submit(11, OP_READ, same * cs, cs, 2 * cs)
+        h.submit(12, OP_READ, (same + 1) * cs, cs, 3 * cs)
+        h.wait_for([10, 11, 12])
+        assert all(h.completions[i] == [ST_GOOD] for i in (10, 11, 12))
+        assert h.data(2 * cs + cs // 2, cs // 2) == payload[:cs // 2]
+        assert h.data(3 * cs, cs // 2) == payload[cs // 2:]
+    finally:
+        h.close()
+
+
 def test_clean_stop_drains_flushes_and_leaves_no_shm(tmp_path):
     before = shm_names_of(os.getpid())
     h = EngineHarness(tmp_path, 2, writable=True, chunk_size=256 * 1024)

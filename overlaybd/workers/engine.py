@@ -253,16 +253,19 @@ class Engine:
             live = self._live.get(dev)
             if (live is not None and n == length > 0 and offset >= 0 and not (offset | n) & 511
                     and moff >= 0 and moff + n <= self._map_sizes[dev] and op >= 1
-                    and offset // cs == (offset + n - 1) // cs and 0 <= cmd_id < 1 << 32
-                    and 0 <= dev < 1 << 31 and cmd_id not in live):
-                live.add(cmd_id)
-                self._count += 1
+                    and 0 <= cmd_id < 1 << 32 and 0 <= dev < 1 << 31 and cmd_id not in live):
                 chunk = offset // cs
                 worker = self._routes.get((dev, chunk))
                 if worker is None:
                     worker = self._route(dev, chunk)
-                pool.submit(worker, ONE_PART | dev << 32 | cmd_id, dev, op, offset, n, iovs)
-                return
+                last = (offset + n - 1) // cs
+                # Chunks only say which worker owns which bytes: a buffer over two chunks of
+                # the same worker is one part as well (at 1 MiB, half of the unaligned reads).
+                if last == chunk or last == chunk + 1 and self._route(dev, last) == worker:
+                    live.add(cmd_id)
+                    self._count += 1
+                    pool.submit(worker, ONE_PART | dev << 32 | cmd_id, dev, op, offset, n, iovs)
+                    return
         self._check(dev, cmd_id, op, offset, length, iovs)
         if pool is None:
             d = self._inline[dev]
