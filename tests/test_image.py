@@ -161,7 +161,7 @@ def test_default_worker_count_follows_the_cpus_we_may_run_on(tmp_path):
             assert load_service_config(str(p)).worker.workers == 0
         if len(saved) > 2:
             os.sched_setaffinity(0, saved)
-            assert load_service_config(str(p)).worker.workers == len(saved)
+            assert load_service_config(str(p)).worker.workers == len(saved) - 1
     finally:
         os.sched_setaffinity(0, saved)
-    assert [default_workers(n) for n in (1, 2, 3, 8)] == [0, 0, 3, 8]
+    assert [default_workers(n) for n in (1, 2, 3, 8)] == [0, 0, 2, 7]

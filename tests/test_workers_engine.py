@@ -2,6 +2,8 @@
 
 import itertools
 import os
+import signal
+import time
 
 import psutil
 import pytest
@@ -199,17 +201,37 @@ def test_inline_add_device_reports_open_errors(tmp_path):
     os.close(fd)
 
 
-def test_workers_are_pinned_round_robin(tmp_path):
-    allowed = sorted(os.sched_getaffinity(0))
-    h = EngineHarness(tmp_path, 3)
+def test_workers_are_pinned_only_where_the_supervisor_keeps_a_cpu_of_its_own(tmp_path):
+    allowed = sorted(os.sched_getaffinity(0))[:2]
+    assert len(allowed) == 2, "this test needs two CPUs"
+    # One worker on two CPUs: pinned to the last, the first left to the supervisor.
+    h = EngineHarness(tmp_path, 1, cpus=allowed)
     try:
         h.submit(1, OP_READ, 0, 4096, 0)
         h.wait_for([1])
-        got = [psutil.Process(pid).cpu_affinity() for pid in h.engine.worker_pids()]
-        assert got == [[allowed[i % len(allowed)]] for i in range(3)]
-        stats = h.engine.stats()
-        assert [w["cpu"] for w in stats] == [allowed[i % len(allowed)] for i in range(3)]
-        assert sum(w["parts_done"] for w in stats) == 1 and all(w["restarts"] == 0 for w in stats)
+        (pid,) = h.engine.worker_pids()
+        assert psutil.Process(pid).cpu_affinity() == [allowed[1]]
+        assert [(w["cpu"], w["cpus"]) for w in h.engine.stats()] == [(allowed[1], [allowed[1]])]
+    finally:
+        h.close()
+    # Three workers on two CPUs: none pinned (one would share the supervisor's CPU), a
+    # replacement placed as the worker it replaces.
+    h = EngineHarness(tmp_path, 3, cpus=allowed)
+    try:
+        h.submit(1, OP_READ, 0, 4096, 0)
+        h.wait_for([1])
+        pids = h.engine.worker_pids()
+        assert [psutil.Process(p).cpu_affinity() for p in pids] == [allowed] * 3
+        assert [(w["cpu"], w["cpus"]) for w in h.engine.stats()] == [(None, allowed)] * 3
+        os.kill(pids[1], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while h.engine.worker_pids()[1] in (pids[1], None):
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            h.engine.wait(0.05)
+        assert psutil.Process(h.engine.worker_pids()[1]).cpu_affinity() == allowed
+        h.submit(2, OP_READ, 4096, 4096, 0)
+        h.wait_for([2])
+        assert h.completions[2] == [ST_GOOD] and h.data(0, 4096) == h.src[4096:8192]
     finally:
         h.close()
 

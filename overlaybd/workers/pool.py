@@ -15,7 +15,7 @@ only grows; 2**64 writes are centuries away).
 
 Supervision, like a classic pre-fork arbiter: a worker whose process exited, or whose heartbeat
 is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion ring drained, its
-rings reset, and a replacement is forked on the same CPU.  Every part that was in flight on the
+rings reset, and a replacement is forked on the same CPUs.  Every part that was in flight on the
 dead worker is published again, in its original order, to the replacement, so no command is
 lost and none completes twice (a part leaves the in-flight table only when its completion is
 consumed, and the dead process can no longer post one once reaped).  The one exception is a
@@ -78,7 +78,8 @@ WAKE_BATCH = 8          # parts published to a sleeping worker before it is woke
 
 
 class WorkerPool:
-    """``workers`` pinned processes; parts in, ``on_part_done(tag, status)`` out (from poll)."""
+    """``workers`` processes (pinned, where there are CPUs to spare for the supervisor); parts
+    in, ``on_part_done(tag, status)`` out (from poll)."""
 
     def __init__(self, workers: int, settings: dict, on_part_done: Callable[[int, int], None],
                  heartbeat_sec: float = 5.0, ring_slots: int = 1024, start_method: str = "fork",
@@ -95,12 +96,13 @@ class WorkerPool:
         self.heartbeat_sec = heartbeat_sec
         self.ring_slots = ring_slots
         allowed = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-        # Workers take the last CPUs: with fewer workers than CPUs, the first ones (where the
-        # system's own work tends to run) are left to the supervisor, which is not pinned (a
-        # pinned supervisor cannot move away from a CPU something else keeps busy).
+        # Fewer workers than CPUs: each is pinned to one of the last CPUs, the first ones are
+        # left to the (unpinned) supervisor.  Otherwise a pinned worker would share the
+        # supervisor's CPU and, chunks being spread evenly, set everyone's pace (performance.md,
+        # "A worker on the supervisor's CPU"): then every worker may run on every CPU.
         first = max(len(allowed) - workers, 0)
-        self.slots = [WorkerSlot(i, allowed[(first + i) % len(allowed)] if allowed else None, ring_slots)
-                      for i in range(workers)]
+        self.slots = [WorkerSlot(i, (allowed[first + i],) if first else tuple(allowed) or None,
+                                 ring_slots) for i in range(workers)]
         # Spinning before sleep pays only for a process with a CPU of its own: each worker and
         # the supervisor have one when there are more CPUs than workers.
         self.spin = first > 0
@@ -140,7 +142,7 @@ class WorkerPool:
         self.settings["supervisor_pid"] = os.getpid()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent.settimeout(max(self.heartbeat_sec, 1.0))
-        proc = self.ctx.Process(target=worker_main, args=(slot.index, child, slot.cpu, self.settings),
+        proc = self.ctx.Process(target=worker_main, args=(slot.index, child, slot.cpus, self.settings),
                                 name=f"overlaybd-worker-{slot.index}", daemon=True)
         self._retired_sets += slot.words[COMP_SETS] + slot.words[COMP_SETS_BEAT]
         slot.hb.init()
@@ -149,9 +151,9 @@ class WorkerPool:
         slot.spawned_at = time.monotonic()
         proc.start()
         child.close()
-        if slot.cpu is not None:          # pinned before start() returns: no unpinned window
+        if slot.cpus is not None:         # placed before start() returns: no unplaced window
             try:
-                psutil.Process(proc.pid).cpu_affinity([slot.cpu])
+                psutil.Process(proc.pid).cpu_affinity(list(slot.cpus))
             except psutil.NoSuchProcess:
                 pass                      # died at once: the sentinel reports it
         unprotect_oom(proc.pid)           # the OOM protection is the supervisor's only
@@ -463,9 +465,10 @@ class WorkerPool:
         return [s.proc.pid if s.proc is not None else None for s in self.slots]
 
     def stats(self) -> list[dict]:
-        """Per worker: pid, cpu, parts done by the current process, restarts, heartbeat age."""
+        """Per worker: pid, cpu (None: not pinned, it runs on any of ``cpus``), parts done by the
+        current process, restarts, heartbeat age."""
         return [{"index": s.index, "pid": s.proc.pid if s.proc is not None else None, "cpu": s.cpu,
-                 "parts_done": s.hb.parts_done, "wakeups": s.wakeups,
+                 "cpus": list(s.cpus or ()), "parts_done": s.hb.parts_done, "wakeups": s.wakeups,
                  "restarts": s.restarts, "heartbeat_age": s.hb.age(),
                  "outstanding": s.outstanding} for s in self.slots]
 

@@ -18,9 +18,10 @@ from ..shm.wakeup import Event
 class WorkerSlot:
     """One worker position: its shared memory survives the processes that come and go."""
 
-    def __init__(self, index: int, cpu: int | None, ring_slots: int):
+    def __init__(self, index: int, cpus: tuple[int, ...] | None, ring_slots: int):
         self.index = index
-        self.cpu = cpu
+        self.cpus = cpus                        # the worker's affinity (None: left as it is)
+        self.cpu = cpus[0] if cpus is not None and len(cpus) == 1 else None   # pinned to
         self.hb_off = 0
         self.sub_off = HEARTBEAT_SIZE
         self.comp_off = self.sub_off + Ring.footprint(ring_slots, PART_SIZE)
