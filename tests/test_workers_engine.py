@@ -21,6 +21,7 @@ from overlaybd.workers import (
     CommandError,
     Engine,
 )
+from overlaybd.workers.slot import place
 from overlaybd.workers.split import route, split_iovs
 from tests.helpers.workers import (
     DEV,
@@ -234,6 +235,14 @@ def test_workers_are_pinned_only_where_the_supervisor_keeps_a_cpu_of_its_own(tmp
         assert h.completions[2] == [ST_GOOD] and h.data(0, 4096) == h.src[4096:8192]
     finally:
         h.close()
+
+
+def test_placement_leaves_the_first_cpus_to_the_supervisor_or_pins_nobody():
+    assert place(3, [0, 1, 2, 3]) == [(1,), (2,), (3,)]
+    assert place(1, [4, 9]) == [(9,)]
+    assert place(4, [0, 1, 2, 3]) == [(0, 1, 2, 3)] * 4      # one would share the supervisor's
+    assert place(5, [2, 3]) == [(2, 3)] * 5
+    assert place(2, []) == [None, None]
 
 
 def test_a_buffer_over_two_chunks_of_one_worker_is_one_part(tmp_path):

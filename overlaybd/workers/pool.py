@@ -64,7 +64,7 @@ from ..shm.heartbeat import COMP_SETS, COMP_SETS_BEAT, STATE_READY, SUPERVISOR_I
 from ..shm.wakeup import Event
 from ..ticker import Ticker
 from .exits import ExitWatch
-from .slot import WorkerSlot
+from .slot import WorkerSlot, describe, place
 from .worker import worker_main
 
 EARLY_DEATH = 2.0       # a process that dies this young without completing a part died "early";
@@ -96,16 +96,10 @@ class WorkerPool:
         self.heartbeat_sec = heartbeat_sec
         self.ring_slots = ring_slots
         allowed = sorted(cpus if cpus is not None else os.sched_getaffinity(0))
-        # Fewer workers than CPUs: each is pinned to one of the last CPUs, the first ones are
-        # left to the (unpinned) supervisor.  Otherwise a pinned worker would share the
-        # supervisor's CPU and, chunks being spread evenly, set everyone's pace (performance.md,
-        # "A worker on the supervisor's CPU"): then every worker may run on every CPU.
-        first = max(len(allowed) - workers, 0)
-        self.slots = [WorkerSlot(i, (allowed[first + i],) if first else tuple(allowed) or None,
-                                 ring_slots) for i in range(workers)]
+        self.slots = [WorkerSlot(i, c, ring_slots) for i, c in enumerate(place(workers, allowed))]
         # Spinning before sleep pays only for a process with a CPU of its own: each worker and
         # the supervisor have one when there are more CPUs than workers.
-        self.spin = first > 0
+        self.spin = len(allowed) > workers
         settings["spin"] = self.spin
         self.comp_event = Event()
         self._exits = ExitWatch(self.comp_event.set, "pool-exits")
@@ -133,6 +127,7 @@ class WorkerPool:
 
     # -- processes -----------------------------------------------------------------------------
     def start(self) -> None:
+        logger.info("{} worker(s): {}", len(self.slots), describe(self.slots))
         for slot in self.slots:
             self._spawn(slot)
         self._ticker.start()

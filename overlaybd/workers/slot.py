@@ -65,3 +65,28 @@ class WorkerSlot:
             part.close()
         self.hb = self.sub = self.comp = None
         self.region.close()
+
+
+def place(workers: int, allowed: list[int]) -> list[tuple[int, ...] | None]:
+    """The CPUs of each worker, from the CPUs the pool may use (``allowed``, sorted).
+
+    Fewer workers than CPUs: each is pinned to one of the last CPUs, and the first ones are
+    left to the supervisor (which is not pinned: a pinned supervisor cannot move away from a
+    CPU something else keeps busy).  Otherwise one pinned worker would share the supervisor's
+    CPU and, chunks being spread evenly over the workers, its share of that CPU would set
+    every worker's pace, 1 / (S + W/N) commands a second (docs/performance.md, "A worker on
+    the supervisor's CPU"); then every worker may run on every CPU.  None: leave it as is.
+    """
+    first = len(allowed) - workers
+    if first > 0:
+        return [(allowed[first + i],) for i in range(workers)]
+    return [tuple(allowed) or None] * workers
+
+
+def describe(slots) -> str:
+    """Where the workers run, for the log."""
+    if slots and slots[0].cpu is None and slots[0].cpus:
+        return (f"on CPUs {list(slots[0].cpus)}, not pinned: with as many workers as CPUs, "
+                "none would be left to the supervisor")
+    return f"pinned to CPUs {[s.cpu for s in slots]}"
+
