@@ -9,6 +9,7 @@ import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loguru import logger
 
 from overlaybd.workers import (
     OP_DISCARD,
@@ -202,46 +203,56 @@ def test_inline_add_device_reports_open_errors(tmp_path):
     os.close(fd)
 
 
-def test_workers_are_pinned_only_where_the_supervisor_keeps_a_cpu_of_its_own(tmp_path):
+def test_workers_take_the_last_cpus_and_say_when_one_shares_the_supervisors(tmp_path):
     allowed = sorted(os.sched_getaffinity(0))[:2]
     assert len(allowed) == 2, "this test needs two CPUs"
-    # One worker on two CPUs: pinned to the last, the first left to the supervisor.
-    h = EngineHarness(tmp_path, 1, cpus=allowed)
+    said = []
+    hid = logger.add(lambda m: said.append((m.record["level"].name, m.record["message"])),
+                     level="INFO", filter=lambda r: "pinned to CPUs" in r["message"])
     try:
-        h.submit(1, OP_READ, 0, 4096, 0)
-        h.wait_for([1])
-        (pid,) = h.engine.worker_pids()
-        assert psutil.Process(pid).cpu_affinity() == [allowed[1]]
-        assert [(w["cpu"], w["cpus"]) for w in h.engine.stats()] == [(allowed[1], [allowed[1]])]
+        # One worker on two CPUs: pinned to the last, the first left to the supervisor.
+        h = EngineHarness(tmp_path, 1, cpus=allowed)
+        try:
+            h.submit(1, OP_READ, 0, 4096, 0)
+            h.wait_for([1])
+            (pid,) = h.engine.worker_pids()
+            assert psutil.Process(pid).cpu_affinity() == [allowed[1]]
+            assert [w["cpu"] for w in h.engine.stats()] == [allowed[1]]
+        finally:
+            h.close()
+        assert said == [("INFO", f"1 worker(s) pinned to CPUs [{allowed[1]}]")]
+        # Three on two: round the CPUs, a replacement pinned as the worker it replaces, and
+        # a warning that one shares the supervisor's CPU.
+        h = EngineHarness(tmp_path, 3, cpus=allowed)
+        try:
+            h.submit(1, OP_READ, 0, 4096, 0)
+            h.wait_for([1])
+            pids = h.engine.worker_pids()
+            want = [allowed[0], allowed[1], allowed[0]]
+            assert [psutil.Process(p).cpu_affinity() for p in pids] == [[c] for c in want]
+            assert [w["cpu"] for w in h.engine.stats()] == want
+            os.kill(pids[1], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while h.engine.worker_pids()[1] in (pids[1], None):
+                assert time.monotonic() < deadline, "the killed worker was not replaced"
+                h.engine.wait(0.05)
+            assert psutil.Process(h.engine.worker_pids()[1]).cpu_affinity() == [allowed[1]]
+            h.submit(2, OP_READ, 4096, 4096, 0)
+            h.wait_for([2])
+            assert h.completions[2] == [ST_GOOD] and h.data(0, 4096) == h.src[4096:8192]
+        finally:
+            h.close()
+        assert said[1][0] == "WARNING" and "shares the supervisor's CPU" in said[1][1]
+        assert len(said) == 2
     finally:
-        h.close()
-    # Three workers on two CPUs: none pinned (one would share the supervisor's CPU), a
-    # replacement placed as the worker it replaces.
-    h = EngineHarness(tmp_path, 3, cpus=allowed)
-    try:
-        h.submit(1, OP_READ, 0, 4096, 0)
-        h.wait_for([1])
-        pids = h.engine.worker_pids()
-        assert [psutil.Process(p).cpu_affinity() for p in pids] == [allowed] * 3
-        assert [(w["cpu"], w["cpus"]) for w in h.engine.stats()] == [(None, allowed)] * 3
-        os.kill(pids[1], signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while h.engine.worker_pids()[1] in (pids[1], None):
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            h.engine.wait(0.05)
-        assert psutil.Process(h.engine.worker_pids()[1]).cpu_affinity() == allowed
-        h.submit(2, OP_READ, 4096, 4096, 0)
-        h.wait_for([2])
-        assert h.completions[2] == [ST_GOOD] and h.data(0, 4096) == h.src[4096:8192]
-    finally:
-        h.close()
+        logger.remove(hid)
 
 
-def test_placement_leaves_the_first_cpus_to_the_supervisor_or_pins_nobody():
-    assert place(3, [0, 1, 2, 3]) == [(1,), (2,), (3,)]
-    assert place(1, [4, 9]) == [(9,)]
-    assert place(4, [0, 1, 2, 3]) == [(0, 1, 2, 3)] * 4      # one would share the supervisor's
-    assert place(5, [2, 3]) == [(2, 3)] * 5
+def test_placement_leaves_the_first_cpus_to_the_supervisor():
+    assert place(3, [0, 1, 2, 3]) == [1, 2, 3]
+    assert place(1, [4, 9]) == [9]
+    assert place(4, [0, 1, 2, 3]) == [0, 1, 2, 3]       # one shares the supervisor's
+    assert place(5, [2, 3]) == [2, 3, 2, 3, 2]
     assert place(2, []) == [None, None]
 
 

@@ -15,7 +15,7 @@ only grows; 2**64 writes are centuries away).
 
 Supervision, like a classic pre-fork arbiter: a worker whose process exited, or whose heartbeat
 is older than ``heartbeat_sec``, is killed (SIGKILL), reaped, its completion ring drained, its
-rings reset, and a replacement is forked on the same CPUs.  Every part that was in flight on the
+rings reset, and a replacement is forked on the same CPU.  Every part that was in flight on the
 dead worker is published again, in its original order, to the replacement, so no command is
 lost and none completes twice (a part leaves the in-flight table only when its completion is
 consumed, and the dead process can no longer post one once reaped).  The one exception is a
@@ -64,7 +64,7 @@ from ..shm.heartbeat import COMP_SETS, COMP_SETS_BEAT, STATE_READY, SUPERVISOR_I
 from ..shm.wakeup import Event
 from ..ticker import Ticker
 from .exits import ExitWatch
-from .slot import WorkerSlot, describe, place
+from .slot import WorkerSlot, place
 from .worker import worker_main
 
 EARLY_DEATH = 2.0       # a process that dies this young without completing a part died "early";
@@ -78,8 +78,7 @@ WAKE_BATCH = 8          # parts published to a sleeping worker before it is woke
 
 
 class WorkerPool:
-    """``workers`` processes (pinned, where there are CPUs to spare for the supervisor); parts
-    in, ``on_part_done(tag, status)`` out (from poll)."""
+    """``workers`` pinned processes; parts in, ``on_part_done(tag, status)`` out (from poll)."""
 
     def __init__(self, workers: int, settings: dict, on_part_done: Callable[[int, int], None],
                  heartbeat_sec: float = 5.0, ring_slots: int = 1024, start_method: str = "fork",
@@ -127,7 +126,9 @@ class WorkerPool:
 
     # -- processes -----------------------------------------------------------------------------
     def start(self) -> None:
-        logger.info("{} worker(s): {}", len(self.slots), describe(self.slots))
+        logger.log("INFO" if self.spin else "WARNING", "{} worker(s) pinned to CPUs {}{}",
+                   len(self.slots), [s.cpu for s in self.slots], "" if self.spin else
+                   ": one shares the supervisor's CPU and sets the pace of all (fewer serve better)")
         for slot in self.slots:
             self._spawn(slot)
         self._ticker.start()
@@ -137,7 +138,7 @@ class WorkerPool:
         self.settings["supervisor_pid"] = os.getpid()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         parent.settimeout(max(self.heartbeat_sec, 1.0))
-        proc = self.ctx.Process(target=worker_main, args=(slot.index, child, slot.cpus, self.settings),
+        proc = self.ctx.Process(target=worker_main, args=(slot.index, child, slot.cpu, self.settings),
                                 name=f"overlaybd-worker-{slot.index}", daemon=True)
         self._retired_sets += slot.words[COMP_SETS] + slot.words[COMP_SETS_BEAT]
         slot.hb.init()
@@ -146,9 +147,9 @@ class WorkerPool:
         slot.spawned_at = time.monotonic()
         proc.start()
         child.close()
-        if slot.cpus is not None:         # placed before start() returns: no unplaced window
+        if slot.cpu is not None:          # pinned before start() returns: no unpinned window
             try:
-                psutil.Process(proc.pid).cpu_affinity(list(slot.cpus))
+                psutil.Process(proc.pid).cpu_affinity([slot.cpu])
             except psutil.NoSuchProcess:
                 pass                      # died at once: the sentinel reports it
         unprotect_oom(proc.pid)           # the OOM protection is the supervisor's only
@@ -460,10 +461,9 @@ class WorkerPool:
         return [s.proc.pid if s.proc is not None else None for s in self.slots]
 
     def stats(self) -> list[dict]:
-        """Per worker: pid, cpu (None: not pinned, it runs on any of ``cpus``), parts done by the
-        current process, restarts, heartbeat age."""
+        """Per worker: pid, cpu, parts done by the current process, restarts, heartbeat age."""
         return [{"index": s.index, "pid": s.proc.pid if s.proc is not None else None, "cpu": s.cpu,
-                 "cpus": list(s.cpus or ()), "parts_done": s.hb.parts_done, "wakeups": s.wakeups,
+                 "parts_done": s.hb.parts_done, "wakeups": s.wakeups,
                  "restarts": s.restarts, "heartbeat_age": s.hb.age(),
                  "outstanding": s.outstanding} for s in self.slots]
 

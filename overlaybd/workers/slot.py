@@ -18,10 +18,9 @@ from ..shm.wakeup import Event
 class WorkerSlot:
     """One worker position: its shared memory survives the processes that come and go."""
 
-    def __init__(self, index: int, cpus: tuple[int, ...] | None, ring_slots: int):
+    def __init__(self, index: int, cpu: int | None, ring_slots: int):
         self.index = index
-        self.cpus = cpus                        # the worker's affinity (None: left as it is)
-        self.cpu = cpus[0] if cpus is not None and len(cpus) == 1 else None   # pinned to
+        self.cpu = cpu
         self.hb_off = 0
         self.sub_off = HEARTBEAT_SIZE
         self.comp_off = self.sub_off + Ring.footprint(ring_slots, PART_SIZE)
@@ -67,26 +66,19 @@ class WorkerSlot:
         self.region.close()
 
 
-def place(workers: int, allowed: list[int]) -> list[tuple[int, ...] | None]:
-    """The CPUs of each worker, from the CPUs the pool may use (``allowed``, sorted).
+def place(workers: int, allowed: list[int]) -> list[int | None]:
+    """The CPU each worker is pinned to, from the CPUs the pool may use (``allowed``, sorted;
+    empty: None, not pinned).
 
-    Fewer workers than CPUs: each is pinned to one of the last CPUs, and the first ones are
-    left to the supervisor (which is not pinned: a pinned supervisor cannot move away from a
-    CPU something else keeps busy).  Otherwise one pinned worker would share the supervisor's
-    CPU and, chunks being spread evenly over the workers, its share of that CPU would set
-    every worker's pace, 1 / (S + W/N) commands a second (docs/performance.md, "A worker on
-    the supervisor's CPU"); then every worker may run on every CPU.  None: leave it as is.
+    Workers take the last CPUs, and the first ones are left to the supervisor, which is not
+    pinned (a pinned supervisor cannot move away from a CPU something else keeps busy).  With
+    as many workers as CPUs or more they go round: one then shares the supervisor's CPU, and
+    chunks being spread evenly, its share of that CPU sets every worker's pace, 1 / (S + W/N)
+    commands a second (docs/performance.md, "A worker on the supervisor's CPU"), which is why
+    the default count leaves a CPU over.  Unpinned workers did better on the host at 4 KiB
+    but worse in the kernel on sequential reads (same place).
     """
-    first = len(allowed) - workers
-    if first > 0:
-        return [(allowed[first + i],) for i in range(workers)]
-    return [tuple(allowed) or None] * workers
-
-
-def describe(slots) -> str:
-    """Where the workers run, for the log."""
-    if slots and slots[0].cpu is None and slots[0].cpus:
-        return (f"on CPUs {list(slots[0].cpus)}, not pinned: with as many workers as CPUs, "
-                "none would be left to the supervisor")
-    return f"pinned to CPUs {[s.cpu for s in slots]}"
-
+    if not allowed:
+        return [None] * workers
+    first = max(len(allowed) - workers, 0)
+    return [allowed[(first + i) % len(allowed)] for i in range(workers)]

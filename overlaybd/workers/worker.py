@@ -260,14 +260,13 @@ def _reopen_logs(signum, frame) -> None:
     log.reopen(blocking=False)      # a signal handler: never wait for a write in progress
 
 
-def worker_main(index: int, sock, cpus, settings: dict) -> None:
-    """Process entry point (the ``target`` of the worker's Process).  The supervisor sets the
-    process's CPUs right after starting it; setting them here too covers the instants before
-    that."""
+def worker_main(index: int, sock, cpu: int | None, settings: dict) -> None:
+    """Process entry point (the ``target`` of the worker's Process).  The supervisor pins the
+    process right after starting it; pinning here too covers the instants before that."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the supervisor's business
     signal.signal(signal.SIGHUP, _reopen_logs)     # passed on by the supervisor (logrotate)
-    if cpus is not None:
-        psutil.Process().cpu_affinity(list(cpus))
+    if cpu is not None:
+        psutil.Process().cpu_affinity([cpu])
     set_current(WorkerContext(index, settings["workers"], settings["chunk_size"]))
     worker = Worker(index, Channel(sock), settings)
     raise SystemExit(worker.run())
