@@ -126,9 +126,9 @@ class WorkerPool:
 
     # -- processes -----------------------------------------------------------------------------
     def start(self) -> None:
-        logger.log("INFO" if self.spin else "WARNING", "{} worker(s) pinned to CPUs {}{}",
-                   len(self.slots), [s.cpu for s in self.slots], "" if self.spin else
-                   ": one shares the supervisor's CPU and sets the pace of all (fewer serve better)")
+        logger.info("{} worker(s) pinned to CPUs {}{}", len(self.slots), [s.cpu for s in self.slots],
+                    "" if self.spin else ": one shares the supervisor's CPU, which sets the pace "
+                    "of all at small reads (docs/performance.md)")
         for slot in self.slots:
             self._spawn(slot)
         self._ticker.start()
