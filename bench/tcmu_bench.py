@@ -10,8 +10,9 @@ The guest gets 4 GiB so that the flat file and the layer files all stay in its p
 fio (libaio, direct): sequential 1 MiB at QD16, random 4 KiB at QD32 and QD1, for
 `workers` 0 (inline), 1 and 2, with CPU seconds and peak RSS of every daemon process.
 Targets (ratios to the file backstore): seq >= 0.4x, 4 KiB QD32 >= 0.9x, 4 KiB QD1 >= 0.4x,
-judged on the worker count the daemon picks by default in that guest (marked "default": the
-CPU count, or 0 on one CPU); the other settings are printed for comparison.
+judged on the worker count the daemon picks by default in that guest (marked "default":
+``overlaybd.cpus.default_workers`` of the guest's CPUs); the other settings are printed for
+comparison.
 Per job and daemon process it also prints what an I/O cost: read-like and write-like system
 calls (/proc/PID/io: read, write, readv... of uio fds and eventfds; not epoll_wait), voluntary
 and involuntary context switches of the main thread (a voluntary one is a sleep: about one
@@ -119,6 +120,13 @@ def main(argv=None):
             ap.error(f"--trees: label=directory,..., not {a.trees!r}")
     if a.rounds < 1 or a.rounds > 1 and not trees:
         ap.error("--rounds: a positive count, with --trees")
+    for label, path in trees if not a.report else ():
+        dirty = subprocess.run(["git", "-C", path, "status", "--porcelain", "--", "overlaybd"],
+                               capture_output=True, text=True).stdout.strip()
+        if dirty:       # the guest imports the tree as it is when each daemon starts
+            print(f"warning: --trees {label}={path} has uncommitted changes under overlaybd/; "
+                  "edits during the run change what each round measures (a worktree at a "
+                  "commit does not)", file=sys.stderr)
     if a.report:
         return report(pathlib.Path(a.report) / "out", a, stacks, counts, trees)
     img_dir = REPO / "bench" / "out" / "image"
