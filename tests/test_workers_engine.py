@@ -274,6 +274,16 @@ def test_a_buffer_over_two_chunks_of_one_worker_is_one_part(tmp_path):
             assert h.completions[cmd_id] == [ST_GOOD]
             assert h.data(0, cs) == h.src[off:off + cs]
             assert parts_done() - before == parts
+        # The same buffer in 8 KiB iovecs (the general path; 8 of them fill a descriptor):
+        # one part over one worker's chunks, two over two workers'.
+        for cmd_id, (chunk, parts) in enumerate([(same, 1), (other, 2)], 3):
+            before = parts_done()
+            off = chunk * cs + cs // 2
+            h.submit(cmd_id, OP_READ, off, cs, 0, 8192)
+            h.wait_for([cmd_id])
+            assert h.completions[cmd_id] == [ST_GOOD]
+            assert h.data(0, cs) == h.src[off:off + cs]
+            assert parts_done() - before == parts
         # A write as one part, then reads of each chunk alone (the same worker, after the
         # write in its ring): both halves are there.
         payload = os.urandom(cs)
@@ -388,6 +398,35 @@ def test_split_covers_every_byte_once_in_order(first_sector, iov_sectors, chunk)
     got = []
     for off, n, piov in split_iovs(first_sector * 512, iovs, chunk, MAX_IOVS):
         assert off // chunk == (off + n - 1) // chunk and len(piov) <= MAX_IOVS
+        flat = [m for o, k in piov for m in range(o, o + k)]
+        assert len(flat) == n
+        got.extend((off + i, m) for i, m in enumerate(flat))
+    assert got == want
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 64), st.lists(st.integers(1, 40), min_size=1, max_size=30),
+       st.sampled_from([512, 4096, 65536]), st.lists(st.integers(0, 1), min_size=1, max_size=8))
+def test_split_cuts_only_where_the_owner_changes(first_sector, iov_sectors, chunk, owners):
+    """With an owner per chunk, each part lies in chunks of one owner; a part ends where the
+    owner changes, where the command ends, or with MAX_IOVS iovecs; the bytes are the same."""
+    from overlaybd.shm.descriptor import MAX_IOVS
+
+    def owner(c):
+        return owners[c % len(owners)]
+    iovs, moff = [], 0
+    for n in iov_sectors:
+        iovs.append((moff, n * 512))
+        moff += n * 512 + 512
+    end = first_sector * 512 + sum(n for _, n in iovs)
+    want = [(first_sector * 512 + i, m) for i, m in enumerate(
+        m for off, n in iovs for m in range(off, off + n))]
+    got = []
+    for off, n, piov in split_iovs(first_sector * 512, iovs, chunk, MAX_IOVS, owner):
+        assert len({owner(c) for c in range(off // chunk, (off + n - 1) // chunk + 1)}) == 1
+        last = off + n
+        assert last == end or len(piov) == MAX_IOVS or \
+            (last % chunk == 0 and owner(last // chunk) != owner((last - 1) // chunk))
         flat = [m for o, k in piov for m in range(o, o + k)]
         assert len(flat) == n
         got.extend((off + i, m) for i, m in enumerate(flat))

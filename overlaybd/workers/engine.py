@@ -259,8 +259,8 @@ class Engine:
                 if worker is None:
                     worker = self._route(dev, chunk)
                 last = (offset + n - 1) // cs
-                # Chunks only say which worker owns which bytes: a buffer over two chunks of
-                # the same worker is one part as well (at 1 MiB, half of the unaligned reads).
+                # one part, as split_iovs would have it: one chunk, or two of one worker (at
+                # 1 MiB, half of the unaligned reads); longer buffers take the general path
                 if last == chunk or last == chunk + 1 and self._route(dev, last) == worker:
                     live.add(cmd_id)
                     self._count += 1
@@ -284,7 +284,7 @@ class Engine:
             elif op == OP_WRITE_SAME:     # every piece repeats the same block
                 split = [(off, n, tuple(iovs)) for off, n, _ in split_range(offset, length, cs)]
             else:
-                split = split_iovs(offset, iovs, cs, MAX_IOVS)
+                split = split_iovs(offset, iovs, cs, MAX_IOVS, lambda c: self._route(dev, c))
             pieces = [(self._route(dev, off // cs), off, n, v) for off, n, v in split]
         self._live[dev].add(cmd_id)
         self._count += 1
