@@ -108,14 +108,18 @@ def _sample(daemon_pid, cache, t0):
 
 
 def _series(samples, which, t_from, t_to):
-    """Per-time totals of supervisor (which='supervisor') or all workers ('workers')."""
+    """Per-time totals of supervisor (which='supervisor') or all workers ('workers'); for the
+    workers only instants when all WORKERS were there (a window holding a killed worker's
+    gap would otherwise read as growth afterwards)."""
     by_t = {}
     for s in samples:
         if (s["proc"] == "supervisor") == (which == "supervisor") and t_from <= s["t"] <= t_to:
-            a = by_t.setdefault(s["t"], [0, 0])
+            a = by_t.setdefault(s["t"], [0, 0, 0])
             a[0] += s["rss"]
             a[1] += s["fds"]
-    return [by_t[t] for t in sorted(by_t)]
+            a[2] += 1
+    full = 1 if which == "supervisor" else WORKERS
+    return [by_t[t][:2] for t in sorted(by_t) if by_t[t][2] == full]
 
 
 def _leaks(samples, seconds):
