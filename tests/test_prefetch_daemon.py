@@ -64,7 +64,8 @@ def svc_for(tmp_path, **over):
 
 
 def test_record_flow_as_containerd_drives_it(tmp_path, image):
-    """Empty trace file, device, reads, delete the lock: .ok within 2 s, a valid trace whose
+    """Empty trace file, device, reads, delete the lock: .ok while the device is still open
+    (the lock is polled every second; 5 s of slack for a loaded machine), a valid trace whose
     records are exactly the layer reads the device made, in order."""
     trace = tmp_path / "trace"
     trace.write_bytes(b"")
@@ -77,10 +78,8 @@ def test_record_flow_as_containerd_drives_it(tmp_path, image):
         img = srv.daemon.engine.inline_device(key).backend
         assert img.download is None                 # background download off while recording
         srv.run(key, image["start"], image["bytes"])
-        t0 = time.monotonic()
         os.unlink(tmp_path / "trace.lock")
-        assert wait_for(lambda: (tmp_path / "trace.ok").exists(), timeout=2.0)
-        assert time.monotonic() - t0 <= 2.0
+        assert wait_for(lambda: (tmp_path / "trace.ok").exists(), timeout=5.0)
         srv.run(key, workload(image["raw"], OTHER))   # after the lock: not recorded
     finally:
         srv.close()
