@@ -302,7 +302,7 @@ def test_record_session_unit_lock_created_and_ok_after_delete(tmp_path):
     sink.add(1, 4096, 8192)
     sink.add(0, 512, 0)
     os.unlink(tmp_path / "t.lock")
-    assert wait_for(lambda: (tmp_path / "t.ok").exists(), timeout=2.0)
+    assert wait_for(lambda: (tmp_path / "t.ok").exists(), timeout=10.0)
     sink.add(0, 512, 512)                              # too late: not in the trace
     assert tr.load(trace)[1] == [tr.Record(b"R", 1, 4096, 8192), tr.Record(b"R", 0, 512, 0)]
     s.close()

@@ -91,16 +91,18 @@ def start(tmp_path, svc, image, paths, cfg_name):
         srv.run(key, workload(image["raw"], paths), image["bytes"])
         during = downloads(svc.audit_path) - before
         sessions = srv.prefetch.sessions(key)
-        rec = [s for s in sessions if isinstance(s, RecordSession)]
-        assert rec and wait_for(lambda: rec[0].finished, timeout=10)
-        return during, sessions
     finally:
         srv.close()
+    rec = [s for s in sessions if isinstance(s, RecordSession)]
+    assert rec and rec[0].finished                # closing the device ended and stored it
+    return during, sessions
 
 
 @pytest.mark.registry
 def test_learned_trace_replayed_on_the_next_open(tmp_path, image):
-    svc = service_config(tmp_path, prefetchConfig={"learn": True, "learnSeconds": 1.5})
+    # a window longer than the test: the device's close ends each recording, however slow
+    # the machine (a window that ended inside the workload would record part of it)
+    svc = service_config(tmp_path, prefetchConfig={"learn": True, "learnSeconds": 60})
     cache = svc.cache.dir
     during1, s1 = start(tmp_path, svc, image, APP, "a.json")
     assert during1 > 10 and not any(isinstance(s, ReplaySession) for s in s1)
@@ -124,6 +126,21 @@ def test_learned_trace_replayed_on_the_next_open(tmp_path, image):
     time.sleep(0.1)
     _, third = tr.load(path)
     assert third != first and learned.similarity(third, first) < learned.REPLACE_BELOW
+
+
+@pytest.mark.registry
+def test_the_learning_window_ends_the_recording_while_the_device_is_open(tmp_path, image):
+    svc = service_config(tmp_path, prefetchConfig={"learn": True, "learnSeconds": 0.5})
+    cfg = write_config(tmp_path / "w.json", image["base"], image["lowers"])
+    srv = Served(tmp_path, svc)
+    try:
+        key = srv.add(cfg)
+        assert srv.prefetch.wait(key, timeout=60)
+        srv.run(key, workload(image["raw"], APP), image["bytes"])
+        rec = [s for s in srv.prefetch.sessions(key) if isinstance(s, RecordSession)]
+        assert rec and wait_for(lambda: rec[0].finished, timeout=30)
+    finally:
+        srv.close()
 
 
 @pytest.mark.registry

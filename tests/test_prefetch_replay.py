@@ -12,6 +12,7 @@ from overlaybd.cache.filecache import planned_reads
 from overlaybd.io import BytesFile
 from overlaybd.prefetch.replay import PriorityGate, Replayer
 from overlaybd.prefetch.trace import Record
+from tests.helpers.prefetch import wait_for
 from tests.helpers.registry import service_config
 
 MiB = 1 << 20
@@ -74,8 +75,9 @@ def test_readers_wait_while_the_gate_is_shut_and_stop_ends_them():
     rp = Replayer([R(0, k << 18, 4096) for k in range(32)], {0: Logged(bytes(8 * MiB), log, 0)},
                   concurrency=4, gate=gate)
     rp.start()
-    time.sleep(0.3)
-    assert log == [] and gate.waits >= 1
+    assert wait_for(lambda: gate.waits >= 1, timeout=10)
+    time.sleep(0.1)                               # a reader past a shut gate would show here
+    assert log == []
     gate.idle()
     assert rp.join(10) and rp.done == 32
     gate.busy()

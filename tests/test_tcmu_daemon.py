@@ -7,6 +7,7 @@ import signal
 import struct
 import termios
 import threading
+import time
 
 import pytest
 
@@ -131,16 +132,24 @@ def test_sigterm_drains_and_exits_zero_and_sighup_reopens(tmp_path):
     import overlaybd.log as olog
     orig = olog.reopen
     olog.reopen = lambda: reopened.append(1)
-    timers = [threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGHUP)),
-              threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGTERM))]
+    default_hup = signal.getsignal(signal.SIGHUP)
+
+    def send_signals():           # in order, each once the daemon can take it
+        deadline = time.monotonic() + 10
+        while signal.getsignal(signal.SIGHUP) == default_hup and time.monotonic() < deadline:
+            time.sleep(0.01)      # run() has not installed its handlers yet
+        os.kill(os.getpid(), signal.SIGHUP)
+        while not reopened and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send_signals, daemon=True)
     try:
-        for t in timers:
-            t.start()
+        sender.start()
         assert d.run() == 0
     finally:
         olog.reopen = orig
-        for t in timers:
-            t.cancel()
+        sender.join(15)
     assert reopened == [1]
     [c] = fk.reap()
     assert c.cmd_id == cid and c.data == b"q" * 8192

@@ -367,14 +367,14 @@ def test_split_never_crosses_chunks_and_routes_stably():
 def test_spawned_workers_get_everything_through_the_channel(tmp_path, method):
     """With spawn or forkserver nothing is inherited: rings, eventfds, the data area and the
     opener all reach the worker through the control channel."""
-    h = EngineHarness(tmp_path, 1, start_method=method, heartbeat_sec=0.2)
+    h = EngineHarness(tmp_path, 1, start_method=method, heartbeat_sec=1.0)
     try:
         h.submit(1, OP_READ, MiB, 2 * MiB, 4096, 65536)
         h.wait_for([1])
         assert h.completions == {1: [ST_GOOD]}
         assert h.data(4096, 2 * MiB) == h.src[MiB:3 * MiB]
-        for i in range(2, 12):                  # many of the worker's 50 ms liveness checks
-            h.engine.wait(0.05)
+        for i in range(2, 12):                  # several of the worker's 250 ms liveness checks
+            h.engine.wait(0.15)
             h.submit(i, OP_READ, i * 4096, 4096, 0)
             h.wait_for([i])
         assert h.engine.restarts == 0           # e.g. not mistaking a forkserver for an orphaning

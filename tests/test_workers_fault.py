@@ -47,7 +47,7 @@ def _check(h, cases, size):
 
 def test_sigkill_with_reads_in_flight_repeatedly(tmp_path):
     rnd = random.Random(42)
-    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.0005, heartbeat_sec=30)
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=30)
     size = 96 * 1024
     try:
         for round_ in range(6):
@@ -93,7 +93,7 @@ def test_sigkill_with_writes_in_flight(tmp_path):
 
 def test_stalled_worker_is_detected_by_heartbeat_and_replaced(tmp_path):
     rnd = random.Random(3)
-    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=0.5)
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=2.0)
     size = 64 * 1024
     stopped = None
     try:
@@ -208,7 +208,7 @@ def test_replacement_stopped_before_it_is_ready_is_replaced_too(tmp_path, monkey
     inherited complete: the stress harness once lost 16 commands to a SIGSTOP in that window."""
     from overlaybd.workers import worker as worker_mod
     rnd = random.Random(5)
-    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=0.5)
+    h = EngineHarness(tmp_path, 2, chunk_size=CHUNK, delay=0.002, heartbeat_sec=2.0)
     marker = tmp_path / "stopped-once"
     real_run = worker_mod.Worker.run
 

@@ -82,7 +82,8 @@ def test_the_completion_fd_is_cleared_only_when_signalled_and_never_left_readabl
         h.wait_for([0])
         pool = h.engine.pool
         fd = h.engine.fileno()
-        time.sleep(0.05)                           # the worker's last write and count land
+        # asleep: it announces that only after its last write and count have landed
+        _until(lambda: pool.slots[0].hb.worker_idle, "the worker never went to sleep")
         for _ in range(3):
             h.engine.poll()
         reads = []

@@ -24,6 +24,11 @@ for round in 1 2; do
 done
 rec kills "$kills"
 rec io_errors "$(dmesg | grep -ciE 'I/O error|critical medium error|blk_update_request')"
+# the last victim's replacement may still be on its way (a restart delay): wait up to 30 s
+for _ in $(seq 60); do
+    [ "$(ps -o pid= --ppid $DPID | wc -l)" -ge 2 ] && break
+    sleep 0.5
+done
 rec workers_after "$(ps -o pid= --ppid $DPID | wc -l)"
 $DEV remove 1 2>>"$OUT/steps.err"
 stop_daemon stop_rc

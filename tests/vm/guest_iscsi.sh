@@ -44,8 +44,12 @@ for w in 0 2; do
             ddpid=$!
             sleep 1
             kill -$sig $DPID; wait $DPID; rec "inflight-$sig-rc" $?; DPID=
-            sleep 2
-            left=; for k in $kids; do kill -0 $k 2>/dev/null && left="$left $k"; done
+            # orphans notice on their heartbeat thread (every heartbeatSec / 4): give them 15 s
+            for _ in $(seq 30); do
+                left=; for k in $kids; do kill -0 $k 2>/dev/null && left="$left $k"; done
+                [ -z "$left" ] && break
+                sleep 0.5
+            done
             rec "inflight-$sig-workers-left" "$(echo $left | wc -w)"
             for k in $left; do kill -KILL $k 2>/dev/null; done
             start_daemon "$W/obd-$w.json" "$OUT/daemon-w$w.log" || exit 1
