@@ -65,7 +65,7 @@ def svc_for(tmp_path, **over):
 
 def test_record_flow_as_containerd_drives_it(tmp_path, image):
     """Empty trace file, device, reads, delete the lock: .ok while the device is still open
-    (the lock is polled every second; 5 s of slack for a loaded machine), a valid trace whose
+    (the lock is polled every 0.5 s; 5 s of slack for a loaded machine), a valid trace whose
     records are exactly the layer reads the device made, in order."""
     trace = tmp_path / "trace"
     trace.write_bytes(b"")
