@@ -262,7 +262,9 @@ class Engine:
         slots = self.pool.slots
         s = slots[home]
         load = s.published - s.completed
-        if load < SPREAD_AT:
+        # no other can have SPREAD_AT fewer unless their mean does (commands in flight less
+        # this worker's parts: at most the others' parts): one look, no loop, when balanced
+        if self._count - load > (load - SPREAD_AT) * (self.workers - 1):
             return home
         best, fewest = home, load - SPREAD_AT + 1
         for i, o in enumerate(slots):
