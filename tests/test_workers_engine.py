@@ -310,7 +310,7 @@ def test_reads_of_a_read_only_device_pass_a_held_up_worker(tmp_path, read_only):
     cs = 64 * 1024
     release = tmp_path / "release"
     h = EngineHarness(tmp_path, 2, chunk_size=cs, heartbeat_sec=60)
-    mine = [c for c in range(128) if route(DEV, c, 2) == 0][:12]   # worker 0's chunks
+    mine = [c for c in range(256) if route(DEV, c, 2) == 0][:SPREAD_AT + 8]   # worker 0's
     h.engine.remove_device(DEV)
     h.engine.add_device(DEV, GateOpener(h.path, mine[0] * cs, release, writable=not read_only),
                         h.map_fd, h.map_size, read_only=read_only)

@@ -57,8 +57,10 @@ from .split import route, split_iovs, split_range
 SECTOR = 512
 ONE_PART = 1 << 63          # tag bit: the part is the whole command, dev and cmd_id follow
 SPIN_POLLS = 300            # looks at the rings (some tens of us) before a sleep (spin())
-SPREAD_AT = 4               # a READ of a read-only device goes to another worker when its
-                            #   chunk's has this many parts more in flight (_lighter)
+SPREAD_AT = 16              # a READ of a read-only device goes to another worker when its
+                            #   chunk's has this many parts more in flight (_lighter): a held-
+                            #   up worker, not the ordinary unevenness of hashed chunks (at 4,
+                            #   plain sequential reads lost 17% in the kernel: performance.md)
 
 
 class CommandError(OverlaybdError):
