@@ -18,7 +18,6 @@ each command's buffer into iovecs of that size (0: one iovec), like a fragmented
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import random
@@ -102,10 +101,7 @@ def measure(opener, file_size, workers, io_size, depth, seconds, iov, seed=1, tr
         for dev, op in enumerate(openers, DEV):
             fds[dev] = os.memfd_create(f"bench-data-area-{dev}", os.MFD_CLOEXEC)
             os.ftruncate(fds[dev], map_size)
-            if "read_only" in inspect.signature(engine.add_device).parameters:
-                engine.add_device(dev, op, fds[dev], map_size, read_only=True)
-            else:                            # a tree from before read-only spreading
-                engine.add_device(dev, op, fds[dev], map_size)
+            engine.add_device(dev, op, fds[dev], map_size)
             free.extend((dev, slot) for slot in range(depth))
         while True:
             now = time.monotonic()

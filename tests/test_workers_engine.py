@@ -300,42 +300,6 @@ def test_a_buffer_over_two_chunks_of_one_worker_is_one_part(tmp_path):
         h.close()
 
 
-@pytest.mark.parametrize("read_only", [True, False])
-def test_reads_of_a_read_only_device_pass_a_held_up_worker(tmp_path, read_only):
-    """One worker is held up in a read (a slow fetch).  A read-only device's later reads of
-    that worker's chunks queue on it only up to SPREAD_AT in flight, then go to the other
-    worker and complete, bytes right; a writable device's all wait for the chunk's worker."""
-    from overlaybd.workers.engine import SPREAD_AT
-    from tests.helpers.workers import GateOpener
-    cs = 64 * 1024
-    release = tmp_path / "release"
-    h = EngineHarness(tmp_path, 2, chunk_size=cs, heartbeat_sec=60)
-    mine = [c for c in range(256) if route(DEV, c, 2) == 0][:SPREAD_AT + 8]   # worker 0's
-    h.engine.remove_device(DEV)
-    h.engine.add_device(DEV, GateOpener(h.path, mine[0] * cs, release, writable=not read_only),
-                        h.map_fd, h.map_size, read_only=read_only)
-    slots = h.engine.pool.slots
-    try:
-        for i, c in enumerate(mine):             # the first blocks worker 0 at its gate
-            spread = h.engine.spread_reads
-            h.submit(i, OP_READ, c * cs, 4096, i * 4096)
-            if h.engine.spread_reads > spread:   # sent to worker 1, which is free: done
-                h.wait_for([i], timeout=30)
-        h.engine.poll()
-        held = SPREAD_AT if read_only else len(mine)
-        assert slots[0].published - slots[0].completed == held
-        assert h.engine.spread_reads == len(mine) - held
-        assert sorted(h.completions) == list(range(held, len(mine)))   # none of worker 0's
-        release.touch()
-        h.wait_for(range(len(mine)), timeout=30)
-        for i, c in enumerate(mine):
-            assert h.completions[i] == [ST_GOOD]
-            assert h.data(i * 4096, 4096) == h.src[c * cs:c * cs + 4096], f"read {i}"
-    finally:
-        release.touch()
-        h.close()
-
-
 def test_clean_stop_drains_flushes_and_leaves_no_shm(tmp_path):
     before = shm_names_of(os.getpid())
     h = EngineHarness(tmp_path, 2, writable=True, chunk_size=256 * 1024)

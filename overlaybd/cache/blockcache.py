@@ -3,8 +3,7 @@
 ``BlockCache(file, block_size, capacity_bytes)`` sits in the image stack above a decompressing
 layer (a ZFile) and keeps up to ``capacity_bytes`` of its most recently used ``block_size``-
 aligned blocks.  Routing sends one chunk to one worker (docs/engine.md), so the slices of the
-workers seldom hold the same block (a read-only device's READ may go to a less busy worker)
-and together act as one cache nearly ``workers`` times larger.
+workers never hold the same block and together act as one cache ``workers`` times larger.
 Misses in a contiguous run are fetched with one read of the wrapped file.
 
 What it keeps: blocks that a read *cuts*.  A read that covers part of a block (a 4 KiB

@@ -218,7 +218,7 @@ class Daemon:
         if self.prefetch is not None:   # before the engine opens: a recording rides the opener
             self.prefetch.open(info.minor, info.config_path, opener)
         try:
-            self.engine.add_device(info.minor, opener, handle.map_fd, handle.size, read_only)
+            self.engine.add_device(info.minor, opener, handle.map_fd, handle.size)
         except Exception as e:  # noqa: BLE001 -- an engine refusal fails this device only
             logger.error("device {}: engine: {}", info.name, e)
             if self.prefetch is not None:

@@ -33,7 +33,6 @@ from ..abi.ops import (
     OP_COMPARE_WRITE,
     OP_DISCARD,
     OP_FLUSH,
-    OP_READ,
     OP_WRITE,
     OP_WRITE_SAME,
     OPS,
@@ -57,10 +56,6 @@ from .split import route, split_iovs, split_range
 SECTOR = 512
 ONE_PART = 1 << 63          # tag bit: the part is the whole command, dev and cmd_id follow
 SPIN_POLLS = 300            # looks at the rings (some tens of us) before a sleep (spin())
-SPREAD_AT = 16              # a READ of a read-only device goes to another worker when its
-                            #   chunk's has this many parts more in flight (_lighter): a held-
-                            #   up worker, not the ordinary unevenness of hashed chunks (at 4,
-                            #   plain sequential reads lost 17% in the kernel: performance.md)
 
 
 class CommandError(OverlaybdError):
@@ -99,8 +94,6 @@ class Engine:
         self._inline: dict[int, DeviceExecutor] = {}
         self._tags = itertools.count(1)
         self._routes: dict[tuple, int] = {}   # (dev, chunk) -> worker, a cache of route()
-        self._spread: set[int] = set()        # read-only devices (their READs may spread)
-        self.spread_reads = 0                 # READs sent to a worker not their chunk's
         self._started = False
         self._spin: Spin | None = None        # set by start() where spinning can pay
         self._edge = False                    # watch_edge(): fileno() is watched with EPOLLET
@@ -152,11 +145,7 @@ class Engine:
         return codes
 
     # -- devices -------------------------------------------------------------------------------
-    def add_device(self, dev: int, opener, uio_fd: int, map_size: int,
-                   read_only: bool = False) -> None:
-        """``read_only``: the device has no writable layer, so any worker reads any of its
-        bytes right, and a READ may go to a less busy worker than its chunk's (docs/engine.md,
-        "Routing and consistency")."""
+    def add_device(self, dev: int, opener, uio_fd: int, map_size: int) -> None:
         if not self._started:
             raise RuntimeError("add_device before start")
         if dev in self._map_sizes:
@@ -182,8 +171,6 @@ class Engine:
             os.close(scratch)
         self._map_sizes[dev] = map_size
         self._live[dev] = set()
-        if read_only and self.workers > 1:
-            self._spread.add(dev)
 
     def remove_device(self, dev: int, timeout: float = 30.0) -> None:
         """Wait for the device's commands (up to ``timeout``), then close its backends."""
@@ -194,7 +181,6 @@ class Engine:
             self.wait(0.05)
         self._map_sizes.pop(dev, None)
         self._live.pop(dev, None)
-        self._spread.discard(dev)
         if self.pool is not None:
             self.pool.remove_device(dev)
         d = self._inline.pop(dev, None)
@@ -256,27 +242,6 @@ class Engine:
             worker = self._routes[key] = route(dev, chunk, self.workers)
         return worker
 
-    def _lighter(self, home: int) -> int:
-        """The worker for a READ of a read-only device whose chunk is ``home``'s: ``home``,
-        unless another has ``SPREAD_AT`` parts fewer in flight (then the least busy).  A
-        worker held up (a slow remote fetch, a busy CPU) then delays only the reads already
-        queued on it."""
-        slots = self.pool.slots
-        s = slots[home]
-        load = s.published - s.completed
-        # no other can have SPREAD_AT fewer unless their mean does (commands in flight less
-        # this worker's parts: at most the others' parts): one look, no loop, when balanced
-        if self._count - load > (load - SPREAD_AT) * (self.workers - 1):
-            return home
-        best, fewest = home, load - SPREAD_AT + 1
-        for i, o in enumerate(slots):
-            n = o.published - o.completed
-            if n < fewest:
-                best, fewest = i, n
-        if best != home:
-            self.spread_reads += 1
-        return best
-
     def submit(self, dev: int, cmd_id: int, op: int, offset: int, length: int, iovs) -> None:
         """Start a command; its completion is reported by a later :meth:`poll`."""
         pool = self.pool
@@ -297,8 +262,6 @@ class Engine:
                 # one part, as split_iovs would have it: one chunk, or two of one worker (at
                 # 1 MiB, half of the unaligned reads); longer buffers take the general path
                 if last == chunk or last == chunk + 1 and self._route(dev, last) == worker:
-                    if op == OP_READ and dev in self._spread:
-                        worker = self._lighter(worker)
                     live.add(cmd_id)
                     self._count += 1
                     pool.submit(worker, ONE_PART | dev << 32 | cmd_id, dev, op, offset, n, iovs)

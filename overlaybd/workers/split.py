@@ -1,7 +1,7 @@
 """Splitting a command into parts and routing each part to a worker (docs/engine.md).
 
 The worker of a chunk is ``mmh3(dev, chunk index) % workers``, so one chunk always goes to one
-worker (the engine may send a read-only device's READ elsewhere: docs/engine.md).  A part carries at most ``max_iovs`` iovecs (what fits a descriptor) and never crosses
+worker.  A part carries at most ``max_iovs`` iovecs (what fits a descriptor) and never crosses
 a boundary between chunks of two workers; given no ``owner``, never any chunk boundary.
 """
 

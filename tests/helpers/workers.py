@@ -175,8 +175,8 @@ class PoisonOpener(RawFileOpener):
 class GateFile(RawFile):
     """A raw file whose read at ``gate`` blocks until the file ``release`` exists."""
 
-    def __init__(self, path, gate, release, writable=False):
-        super().__init__(path, writable)
+    def __init__(self, path, gate, release):
+        super().__init__(path)
         self.gate, self.release = gate, release
 
     def preadinto(self, buf, off):
@@ -186,12 +186,12 @@ class GateFile(RawFile):
 
 
 class GateOpener(RawFileOpener):
-    def __init__(self, path, gate, release, writable=False):
-        super().__init__(path, writable)
+    def __init__(self, path, gate, release):
+        super().__init__(path)
         self.gate, self.release = gate, str(release)
 
     def __call__(self):
-        return GateFile(self.path, self.gate, self.release, self.writable)
+        return GateFile(self.path, self.gate, self.release)
 
 
 class CrashingOpener:
